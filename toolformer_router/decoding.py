@@ -1,0 +1,135 @@
+"""Greedy, grammar-constrained, batched decoding with a KV cache and jump-forward.
+
+Each step feeds every unfinished request its pending tokens (the token just chosen plus whatever the
+grammar forces after it), right-padded to the longest; padding is masked out of the attention for good,
+so requests advance by different numbers of tokens in one forward pass. Finished requests leave the
+batch (their rows are dropped from the cache and the gist memory).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import llguidance
+import llguidance.torch
+import torch
+
+from .modeling import GistMemory, ToolRouterModel
+
+LogitsProcessor = Callable[[torch.Tensor], torch.Tensor]
+_BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
+
+
+@dataclass
+class DecodeRequest:
+    """One sequence to decode: prompt token ids, its tools' memory (n, L, 2, kvh, K, hd), its matcher."""
+
+    prompt_ids: list[int]
+    tool_memory: torch.Tensor
+    matcher: llguidance.LLMatcher
+    max_new_tokens: int
+
+
+@dataclass
+class DecodeOutput:
+    token_ids: list[int] = field(default_factory=list)
+    forced_tokens: int = 0
+    stopped: bool = False
+    """True when the grammar completed (or EOS ended a text answer); False when the budget ran out."""
+
+
+def _allowed_tokens(matchers: list[llguidance.LLMatcher], vocab_size: int) -> torch.Tensor:
+    """(A, vocab) bool mask of the tokens each matcher allows next."""
+    bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab_size)
+    for row, matcher in enumerate(matchers):
+        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, row)
+    bits = (bitmask.unsqueeze(-1) >> _BIT_SHIFTS) & 1  # (A, words, 32), little-endian bit order
+    return bits.view(len(matchers), -1)[:, :vocab_size].bool()
+
+
+def _consume(matcher: llguidance.LLMatcher, tokens: list[int]) -> None:
+    if tokens and not matcher.consume_tokens(tokens):
+        raise RuntimeError(f"grammar rejected tokens {tokens}: {matcher.get_error()}")
+
+
+@torch.no_grad()
+def constrained_greedy_decode(
+    model: ToolRouterModel,
+    requests: list[DecodeRequest],
+    *,
+    memory_template: torch.Tensor,
+    eos_token_id: int,
+    pad_token_id: int = 0,
+    logits_processor: LogitsProcessor | None = None,
+) -> list[DecodeOutput]:
+    """Decode all requests together; returns one `DecodeOutput` per request, in order.
+
+    `memory_template` is any (L, 2, kvh, K, hd) tensor on the model's device (shape for empty tool sets).
+    `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
+    """
+    device = memory_template.device
+    vocab_size = model.lm_head.out_features
+    outputs = [DecodeOutput() for _ in requests]
+    pending: list[list[int]] = []
+    for request, output in zip(requests, outputs):
+        forced = request.matcher.compute_ff_tokens()
+        _consume(request.matcher, forced)
+        output.token_ids += forced
+        output.forced_tokens += len(forced)
+        pending.append(list(request.prompt_ids) + forced)
+    active = list(range(len(requests)))
+    next_position = [0] * len(requests)
+    memory = GistMemory.from_tool_memories([r.tool_memory for r in requests], memory_template)
+    cache = model.new_cache()
+    attention_mask = torch.zeros(len(requests), 0, dtype=torch.long, device=device)
+
+    while active:
+        lengths = [len(pending[b]) for b in active]
+        width = max(lengths)
+        input_ids = torch.full((len(active), width), pad_token_id, dtype=torch.long)
+        new_mask = torch.zeros(len(active), width, dtype=torch.long)
+        for row, b in enumerate(active):
+            input_ids[row, : lengths[row]] = torch.tensor(pending[b])
+            new_mask[row, : lengths[row]] = 1
+        starts = torch.tensor([next_position[b] for b in active])
+        positions = (starts[:, None] + torch.arange(width)[None, :]).to(device)
+        attention_mask = torch.cat([attention_mask, new_mask.to(device)], dim=1)
+        hidden = model.decode(input_ids.to(device), attention_mask, positions, memory, cache)
+        last = hidden[torch.arange(len(active), device=device), torch.tensor(lengths, device=device) - 1]
+        logits = model.lm_head(last).float()
+        if logits_processor is not None:
+            logits = logits_processor(logits)
+        allowed = _allowed_tokens([requests[b].matcher for b in active], vocab_size).to(device)
+        if not allowed.any(dim=1).all():
+            raise RuntimeError("grammar dead end: no token allowed")
+        chosen = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1).tolist()
+
+        keep: list[int] = []
+        for row, b in enumerate(active):
+            request, output, token = requests[b], outputs[b], chosen[row]
+            next_position[b] += lengths[row]
+            _consume(request.matcher, [token])
+            if request.matcher.is_stopped():  # EOS after a text answer, or a completed call list
+                if token != eos_token_id:
+                    output.token_ids.append(token)
+                output.stopped = True
+                continue
+            output.token_ids.append(token)
+            forced = request.matcher.compute_ff_tokens()
+            _consume(request.matcher, forced)
+            output.token_ids += forced
+            output.forced_tokens += len(forced)
+            pending[b] = [token] + forced
+            if request.matcher.is_stopped():
+                output.stopped = True
+            elif len(output.token_ids) < request.max_new_tokens:
+                keep.append(row)
+        if len(keep) < len(active):
+            rows = torch.tensor(keep, dtype=torch.long, device=device)
+            if keep:
+                cache.batch_select_indices(rows)
+                attention_mask = attention_mask[rows]
+                memory = memory.select(rows)
+            active = [active[row] for row in keep]
+    return outputs

@@ -1,0 +1,526 @@
+"""`ToolRouter`: the public entry point — register tools, route queries (sync, batched, async)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llguidance
+import orjson
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .backbone import load_backbone, router_home
+from .checkpoint import load_weights, read_config, save_checkpoint
+from .config import RouterConfig
+from .decoding import DecodeRequest, LogitsProcessor, constrained_greedy_decode
+from .errors import (
+    InvalidQueryError,
+    InvalidToolError,
+    QueryTooLongError,
+    TooManyToolsError,
+    UnknownToolError,
+)
+from .gist_cache import GistCache, ToolMemory
+from .grammar import ToolChoice, ToolGrammar
+from .modeling import ToolRouterModel
+from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools
+from .types import RouteResult, RouteUsage, ToolCall
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
+_ROLES = ("system", "user", "assistant", "tool")
+Query = str | Sequence[dict[str, Any]]
+
+
+@dataclass
+class _Request:
+    """One validated routing request, ready to batch."""
+
+    messages: list[dict[str, Any]]
+    tools: list[Tool]
+    tool_choice: ToolChoice
+    parallel_tool_calls: bool
+    max_new_tokens: int
+
+
+@dataclass
+class _Job:
+    request: _Request
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+
+def _check_text(text: Any, where: str) -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidQueryError(f"{where} is not valid UTF-8: {error}") from None
+    if not isinstance(text, str):
+        raise InvalidQueryError(f"{where} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidQueryError(f"{where} is not valid UTF-8 text: {error}") from None
+    return text
+
+
+def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
+    """A query string or a list of chat messages -> validated `{role, content[, tool_calls, name]}` dicts."""
+    if isinstance(query, (str, bytes)):
+        text = _check_text(query, "query")
+        if not text.strip():
+            raise InvalidQueryError("query is empty")
+        return [{"role": "user", "content": text}]
+    if not isinstance(query, Sequence) or not query:
+        raise InvalidQueryError("query must be a non-empty string or a non-empty list of chat messages")
+    messages = []
+    for i, message in enumerate(query):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise InvalidQueryError(f"message {i} must be a dict with a role in {_ROLES}, got {str(message)[:120]}")
+        content = message.get("content")
+        content = "" if content is None else _check_text(content, f"message {i} content")
+        normalized = {"role": message["role"], "content": content}
+        if message.get("tool_calls"):
+            normalized["tool_calls"] = [
+                {"name": c.get("name") or (c.get("function") or {}).get("name"),
+                 "arguments": c.get("arguments", c.get("args", (c.get("function") or {}).get("arguments", {})))}
+                for c in message["tool_calls"]
+            ]
+        if message.get("name"):
+            normalized["name"] = _check_text(message["name"], f"message {i} name")
+        messages.append(normalized)
+    if not any(m["content"].strip() or m.get("tool_calls") for m in messages if m["role"] != "system"):
+        raise InvalidQueryError("the conversation has no non-empty user, assistant or tool message")
+    return messages
+
+
+class ToolRouter:
+    """Routes queries to tool calls using cached per-tool gists and grammar-constrained decoding.
+
+    Example:
+        >>> router = ToolRouter.from_pretrained("default")
+        >>> router.add_tools([{"name": "get_weather", "description": "Weather for a city",
+        ...                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+        ...                                   "required": ["city"]}}])
+        >>> router.route("What's the weather in Paris?").calls
+        [ToolCall(id='call_…', name='get_weather', arguments={'city': 'Paris'})]
+    """
+
+    def __init__(
+        self,
+        model: ToolRouterModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        gist_cache: GistCache | None = None,
+        name: str = "toolformer-router",
+        max_batch_size: int = 32,
+        batch_wait_s: float = 0.002,
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = model.config
+        self.name = name
+        self.gist_cache = gist_cache if gist_cache is not None else GistCache(None)
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features)
+        self._eos_token_id = self.grammar.ll_tokenizer.eos_token
+        self._registry: OrderedDict[str, Tool] = OrderedDict()
+        self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
+        self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
+        self._model_lock = threading.RLock()
+        self._registry_lock = threading.RLock()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        context = getattr(model.backbone_config, "max_position_embeddings", None) or 2**31
+        self.max_context = context
+
+    # ----------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        checkpoint: str | Path = "default",
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        cache_path: str | Path | None = None,
+        disk_cache: bool = True,
+        **kwargs: Any,
+    ) -> ToolRouter:
+        """Load a router checkpoint folder, or "default" (the packaged checkpoint; until one is trained, the
+        default backbone with freshly initialised router modules, with a warning).
+
+        Args:
+            device: "cuda", "cpu", ...; default CUDA when available.
+            dtype: torch dtype or its name; default bfloat16 on CUDA, float32 on the CPU.
+            cache_path: SQLite file of the on-disk gist cache (default `$TOOLFORMER_ROUTER_HOME/gists.sqlite`).
+            disk_cache: False keeps gists in memory only.
+        """
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        folder = PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
+        trained = (folder / "config.json").is_file()
+        if str(checkpoint) != "default" and not trained:
+            read_config(folder)  # raises a CheckpointError naming the problem
+        config = read_config(folder) if trained else RouterConfig()
+        backbone, tokenizer = load_backbone(config.backbone, dtype=torch.float32)
+        model = ToolRouterModel(backbone, config)
+        if trained:
+            load_weights(model, folder)
+        else:
+            warnings.warn(
+                "no trained default checkpoint is installed: routing with the default backbone and freshly "
+                "initialised (untrained) router modules — calls will be valid but not meaningful",
+                stacklevel=2,
+            )
+        model.to(device=device, dtype=dtype)
+        if disk_cache:
+            kwargs.setdefault("gist_cache", GistCache(cache_path or router_home() / "gists.sqlite"))
+        name = kwargs.pop("name", f"toolformer-router/{folder.name if trained else 'untrained-' + config.backbone}")
+        return cls(model, tokenizer, name=name, **kwargs)
+
+    @classmethod
+    def from_backbone(
+        cls,
+        backbone: PreTrainedModel | str,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        config: RouterConfig | None = None,
+        **kwargs: Any,
+    ) -> ToolRouter:
+        """A router with fresh (untrained) modules around a backbone model object or name."""
+        config = config or RouterConfig()
+        if isinstance(backbone, str):
+            config = config.model_copy(update={"backbone": backbone})
+            backbone, tokenizer = load_backbone(backbone)
+        if tokenizer is None:
+            raise ValueError("a tokenizer is required with a backbone model object")
+        return cls(ToolRouterModel(backbone, config), tokenizer, **kwargs)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write a checkpoint folder (config.json + router.safetensors)."""
+        return save_checkpoint(self.model, folder)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    # ----------------------------------------------------------------------------------- tools
+    @property
+    def tools(self) -> list[Tool]:
+        """The registered tools, in registration order."""
+        with self._registry_lock:
+            return list(self._registry.values())
+
+    def add_tools(self, tools: Iterable[Any]) -> list[Tool]:
+        """Register tools (a tool whose name is registered already is replaced) and encode the new ones.
+
+        All-or-nothing: on any error the registered set is exactly what it was.
+        """
+        new = self.prepare_tools(tools)
+        with self._registry_lock:
+            merged = OrderedDict(self._registry)
+            for tool in new:
+                merged[tool.name] = tool
+            if len(merged) > self.config.max_tools:
+                raise TooManyToolsError(f"{len(merged)} tools would be registered; max_tools={self.config.max_tools}")
+            self.tool_memories(new)  # encodes what is not cached yet; raises before the registry changes
+            self._registry = merged
+        return new
+
+    def remove_tools(self, names: Iterable[str]) -> None:
+        """Unregister tools by name; an unknown name raises `UnknownToolError` and removes nothing."""
+        names = [names] if isinstance(names, str) else list(names)
+        with self._registry_lock:
+            unknown = [n for n in names if n not in self._registry]
+            if unknown:
+                raise UnknownToolError(f"tools not registered: {unknown}")
+            for name in names:
+                del self._registry[name]
+
+    def prepare_tools(self, tools: Iterable[Any]) -> list[Tool]:
+        """Normalise and validate tool definitions (memoised on their content); no encoding."""
+        if isinstance(tools, (str, bytes, dict)):
+            raise InvalidToolError("tools must be a list of tool definitions")
+        tools = list(tools)
+        if len(tools) > self.config.max_tools:
+            raise TooManyToolsError(f"{len(tools)} tools given; max_tools={self.config.max_tools}")
+        prepared = []
+        for tool in tools:
+            key = tool.schema_hash.encode() if isinstance(tool, Tool) else self._content_key(tool)
+            normalized = self._normalized.get(key)
+            if normalized is None:
+                normalized = normalize_tool(tool)
+                self.grammar.check_tool(normalized)
+                self._normalized[key] = normalized
+                if len(self._normalized) > 100_000:
+                    self._normalized.popitem(last=False)
+            prepared.append(normalized)
+        return normalize_tools(prepared)  # duplicate-name check
+
+    @staticmethod
+    def _content_key(tool: Any) -> bytes:
+        try:
+            return orjson.dumps(tool, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        except TypeError as error:
+            raise InvalidToolError(f"tool definition is not JSON-serialisable: {error}") from None
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def tool_text(self, tool: Tool) -> str:
+        """The (possibly description-truncated) schema text the encoder reads for `tool`."""
+        return fit_tool_text(tool, self.count_tokens, self.config.max_schema_tokens)
+
+    @torch.no_grad()
+    def tool_memories(self, tools: list[Tool], *, batch_size: int = 32) -> tuple[list[ToolMemory], int, int]:
+        """Each tool's cached memory (encoding only tools not in the cache); returns (entries, hits, misses)."""
+        fingerprint = self.model.memory_fingerprint()
+        found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device)
+        missing = list({t.schema_hash: t for t in tools if t.schema_hash not in found}.values())
+        if missing:
+            texts = [self.tool_text(tool) for tool in missing]  # may raise SchemaTooLongError, before any work
+            with self._model_lock, tqdm(total=len(missing), desc="encoding tools", unit="tool",
+                                        disable=len(missing) < 64 or None) as progress:
+                for start in range(0, len(missing), batch_size):
+                    batch = self.tokenizer(texts[start : start + batch_size], add_special_tokens=False,
+                                           padding=True, return_tensors="pt", padding_side="right")
+                    input_ids = batch["input_ids"].to(self.device)
+                    gists = self.model.encode_tools(input_ids, batch["attention_mask"].to(self.device))
+                    memory = self.model.project_memory(gists)
+                    entries = {tool.schema_hash: ToolMemory(gists[i].clone(), memory[i].clone())
+                               for i, tool in enumerate(missing[start : start + batch_size])}
+                    self.gist_cache.put_many(entries, fingerprint)
+                    found.update(entries)
+                    progress.update(len(entries))
+        return [found[t.schema_hash] for t in tools], len(tools) - len(missing), len(missing)
+
+    # ----------------------------------------------------------------------------------- routing
+    def route(
+        self,
+        query: Query,
+        tools: Iterable[Any] | None = None,
+        *,
+        tool_choice: ToolChoice = None,
+        parallel_tool_calls: bool = True,
+        max_new_tokens: int | None = None,
+        logits_processor: LogitsProcessor | None = None,
+    ) -> RouteResult:
+        """Route one query (a string or a list of chat messages) over the registered tools, or `tools`.
+
+        Args:
+            tools: overrides the registered set for this call only (still through the gist cache).
+            tool_choice: "auto"/None (call or answer), "required"/"any"/True (must call), "none" (answer),
+                a tool name or `{"type": "function", "function": {"name": ...}}` (must call that tool).
+            parallel_tool_calls: False allows exactly one call.
+            max_new_tokens: output budget (default `config.max_new_tokens`).
+        """
+        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+        return self._route_requests([request], logits_processor=logits_processor)[0]
+
+    def route_batch(
+        self,
+        queries: Sequence[Query],
+        tools: Iterable[Any] | None = None,
+        *,
+        tool_choice: ToolChoice = None,
+        parallel_tool_calls: bool = True,
+        max_new_tokens: int | None = None,
+        logits_processor: LogitsProcessor | None = None,
+    ) -> list[RouteResult]:
+        """Route several queries together (one batched decode per `max_batch_size` queries)."""
+        tools = None if tools is None else self.prepare_tools(tools)
+        requests = [self._request(q, tools, tool_choice, parallel_tool_calls, max_new_tokens) for q in queries]
+        results = []
+        for start in range(0, len(requests), self.max_batch_size):
+            results += self._route_requests(requests[start : start + self.max_batch_size], logits_processor)
+        return results
+
+    async def aroute(
+        self,
+        query: Query,
+        tools: Iterable[Any] | None = None,
+        *,
+        tool_choice: ToolChoice = None,
+        parallel_tool_calls: bool = True,
+        max_new_tokens: int | None = None,
+    ) -> RouteResult:
+        """Async `route`: never blocks the event loop; concurrent calls are decoded together in one batch.
+
+        Cancelling the awaiting task drops its result; the batch goes on for the other requests.
+        """
+        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._ensure_worker()
+        self._jobs.put(_Job(request, future, loop))
+        return await future
+
+    def close(self) -> None:
+        """Stop the background batching thread (started by the first `aroute`)."""
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=10)
+            self._worker = None
+
+    # ----------------------------------------------------------------------------------- internals
+    def _request(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens) -> _Request:
+        messages = normalize_messages(query)
+        active = self.tools if tools is None else self.prepare_tools(tools)
+        budget = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if budget < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget)
+        self.grammar.lark(active, tool_choice, parallel_tool_calls)  # validates tool_choice now, not in a batch
+        return request
+
+    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The decoder's prompt: the backbone's chat template over system prompt + conversation."""
+        rendered: list[dict[str, str]] = []
+        system = self.config.system_prompt
+        for message in messages:
+            role, content = message["role"], message["content"]
+            if role == "system":
+                system = f"{system}\n\n{content}" if content else system
+                continue
+            if role == "assistant" and message.get("tool_calls"):
+                calls = orjson.dumps([{"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]])
+                content = (content + "\n" if content else "") + calls.decode()
+            if role == "tool":
+                role, content = "user", f"Result of {message.get('name') or 'the tool'}: {content}"
+            rendered.append({"role": role, "content": content})
+        rendered.insert(0, {"role": "system", "content": system})
+        ids = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return list(ids)
+
+    def _matcher(self, request: _Request) -> llguidance.LLMatcher:
+        key = (tuple(t.schema_hash for t in request.tools), str(request.tool_choice), request.parallel_tool_calls)
+        matcher = self._matchers.get(key)
+        if matcher is None:
+            matcher = self.grammar.matcher(request.tools, request.tool_choice, request.parallel_tool_calls)
+            self._matchers[key] = matcher
+            if len(self._matchers) > 64:
+                self._matchers.popitem(last=False)
+        else:
+            self._matchers.move_to_end(key)
+        return matcher.deep_copy()
+
+    def _route_requests(
+        self, requests: list[_Request], logits_processor: LogitsProcessor | None = None
+    ) -> list[RouteResult]:
+        started = time.perf_counter()
+        with self._model_lock:
+            decode_requests, usages = [], []
+            for request in requests:
+                if len(request.tools) > self.config.max_tools:
+                    raise TooManyToolsError(f"{len(request.tools)} active tools; max_tools={self.config.max_tools}")
+                prompt = self.prompt_ids(request.messages)
+                limit = min(self.config.max_query_tokens, self.max_context - request.max_new_tokens)
+                if len(prompt) > limit:
+                    raise QueryTooLongError(
+                        f"the conversation is {len(prompt)} tokens; at most {limit} fit "
+                        f"(max_query_tokens={self.config.max_query_tokens}, context {self.max_context})"
+                    )
+                memories, hits, misses = self.tool_memories(request.tools)
+                stacked = torch.stack([m.memory for m in memories]) if memories else None
+                decode_requests.append(DecodeRequest(prompt, stacked, self._matcher(request), request.max_new_tokens))
+                usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
+                                         gist_tokens=len(request.tools) * self.config.num_gists,
+                                         cache_hits=hits, cache_misses=misses))
+            template = self._memory_template()
+            for decode_request in decode_requests:
+                if decode_request.tool_memory is None:
+                    decode_request.tool_memory = template.new_zeros((0, *template.shape))
+            outputs = constrained_greedy_decode(
+                self.model, decode_requests, memory_template=template, eos_token_id=self._eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
+            )
+        latency = time.perf_counter() - started
+        results = []
+        for output, usage in zip(outputs, usages):
+            usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
+            results.append(self._result(output.token_ids, output.stopped, usage))
+        return results
+
+    def _memory_template(self) -> torch.Tensor:
+        """A zero (L, 2, kv_heads, K, head_dim) tensor fixing the memory layout on the model's device."""
+        block = next(iter(self.model.cross_attention.values()))
+        return torch.zeros(
+            len(self.model.cross_attention), 2, block.num_kv_heads, self.config.num_gists, block.head_dim,
+            device=self.device, dtype=self.model.lm_head.weight.dtype,
+        )
+
+    def _result(self, token_ids: list[int], stopped: bool, usage: RouteUsage) -> RouteResult:
+        raw = self.tokenizer.decode(token_ids, skip_special_tokens=False)
+        result = RouteResult(raw=raw, finish_reason="stop" if stopped else "length", model=self.name, usage=usage)
+        if raw.startswith("["):
+            if stopped:
+                result.calls = [
+                    ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
+                    for call in orjson.loads(raw)
+                ]
+        else:
+            result.text = raw.strip()
+        return result
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._serve_jobs, name="toolformer-router-batcher", daemon=True)
+            self._worker.start()
+
+    def _serve_jobs(self) -> None:
+        """Background thread: collect concurrent `aroute` jobs into batches and decode them together."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            jobs = [job]
+            deadline = time.perf_counter() + self.batch_wait_s
+            while len(jobs) < self.max_batch_size:
+                try:
+                    more = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)
+                    break
+                jobs.append(more)
+            jobs = [j for j in jobs if not j.future.cancelled()]
+            if not jobs:
+                continue
+            try:
+                results: list[Any] = self._route_requests([j.request for j in jobs])
+            except Exception:  # one bad request must not fail the others: retry them one by one
+                results = []
+                for j in jobs:
+                    try:
+                        results.append(self._route_requests([j.request])[0])
+                    except Exception as error:  # delivered to that request's awaiting task
+                        results.append(error)
+            for j, result in zip(jobs, results):
+                j.loop.call_soon_threadsafe(_deliver, j.future, result)
+
+
+def _deliver(future: asyncio.Future, result: Any) -> None:
+    if future.done():  # cancelled while it was being decoded
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)

@@ -1,0 +1,50 @@
+"""Public result types of `ToolRouter.route`: `ToolCall` and `RouteResult` (pydantic models)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ToolCall(BaseModel):
+    """One call chosen by the router: a unique id, an active tool's name and its validated arguments."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteUsage(BaseModel):
+    """What one route cost: tokens fed to the decoder, gist memory attended, cache traffic and time."""
+
+    input_tokens: int = 0
+    """Conversation tokens fed to the decoder (the tool schemas are not among them)."""
+    output_tokens: int = 0
+    """Tokens of the answer, forced ones included."""
+    forced_tokens: int = 0
+    """Output tokens the grammar forced and the decoder took in one pass (jump-forward)."""
+    gist_tokens: int = 0
+    """Memory slots attended by cross-attention: active tools x gists per tool."""
+    active_tools: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    latency_s: float = 0.0
+
+
+class RouteResult(BaseModel):
+    """The router's decision for one query: one or more calls, or no call with the model's own short text."""
+
+    calls: list[ToolCall] = Field(default_factory=list)
+    text: str | None = None
+    """The model's answer when it made no call; None when it called tools."""
+    raw: str = ""
+    """The decoded output exactly as the grammar accepted it."""
+    finish_reason: Literal["stop", "length"] = "stop"
+    """"length" when `max_new_tokens` ran out; a call cut short is then dropped and `text` is None."""
+    model: str = ""
+    usage: RouteUsage = Field(default_factory=RouteUsage)
+
+    @property
+    def is_call(self) -> bool:
+        return bool(self.calls)

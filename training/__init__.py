@@ -1,0 +1,1 @@
+"""Training data, curriculum and evaluation, installed as `toolformer_router.training` (not implemented yet)."""
