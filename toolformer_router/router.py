@@ -227,10 +227,11 @@ class ToolRouter:
         with self._registry_lock:
             return list(self._registry.values())
 
-    def add_tools(self, tools: Iterable[Any]) -> list[Tool]:
+    def add_tools(self, tools: Iterable[Any], *, show_progress: bool | None = None) -> list[Tool]:
         """Register tools (a tool whose name is registered already is replaced) and encode the new ones.
 
-        All-or-nothing: on any error the registered set is exactly what it was.
+        All-or-nothing: on any error the registered set is exactly what it was. `show_progress`: a progress
+        bar while encoding (default: when 64 or more tools need encoding).
         """
         new = self.prepare_tools(tools)
         with self._registry_lock:
@@ -239,7 +240,7 @@ class ToolRouter:
                 merged[tool.name] = tool
             if len(merged) > self.config.max_tools:
                 raise TooManyToolsError(f"{len(merged)} tools would be registered; max_tools={self.config.max_tools}")
-            self.tool_memories(new)  # encodes what is not cached yet; raises before the registry changes
+            self.tool_memories(new, show_progress=show_progress)  # encodes what is not cached yet; raises before the registry changes
             self._registry = merged
         return new
 
@@ -288,7 +289,9 @@ class ToolRouter:
         return fit_tool_text(tool, self.count_tokens, self.config.max_schema_tokens)
 
     @torch.no_grad()
-    def tool_memories(self, tools: list[Tool], *, batch_size: int = 32) -> tuple[list[ToolMemory], int, int]:
+    def tool_memories(
+        self, tools: list[Tool], *, batch_size: int = 32, show_progress: bool | None = None
+    ) -> tuple[list[ToolMemory], int, int]:
         """Each tool's cached memory (encoding only tools not in the cache); returns (entries, hits, misses)."""
         fingerprint = self.model.memory_fingerprint()
         found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device)
@@ -296,7 +299,8 @@ class ToolRouter:
         if missing:
             texts = [self.tool_text(tool) for tool in missing]  # may raise SchemaTooLongError, before any work
             with self._model_lock, tqdm(total=len(missing), desc="encoding tools", unit="tool",
-                                        disable=len(missing) < 64 or None) as progress:
+                                        disable=not (show_progress if show_progress is not None
+                                                     else len(missing) >= 64)) as progress:
                 for start in range(0, len(missing), batch_size):
                     batch = self.tokenizer(texts[start : start + batch_size], add_special_tokens=False,
                                            padding=True, return_tensors="pt", padding_side="right")

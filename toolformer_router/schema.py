@@ -224,11 +224,26 @@ def _set_path(obj: dict[str, Any], path: tuple, value: str) -> None:
     obj[path[-1]] = value
 
 
-def render_tool(tool: Tool) -> str:
-    """The text the encoder reads: compact JSON of name, description, parameters, in that order."""
+def _without_boilerplate(schema: Any) -> Any:
+    """Drop `additionalProperties: false` (implied for every tool object) from the encoder's view."""
+    if isinstance(schema, dict):
+        return {k: _without_boilerplate(v) for k, v in schema.items()
+                if not (k == "additionalProperties" and v is False)}
+    if isinstance(schema, list):
+        return [_without_boilerplate(v) for v in schema]
+    return schema
+
+
+def _render(name: str, description: str, parameters: dict[str, Any]) -> str:
     return orjson.dumps(
-        {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+        {"name": name, "description": description, "parameters": _without_boilerplate(parameters)}
     ).decode()
+
+
+def render_tool(tool: Tool) -> str:
+    """The text the encoder reads: compact JSON of name, description, parameters, in that order
+    (`additionalProperties: false`, implied for every tool object, is left out)."""
+    return _render(tool.name, tool.description, tool.parameters)
 
 
 def fit_tool_text(tool: Tool, count_tokens: Callable[[str], int], max_tokens: int) -> str:
@@ -257,6 +272,6 @@ def fit_tool_text(tool: Tool, count_tokens: Callable[[str], int], max_tokens: in
             description = shorter
         else:
             _set_path(parameters, path, shorter)
-        text = orjson.dumps({"name": tool.name, "description": description, "parameters": parameters}).decode()
+        text = _render(tool.name, description, parameters)
         if count_tokens(text) <= max_tokens:
             return text

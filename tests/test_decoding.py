@@ -1,0 +1,110 @@
+"""Grammar-constrained decoding: validity by construction, tool_choice, jump-forward, batching."""
+
+import random
+
+import orjson
+import pytest
+import torch
+from jsonschema import Draft202012Validator
+
+from conftest import EMAIL, STOCK, WEATHER, bfcl_training_side_tools, finishing_sampler
+from toolformer_router import UnknownToolError
+
+
+def _validate(result, tools) -> None:
+    """Every call names an active tool and its arguments validate against that tool's schema."""
+    by_name = {t.name: t for t in tools}
+    assert result.raw.startswith("[") == bool(result.calls)
+    if not result.calls:
+        assert result.text is not None and not result.text.startswith(("[", "{"))
+        return
+    parsed = orjson.loads(result.raw)
+    assert [c["name"] for c in parsed] == [c.name for c in result.calls]
+    for call in result.calls:
+        assert call.name in by_name
+        Draft202012Validator(by_name[call.name].parameters).validate(call.arguments)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_weights_always_produce_valid_calls_over_bfcl_schemas(make_router, tokenizer, seed):
+    family = ("llama", "qwen2")[seed]
+    router = make_router(family, seed=seed, max_schema_tokens=512)
+    for block in router.model.cross_attention.values():  # let the random gists matter
+        block.gate.data.fill_(1.0)
+    catalog = router.prepare_tools(bfcl_training_side_tools(60))
+    rng = random.Random(seed)
+    bias = finishing_sampler(tokenizer, seed)
+    queries, tool_sets = [], []
+    for i in range(24):
+        tool_sets.append(rng.sample(catalog, rng.choice([1, 3, 8, 20])))
+        queries.append(rng.choice(["Book a table for two tonight", "what's 2+2", "Find files named *.py",
+                                   "Turn on the lights in the kitchen please"]) + f" #{i}")
+    results = []
+    for i, (query, tools) in enumerate(zip(queries, tool_sets)):
+        choice = ("required", "auto", tools[0].name)[i % 3]
+        results.append(router.route(query, tools=tools, tool_choice=choice, max_new_tokens=300,
+                                    logits_processor=bias))
+    assert [r.raw[-200:] for r in results if r.raw.startswith("[") and r.finish_reason != "stop"] == []
+    for result, tools in zip(results, tool_sets):
+        _validate(result, tools)
+    assert sum(bool(r.calls) for r in results) >= 16  # "required" and forced-name requests must call
+    for i in range(0, 24, 3):
+        assert results[i].calls
+    for i in range(2, 24, 3):
+        assert {c.name for c in results[i].calls} == {tool_sets[i][0].name}
+
+
+def test_tool_choice_modes_are_enforced(router_family, tokenizer):
+    router = router_family
+    tools = router.prepare_tools([WEATHER, EMAIL, STOCK])
+    sampler = finishing_sampler(tokenizer, 0)
+    required = router.route("hello", tools=tools, tool_choice="required", max_new_tokens=200, logits_processor=sampler)
+    assert required.calls and required.text is None
+    same = router.route("hello", tools=tools, tool_choice={"type": "function", "function": {"name": "send_email"}},
+                        max_new_tokens=200, logits_processor=sampler)
+    assert same.calls and {c.name for c in same.calls} == {"send_email"}
+    none = router.route("What is the weather in Paris?", tools=tools, tool_choice="none", max_new_tokens=8)
+    assert not none.calls and none.text is not None
+    single = router.route("x", tools=tools, tool_choice="any", parallel_tool_calls=False, max_new_tokens=200,
+                          logits_processor=sampler)
+    assert len(single.calls) <= 1 and single.raw.count('{"name":') == len(single.calls)
+    with pytest.raises(UnknownToolError, match="not among the active tools"):
+        router.route("x", tools=tools, tool_choice="delete_everything")
+
+
+def test_jump_forward_feeds_forced_tokens_in_one_pass(make_router, tokenizer):
+    router = make_router()
+    passes = []
+    original = router.model.decode
+
+    def counting(input_ids, *args, **kwargs):
+        passes.append(input_ids.shape[1])
+        return original(input_ids, *args, **kwargs)
+
+    router.model.decode = counting
+    result = router.route("weather in Rome", tools=[WEATHER], tool_choice="get_weather", max_new_tokens=200,
+                          logits_processor=finishing_sampler(tokenizer, 0))
+    assert result.calls and result.usage.forced_tokens >= 8  # `[{"name":"get_weather","arguments":{"city` …
+    assert len(passes) < result.usage.output_tokens  # fewer decoder passes than output tokens
+    assert passes[0] > result.usage.input_tokens  # the prompt and the forced prefix went in together
+
+
+def test_batched_decoding_matches_one_request_at_a_time(make_router):
+    router = make_router("qwen2", seed=3)
+    for block in router.model.cross_attention.values():
+        block.gate.data.fill_(1.0)
+    queries = ["weather in Oslo?", "email alice that the build is green and the release is out", "hi", "AAPL price"]
+    tool_sets = [[WEATHER, EMAIL, STOCK], [EMAIL], [WEATHER, STOCK], [STOCK, WEATHER]]
+    alone = [router.route(q, tools=t, tool_choice="auto", max_new_tokens=60) for q, t in zip(queries, tool_sets)]
+    requests = [router._request(q, router.prepare_tools(t), "auto", True, 60) for q, t in zip(queries, tool_sets)]
+    together = router._route_requests(requests)
+    assert [r.raw for r in together] == [r.raw for r in alone]
+
+
+def test_decode_stops_at_the_budget_and_reports_length(make_router):
+    router = make_router()
+    result = router.route("write a long story", tools=[EMAIL], tool_choice="none", max_new_tokens=5)
+    assert result.finish_reason == "length" and result.usage.output_tokens == 5 and result.text is not None
+    cut = router.route("email", tools=[EMAIL], tool_choice="required", max_new_tokens=3)
+    assert cut.finish_reason == "length" and cut.calls == [] and cut.text is None
+

@@ -1,0 +1,247 @@
+"""The public API: registry, overrides, batching, async, bad input, checkpoints, CLI."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import EMAIL, STOCK, TINY_ROUTER_CONFIG, WEATHER, finishing_sampler, tiny_backbone
+from toolformer_router import (
+    BackboneMismatchError,
+    CheckpointError,
+    DuplicateToolError,
+    InvalidQueryError,
+    InvalidToolError,
+    QueryTooLongError,
+    RouteResult,
+    RouterConfig,
+    SchemaTooLongError,
+    ToolRouter,
+    ToolRouterError,
+    TooManyToolsError,
+    UnknownToolError,
+)
+
+
+def test_registry_add_remove_and_per_call_override(make_router):
+    router = make_router()
+    router.add_tools([WEATHER, EMAIL])
+    assert [t.name for t in router.tools] == ["get_weather", "send_email"]
+    result = router.route("weather in Paris?", tools=[STOCK], tool_choice="required", max_new_tokens=40,
+                          logits_processor=finishing_sampler(router.tokenizer, 0))
+    assert isinstance(result, RouteResult) and [c.name for c in result.calls] == ["stock.price"] * len(result.calls)
+    assert [t.name for t in router.tools] == ["get_weather", "send_email"]  # the override changed nothing
+    router.remove_tools(["get_weather"])
+    assert [t.name for t in router.tools] == ["send_email"]
+    with pytest.raises(UnknownToolError, match="nope"):
+        router.remove_tools(["send_email", "nope"])
+    assert [t.name for t in router.tools] == ["send_email"]  # nothing removed on error
+    result = router.route("email bob", tool_choice="required", max_new_tokens=60,
+                          logits_processor=finishing_sampler(router.tokenizer, 1))
+    assert all(c.name == "send_email" for c in result.calls)
+    assert result.usage.active_tools == 1 and result.usage.gist_tokens == router.config.num_gists
+    assert len({c.id for c in result.calls}) == len(result.calls)
+
+
+@pytest.mark.parametrize(
+    "bad_tools, error",
+    [
+        ([WEATHER, {"name": "", "parameters": {}}], InvalidToolError),
+        ([WEATHER, {"name": "x", "parameters": {"type": "object", "properties": {"a": {"type": 7}}}}], InvalidToolError),
+        ([EMAIL, EMAIL], DuplicateToolError),
+        ([{"name": "huge", "parameters": {"type": "object", "properties": {
+            f"p{i}": {"type": "string", "enum": [f"value_{j}" for j in range(20)]} for i in range(10)}}}],
+         SchemaTooLongError),
+        ([{"name": "n", "parameters": {"type": "object", "properties": {"a": {"type": "integer",
+                                                                               "enum": ["x"]}}, "required": ["a"]}}], InvalidToolError),  # unsatisfiable
+    ],
+)
+def test_failed_add_tools_leaves_the_registry_unchanged(make_router, bad_tools, error):
+    router = make_router()
+    router.add_tools([STOCK])
+    before = router.tools
+    with pytest.raises(error):
+        router.add_tools(bad_tools)
+    assert router.tools == before
+    assert router.route("x", tool_choice="none", max_new_tokens=2).text is not None  # still usable
+
+
+def test_too_many_tools(make_router):
+    router = make_router(max_tools=3)
+    tools = [{"name": f"tool_{i}", "parameters": {}} for i in range(4)]
+    with pytest.raises(TooManyToolsError, match="max_tools=3"):
+        router.add_tools(tools)
+    with pytest.raises(TooManyToolsError):
+        router.route("hi", tools=tools)
+    router.add_tools(tools[:3])
+    with pytest.raises(TooManyToolsError):
+        router.add_tools(tools[3:])
+    assert len(router.tools) == 3
+
+
+@pytest.mark.parametrize(
+    "query, error, message",
+    [
+        ("", InvalidQueryError, "empty"),
+        ("   ", InvalidQueryError, "empty"),
+        ([], InvalidQueryError, "non-empty"),
+        (b"caf\xe9", InvalidQueryError, "UTF-8"),
+        ("bad \udcff surrogate", InvalidQueryError, "UTF-8"),
+        ([{"role": "wizard", "content": "hi"}], InvalidQueryError, "role"),
+        ([{"role": "system", "content": "only a system prompt"}], InvalidQueryError, "no non-empty"),
+        ("word " * 5000, QueryTooLongError, "tokens"),
+        (42, InvalidQueryError, "non-empty string"),
+    ],
+)
+def test_bad_queries_raise_typed_errors(router_family, query, error, message):
+    with pytest.raises(error, match=message):
+        router_family.route(query, tools=[WEATHER])
+    assert issubclass(error, ToolRouterError)
+
+
+def test_chat_messages_with_tool_calls_and_results_are_accepted(make_router):
+    router = make_router()
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "weather in Rome?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather", "args": {"city": "Rome"},
+                                                              "id": "call_1"}]},
+        {"role": "tool", "content": "18 C, sunny", "name": "get_weather"},
+    ]
+    prompt = router.tokenizer.decode(router.prompt_ids(router._request(messages, [WEATHER], None, True, 8).messages))
+    assert "Be brief." in prompt and '"city":"Rome"' in prompt and "18 C, sunny" in prompt
+    assert router.route(messages, tools=[WEATHER], max_new_tokens=4).finish_reason in ("stop", "length")
+
+
+def test_route_batch_returns_one_result_per_query_in_order(make_router):
+    router = make_router()
+    router.add_tools([WEATHER, EMAIL])
+    queries = ["a", "b", "c"]
+    batched = router.route_batch(queries, tool_choice="none", max_new_tokens=6)
+    assert [r.raw for r in batched] == [router.route(q, tool_choice="none", max_new_tokens=6).raw for q in queries]
+
+
+async def test_aroute_batches_concurrent_requests_without_blocking_the_loop(make_router):
+    router = make_router()
+    router.add_tools([WEATHER, EMAIL])
+    sizes: list[int] = []
+    original = router._route_requests
+
+    def recording(requests, logits_processor=None):
+        sizes.append(len(requests))
+        time.sleep(0.05)  # a slow device: the loop must keep running meanwhile
+        return original(requests, logits_processor)
+
+    router._route_requests = recording
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    tick_task = asyncio.create_task(ticker())
+    queries = [f"query number {i}" for i in range(12)]
+    results = await asyncio.gather(*(router.aroute(q, tool_choice="none", max_new_tokens=4) for q in queries))
+    tick_task.cancel()
+    expected = [router.route(q, tool_choice="none", max_new_tokens=4).raw for q in queries]
+    assert [r.raw for r in results] == expected  # each answer belongs to its request
+    assert max(sizes) > 1  # concurrent requests shared a batch
+    assert ticks >= 5
+    router.close()
+
+
+async def test_aroute_errors_and_cancellation_do_not_disturb_others(make_router):
+    router = make_router()
+    with pytest.raises(InvalidQueryError):
+        await router.aroute("", tools=[WEATHER])
+    slow = asyncio.create_task(router.aroute("cancel me", tools=[WEATHER], tool_choice="none", max_new_tokens=30))
+    others = [asyncio.create_task(router.aroute(f"q{i}", tools=[EMAIL], tool_choice="none", max_new_tokens=3))
+              for i in range(4)]
+    await asyncio.sleep(0)
+    slow.cancel()
+    done = await asyncio.gather(*others)
+    assert all(r.text is not None for r in done)
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    router.close()
+
+
+def _save_tiny_backbone(folder, tokenizer, family="llama", seed=0):
+    backbone = tiny_backbone(family, len(tokenizer), seed)
+    backbone.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return backbone
+
+
+def test_checkpoint_round_trip_and_clear_errors(tmp_path, tokenizer):
+    backbone_dir = tmp_path / "backbone"
+    _save_tiny_backbone(backbone_dir, tokenizer)
+    router = ToolRouter.from_backbone(str(backbone_dir), config=RouterConfig(**TINY_ROUTER_CONFIG))
+    with torch.no_grad():
+        for block in router.model.cross_attention.values():
+            block.gate.fill_(0.3)
+    checkpoint = router.save_pretrained(tmp_path / "ckpt")
+    size = sum(f.stat().st_size for f in checkpoint.iterdir())
+    assert size < 2_000_000  # only the new modules, not the backbone
+    loaded = ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+    for name, tensor in router.model.cross_attention.state_dict().items():
+        assert torch.equal(loaded.model.cross_attention.state_dict()[name], tensor)
+    query = "weather?"
+    assert loaded.route(query, tools=[WEATHER], max_new_tokens=8).raw == router.route(
+        query, tools=[WEATHER], max_new_tokens=8).raw
+
+    weights = checkpoint / "router.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        ToolRouter.from_pretrained(tmp_path / "nowhere", disk_cache=False)
+
+
+def test_checkpoint_missing_tensor_and_other_backbone_are_rejected(tmp_path, tokenizer):
+    from safetensors.torch import load_file, save_file
+
+    backbone_dir = tmp_path / "backbone"
+    _save_tiny_backbone(backbone_dir, tokenizer)
+    router = ToolRouter.from_backbone(str(backbone_dir), config=RouterConfig(**TINY_ROUTER_CONFIG))
+    checkpoint = router.save_pretrained(tmp_path / "ckpt")
+    tensors = load_file(checkpoint / "router.safetensors")
+    tensors.pop(next(k for k in tensors if k.startswith("gist_pooling")))
+    save_file(tensors, checkpoint / "router.safetensors")
+    with pytest.raises(CheckpointError, match="missing"):
+        ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+
+    router.save_pretrained(checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["backbone_signature"]["hidden_size"] = 576
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BackboneMismatchError, match="hidden_size"):
+        ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+
+
+def test_cli_route_prints_a_route_result(tmp_path, tokenizer):
+    backbone_dir = tmp_path / "backbone"
+    _save_tiny_backbone(backbone_dir, tokenizer)
+    router = ToolRouter.from_backbone(str(backbone_dir), config=RouterConfig(**TINY_ROUTER_CONFIG))
+    checkpoint = router.save_pretrained(tmp_path / "ckpt")
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([WEATHER, EMAIL]))
+    out = subprocess.run(
+        [sys.executable, "-m", "toolformer_router.cli", "route", "--tools", str(tools), "--checkpoint",
+         str(checkpoint), "--no-disk-cache", "--tool-choice", "none", "--max-new-tokens", "5", "What now?"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    result = RouteResult.model_validate_json(out.stdout)
+    assert result.calls == [] and result.usage.active_tools == 2
+    bad = subprocess.run(
+        [sys.executable, "-m", "toolformer_router.cli", "route", "--tools", str(tools), "--checkpoint",
+         str(checkpoint), "--no-disk-cache", ""], capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode != 0 and "query is empty" in bad.stderr

@@ -1,0 +1,86 @@
+import copy
+
+import pytest
+
+from conftest import EMAIL, STOCK, WEATHER
+from toolformer_router import DuplicateToolError, InvalidToolError, SchemaTooLongError, normalize_tool
+from toolformer_router.schema import fit_tool_text, normalize_tools, render_tool
+
+
+def test_accepts_openai_bare_and_mcp_shapes_with_the_same_result():
+    openai = normalize_tool(WEATHER)
+    bare = normalize_tool(WEATHER["function"])
+    mcp = normalize_tool({"name": "get_weather", "description": "Current weather for a city.",
+                          "inputSchema": WEATHER["function"]["parameters"]})
+    assert openai == bare == mcp
+    assert openai.schema_hash == bare.schema_hash == mcp.schema_hash
+    assert openai.parameters["additionalProperties"] is False
+
+
+def test_bfcl_types_become_json_schema():
+    tool = normalize_tool(STOCK)
+    assert tool.parameters["type"] == "object"
+    assert tool.parameters["properties"]["threshold"]["type"] == "number"
+    nested = normalize_tool({"name": "f", "parameters": {"type": "dict", "properties": {
+        "pair": {"type": "tuple", "items": {"type": "float"}},
+        "anything": {"type": "any", "description": "free"},
+        "opts": {"type": "dict", "properties": {"flag": {"type": "boolean"}}, "required": ["flag", "ghost"]},
+    }, "required": ["pair", "missing"]}})
+    props = nested.parameters["properties"]
+    assert props["pair"] == {"type": "array", "items": {"type": "number"}}
+    assert props["anything"] == {"description": "free"}  # `any` accepts every value
+    assert props["opts"]["required"] == ["flag"] and props["opts"]["additionalProperties"] is False
+    assert nested.parameters["required"] == ["pair"]  # undeclared names dropped
+
+
+def test_hash_ignores_key_order_but_not_content():
+    shuffled = {"parameters": WEATHER["function"]["parameters"], "description": "Current weather for a city.",
+                "name": "get_weather"}
+    assert normalize_tool(shuffled).schema_hash == normalize_tool(WEATHER).schema_hash
+    changed = copy.deepcopy(WEATHER)
+    changed["function"]["description"] = "Weather now."
+    assert normalize_tool(changed).schema_hash != normalize_tool(WEATHER).schema_hash
+
+
+@pytest.mark.parametrize(
+    "tool, message",
+    [
+        ({"description": "no name"}, "name"),
+        ({"name": "  "}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "x", "parameters": "not a schema"}, "parameters"),
+        ({"name": "x", "parameters": {"type": "string"}}, "type 'object'"),
+        ({"name": "x", "parameters": {"type": "object", "properties": {"a": {"type": "strng"}}}}, "unknown type"),
+        ({"name": "x", "parameters": {"type": "object", "properties": {"a": {"minimum": "low"}}}}, "invalid JSON Schema"),
+        ({"name": "x", "description": 3}, "description"),
+        ("get_weather", "dict"),
+    ],
+)
+def test_invalid_tools_raise_a_clear_error(tool, message):
+    with pytest.raises(InvalidToolError, match=message):
+        normalize_tool(tool)
+
+
+def test_duplicate_names_raise():
+    with pytest.raises(DuplicateToolError, match="send_email"):
+        normalize_tools([EMAIL, EMAIL])
+
+
+def test_truncation_shortens_descriptions_first_and_keeps_structure():
+    long = "word " * 400
+    tool = normalize_tool({"name": "f", "description": long, "parameters": {"type": "object", "properties": {
+        "a": {"type": "string", "description": "short", "enum": ["x", "y"]}}}})
+    budget = 12  # "tokens" of a stand-in tokenizer: one per 20 characters
+    assert len(render_tool(tool)) // 20 > budget
+    text = fit_tool_text(tool, lambda s: len(s) // 20, budget)
+    assert len(text) // 20 <= budget
+    assert '"enum":["x","y"]' in text and '"name":"f"' in text
+    assert len(text) < len(render_tool(tool))
+
+
+def test_schema_that_cannot_fit_raises_schema_too_long():
+    properties = {f"parameter_{i}": {"type": "string"} for i in range(50)}
+    tool = normalize_tool({"name": "big", "description": "d" * 50, "parameters": {"type": "object",
+                                                                                  "properties": properties}})
+    with pytest.raises(SchemaTooLongError, match="big"):
+        fit_tool_text(tool, len, 100)
