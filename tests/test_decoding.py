@@ -108,3 +108,12 @@ def test_decode_stops_at_the_budget_and_reports_length(make_router):
     cut = router.route("email", tools=[EMAIL], tool_choice="required", max_new_tokens=3)
     assert cut.finish_reason == "length" and cut.calls == [] and cut.text is None
 
+
+def test_text_answers_have_their_own_shorter_budget(make_router, tokenizer):
+    router = make_router(max_text_tokens=4)
+    text = router.route("tell me a story", tools=[EMAIL], tool_choice="none", max_new_tokens=50)
+    assert text.usage.output_tokens == 4 and text.finish_reason == "length"
+    call = router.route("email", tools=[EMAIL], tool_choice="required", max_new_tokens=200,
+                        logits_processor=finishing_sampler(tokenizer, 0))
+    assert call.calls and call.usage.output_tokens > 4  # calls keep the full budget
+

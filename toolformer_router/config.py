@@ -43,6 +43,8 @@ class RouterConfig(BaseModel):
     max_tools: int = Field(1000, ge=1)
     max_query_tokens: int = Field(2048, ge=16)
     max_new_tokens: int = Field(256, ge=1)
+    max_text_tokens: int = Field(64, ge=1)
+    """Budget of a "no call" text answer (the router answers briefly; a fallback LLM writes prose)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     backbone_signature: dict[str, Any] | None = None
     """model_type, hidden_size, layers, heads and vocab of the backbone a checkpoint was trained on."""

@@ -29,6 +29,8 @@ class DecodeRequest:
     tool_memory: torch.Tensor
     matcher: llguidance.LLMatcher
     max_new_tokens: int
+    max_text_tokens: int | None = None
+    """A tighter budget once the output turns out to be a text answer rather than calls."""
 
 
 @dataclass
@@ -60,12 +62,14 @@ def constrained_greedy_decode(
     *,
     memory_template: torch.Tensor,
     eos_token_id: int,
+    call_opening_tokens: frozenset[int] = frozenset(),
     pad_token_id: int = 0,
     logits_processor: LogitsProcessor | None = None,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
 
     `memory_template` is any (L, 2, kvh, K, hd) tensor on the model's device (shape for empty tool sets).
+    `call_opening_tokens`: ids whose text starts with "[": an output starting otherwise is a text answer.
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
     """
     device = memory_template.device
@@ -78,6 +82,7 @@ def constrained_greedy_decode(
         output.token_ids += forced
         output.forced_tokens += len(forced)
         pending.append(list(request.prompt_ids) + forced)
+    budget = [r.max_new_tokens for r in requests]
     active = list(range(len(requests)))
     next_position = [0] * len(requests)
     memory = GistMemory.from_tool_memories([r.tool_memory for r in requests], memory_template)
@@ -109,6 +114,8 @@ def constrained_greedy_decode(
         for row, b in enumerate(active):
             request, output, token = requests[b], outputs[b], chosen[row]
             next_position[b] += lengths[row]
+            if not output.token_ids and token not in call_opening_tokens and request.max_text_tokens is not None:
+                budget[b] = min(budget[b], request.max_text_tokens)
             _consume(request.matcher, [token])
             if request.matcher.is_stopped():  # EOS after a text answer, or a completed call list
                 if token != eos_token_id:
@@ -123,7 +130,7 @@ def constrained_greedy_decode(
             pending[b] = [token] + forced
             if request.matcher.is_stopped():
                 output.stopped = True
-            elif len(output.token_ids) < request.max_new_tokens:
+            elif len(output.token_ids) < budget[b]:
                 keep.append(row)
         if len(keep) < len(active):
             rows = torch.tensor(keep, dtype=torch.long, device=device)

@@ -139,6 +139,9 @@ class ToolRouter:
         self.batch_wait_s = batch_wait_s
         self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features)
         self._eos_token_id = self.grammar.ll_tokenizer.eos_token
+        self._call_opening_tokens = frozenset(
+            i for i in range(len(tokenizer)) if tokenizer.decode([i]).startswith("[")
+        )
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
         self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
@@ -443,7 +446,8 @@ class ToolRouter:
                     )
                 memories, hits, misses = self.tool_memories(request.tools)
                 stacked = torch.stack([m.memory for m in memories]) if memories else None
-                decode_requests.append(DecodeRequest(prompt, stacked, self._matcher(request), request.max_new_tokens))
+                decode_requests.append(DecodeRequest(prompt, stacked, self._matcher(request), request.max_new_tokens,
+                                                     min(request.max_new_tokens, self.config.max_text_tokens)))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
@@ -453,6 +457,7 @@ class ToolRouter:
                     decode_request.tool_memory = template.new_zeros((0, *template.shape))
             outputs = constrained_greedy_decode(
                 self.model, decode_requests, memory_template=template, eos_token_id=self._eos_token_id,
+                call_opening_tokens=self._call_opening_tokens,
                 pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
             )
         latency = time.perf_counter() - started
