@@ -122,3 +122,13 @@ def bfcl_training_side_tools(limit: int = 60) -> list[dict]:
     names = sorted(tools)
     step = max(1, len(names) // limit)
     return [tools[n] for n in names[::step]][:limit]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` are skipped on machines without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -24,9 +24,9 @@ def _memory(model: ToolRouterModel, tools_per_request: list[int]) -> GistMemory:
     memory = model.project_memory(model.encode_tools(ids, mask))
     pieces, start = [], 0
     for count in tools_per_request:
-        pieces.append(memory[start : start + count])
+        pieces.append(GistMemory.flatten(memory[start : start + count]))
         start += count
-    return GistMemory.from_tool_memories(pieces, memory[0])
+    return GistMemory.batch(pieces, pieces[0])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -98,8 +98,8 @@ def test_memory_order_does_not_change_the_output():
     memory = model.project_memory(model.encode_tools(ids, torch.ones_like(ids)))
     query = torch.randint(0, 500, (1, 7))
     with torch.no_grad():
-        forward = model(query, torch.ones_like(query), GistMemory.from_tool_memories([memory], memory[0]))
-        backward = model(query, torch.ones_like(query), GistMemory.from_tool_memories([memory.flip(0)], memory[0]))
+        forward = model(query, torch.ones_like(query), GistMemory.batch([GistMemory.flatten(memory)], memory[0]))
+        backward = model(query, torch.ones_like(query), GistMemory.batch([GistMemory.flatten(memory.flip(0))], memory[0]))
     torch.testing.assert_close(forward, backward, rtol=1e-5, atol=1e-5)
 
 

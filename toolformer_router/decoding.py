@@ -23,7 +23,7 @@ _BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
 
 @dataclass
 class DecodeRequest:
-    """One sequence to decode: prompt token ids, its tools' memory (n, L, 2, kvh, K, hd), its matcher."""
+    """One sequence to decode: prompt token ids, its tools' flattened memory (L, 2, kvh, tools·K, hd), its matcher."""
 
     prompt_ids: list[int]
     tool_memory: torch.Tensor
@@ -68,7 +68,7 @@ def constrained_greedy_decode(
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
 
-    `memory_template` is any (L, 2, kvh, K, hd) tensor on the model's device (shape for empty tool sets).
+    `memory_template` is any (L, 2, kvh, ·, hd) tensor on the model's device (layout for empty tool sets).
     `call_opening_tokens`: ids whose text starts with "[": an output starting otherwise is a text answer.
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
     """
@@ -85,7 +85,7 @@ def constrained_greedy_decode(
     budget = [r.max_new_tokens for r in requests]
     active = list(range(len(requests)))
     next_position = [0] * len(requests)
-    memory = GistMemory.from_tool_memories([r.tool_memory for r in requests], memory_template)
+    memory = GistMemory.batch([r.tool_memory for r in requests], memory_template)
     cache = model.new_cache()
     attention_mask = torch.zeros(len(requests), 0, dtype=torch.long, device=device)
 

@@ -111,25 +111,31 @@ class GistMemory:
     values: torch.Tensor
     mask: torch.Tensor
 
-    @classmethod
-    def from_tool_memories(cls, per_request: list[torch.Tensor], template: torch.Tensor) -> GistMemory:
-        """Concatenate each request's per-tool memories (n_i, L, 2, kvh, K, hd) along tools and pad.
+    @staticmethod
+    def flatten(tool_memories: torch.Tensor) -> torch.Tensor:
+        """Per-tool memories (n, L, 2, kvh, K, hd) -> one request's memory (L, 2, kvh, n·K, hd)."""
+        tools, layers, _, kv_heads, num_gists, head_dim = tool_memories.shape
+        return tool_memories.permute(1, 2, 3, 0, 4, 5).reshape(layers, 2, kv_heads, tools * num_gists, head_dim)
 
-        `template` is any (L, 2, kvh, K, hd) tensor that fixes shape, dtype and device for empty requests.
+    @classmethod
+    def batch(cls, per_request: list[torch.Tensor], template: torch.Tensor) -> GistMemory:
+        """Pad flattened request memories (L, 2, kvh, M_i, hd) into one batch; a single request is not copied.
+
+        `template` is any (L, 2, kvh, ·, hd) tensor fixing dtype and device (for requests without tools).
         """
-        layers, _, kv_heads, num_gists, head_dim = template.shape
-        longest = max((len(m) for m in per_request), default=0) * num_gists
-        batch = len(per_request)
-        keys = template.new_zeros(layers, batch, kv_heads, max(longest, 1), head_dim)
+        if len(per_request) == 1 and per_request[0].shape[3] > 0:
+            (memory,) = per_request
+            mask = torch.ones(1, memory.shape[3], dtype=torch.bool, device=memory.device)
+            return cls(keys=memory[:, 0].unsqueeze(1), values=memory[:, 1].unsqueeze(1), mask=mask)
+        layers, _, kv_heads, _, head_dim = template.shape
+        longest = max(1, max(m.shape[3] for m in per_request))
+        keys = template.new_zeros(layers, len(per_request), kv_heads, longest, head_dim)
         values = torch.zeros_like(keys)
-        mask = torch.zeros(batch, max(longest, 1), dtype=torch.bool, device=template.device)
+        mask = torch.zeros(len(per_request), longest, dtype=torch.bool, device=template.device)
         for row, memory in enumerate(per_request):
-            if len(memory) == 0:
-                continue
-            size = len(memory) * num_gists
-            flat = memory.permute(1, 2, 3, 0, 4, 5).reshape(layers, 2, kv_heads, size, head_dim)
-            keys[:, row, :, :size] = flat[:, 0]
-            values[:, row, :, :size] = flat[:, 1]
+            size = memory.shape[3]
+            keys[:, row, :, :size] = memory[:, 0]
+            values[:, row, :, :size] = memory[:, 1]
             mask[row, :size] = True
         return cls(keys=keys, values=values, mask=mask)
 

@@ -33,8 +33,8 @@ from .errors import (
     UnknownToolError,
 )
 from .gist_cache import GistCache, ToolMemory
-from .grammar import ToolChoice, ToolGrammar
-from .modeling import ToolRouterModel
+from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
+from .modeling import GistMemory, ToolRouterModel
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools
 from .types import RouteResult, RouteUsage, ToolCall
 
@@ -145,6 +145,7 @@ class ToolRouter:
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
         self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
+        self._assembled: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._model_lock = threading.RLock()
         self._registry_lock = threading.RLock()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -266,14 +267,18 @@ class ToolRouter:
             raise TooManyToolsError(f"{len(tools)} tools given; max_tools={self.config.max_tools}")
         prepared = []
         for tool in tools:
-            key = tool.schema_hash.encode() if isinstance(tool, Tool) else self._content_key(tool)
+            if isinstance(tool, Tool):
+                prepared.append(tool)
+                continue
+            key = self._content_key(tool)
             normalized = self._normalized.get(key)
             if normalized is None:
                 normalized = normalize_tool(tool)
                 self.grammar.check_tool(normalized)
-                self._normalized[key] = normalized
-                if len(self._normalized) > 100_000:
-                    self._normalized.popitem(last=False)
+                with self._registry_lock:
+                    self._normalized[key] = normalized
+                    if len(self._normalized) > 100_000:
+                        self._normalized.popitem(last=False)
             prepared.append(normalized)
         return normalize_tools(prepared)  # duplicate-name check
 
@@ -301,6 +306,8 @@ class ToolRouter:
         missing = list({t.schema_hash: t for t in tools if t.schema_hash not in found}.values())
         if missing:
             texts = [self.tool_text(tool) for tool in missing]  # may raise SchemaTooLongError, before any work
+            order = sorted(range(len(missing)), key=lambda i: len(texts[i]))  # similar lengths pad less
+            missing, texts = [missing[i] for i in order], [texts[i] for i in order]
             with self._model_lock, tqdm(total=len(missing), desc="encoding tools", unit="tool",
                                         disable=not (show_progress if show_progress is not None
                                                      else len(missing) >= 64)) as progress:
@@ -371,7 +378,7 @@ class ToolRouter:
 
         Cancelling the awaiting task drops its result; the batch goes on for the other requests.
         """
-        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+        request = await asyncio.to_thread(self._request, query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ensure_worker()
@@ -393,7 +400,7 @@ class ToolRouter:
         if budget < 1:
             raise ValueError("max_new_tokens must be at least 1")
         request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget)
-        self.grammar.lark(active, tool_choice, parallel_tool_calls)  # validates tool_choice now, not in a batch
+        resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
 
     def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
@@ -444,17 +451,13 @@ class ToolRouter:
                         f"the conversation is {len(prompt)} tokens; at most {limit} fit "
                         f"(max_query_tokens={self.config.max_query_tokens}, context {self.max_context})"
                     )
-                memories, hits, misses = self.tool_memories(request.tools)
-                stacked = torch.stack([m.memory for m in memories]) if memories else None
-                decode_requests.append(DecodeRequest(prompt, stacked, self._matcher(request), request.max_new_tokens,
+                memory, hits, misses = self._request_memory(request.tools)
+                decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
                                                      min(request.max_new_tokens, self.config.max_text_tokens)))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
             template = self._memory_template()
-            for decode_request in decode_requests:
-                if decode_request.tool_memory is None:
-                    decode_request.tool_memory = template.new_zeros((0, *template.shape))
             outputs = constrained_greedy_decode(
                 self.model, decode_requests, memory_template=template, eos_token_id=self._eos_token_id,
                 call_opening_tokens=self._call_opening_tokens,
@@ -468,12 +471,28 @@ class ToolRouter:
         return results
 
     def _memory_template(self) -> torch.Tensor:
-        """A zero (L, 2, kv_heads, K, head_dim) tensor fixing the memory layout on the model's device."""
+        """An empty (L, 2, kv_heads, 0, head_dim) memory: the layout on the model's device, for no tools."""
         block = next(iter(self.model.cross_attention.values()))
         return torch.zeros(
-            len(self.model.cross_attention), 2, block.num_kv_heads, self.config.num_gists, block.head_dim,
+            len(self.model.cross_attention), 2, block.num_kv_heads, 0, block.head_dim,
             device=self.device, dtype=self.model.lm_head.weight.dtype,
         )
+
+    def _request_memory(self, tools: list[Tool]) -> tuple[torch.Tensor, int, int]:
+        """The flattened memory (L, 2, kvh, tools·K, hd) of a tool set; recent sets are kept assembled."""
+        if not tools:
+            return self._memory_template(), 0, 0
+        key = (self.model.memory_fingerprint(), tuple(t.schema_hash for t in tools))
+        memory = self._assembled.get(key)
+        if memory is not None:
+            self._assembled.move_to_end(key)
+            return memory, len(tools), 0
+        entries, hits, misses = self.tool_memories(tools)
+        memory = GistMemory.flatten(torch.stack([entry.memory for entry in entries]))
+        self._assembled[key] = memory
+        if len(self._assembled) > 4:
+            self._assembled.popitem(last=False)
+        return memory, hits, misses
 
     def _result(self, token_ids: list[int], stopped: bool, usage: RouteUsage) -> RouteResult:
         raw = self.tokenizer.decode(token_ids, skip_special_tokens=False)
