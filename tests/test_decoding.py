@@ -117,3 +117,19 @@ def test_text_answers_have_their_own_shorter_budget(make_router, tokenizer):
                         logits_processor=finishing_sampler(tokenizer, 0))
     assert call.calls and call.usage.output_tokens > 4  # calls keep the full budget
 
+
+
+def test_render_calls_is_exactly_what_the_grammar_accepts(make_router):
+    from toolformer_router.grammar import render_calls
+
+    router = make_router()
+    tools = router.prepare_tools([WEATHER, EMAIL, STOCK])
+    text = render_calls([("send_email", {"body": "hi", "to": "a@b.c"}), ("stock.price", {"days": 3, "ticker": "X"})],
+                        tools)
+    assert text == ('[{"name":"send_email","arguments":{"to":"a@b.c","body":"hi"}},'
+                    '{"name":"stock.price","arguments":{"ticker":"X","days":3}}]')
+    matcher = router.grammar.matcher(tools)
+    assert matcher.consume_tokens(router.tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert matcher.is_accepting()
+    with pytest.raises(UnknownToolError):
+        render_calls([("nope", {})], tools)

@@ -57,6 +57,31 @@ def call_schema(tool: Tool) -> dict[str, Any]:
 ToolChoice = str | dict | bool | None
 
 
+def _ordered(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with object keys in the schema's `properties` order (the order the grammar enforces)."""
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        known = [k for k in properties if k in value]
+        extra = [k for k in value if k not in properties]
+        return {k: _ordered(value[k], properties.get(k, {})) for k in known + extra}
+    if isinstance(value, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        return [_ordered(v, items) for v in value]
+    return value
+
+
+def render_calls(calls: list[tuple[str, dict[str, Any]]], tools: list[Tool]) -> str:
+    """The exact output text the grammar expects for these calls: a compact JSON list of
+    `{"name", "arguments"}` with arguments in each schema's property order (training targets use this)."""
+    by_name = {tool.name: tool for tool in tools}
+    rendered = []
+    for name, arguments in calls:
+        if name not in by_name:
+            raise UnknownToolError(f"call names {name!r}, which is not among the active tools")
+        rendered.append({"name": name, "arguments": _ordered(arguments, by_name[name].parameters)})
+    return orjson.dumps(rendered).decode()
+
+
 def resolve_tool_choice(tool_choice: ToolChoice, tools: list[Tool]) -> tuple[str, str | None]:
     """Map OpenAI/LangChain `tool_choice` forms to (mode, forced name); mode in auto/required/none/forced."""
     names = {tool.name for tool in tools}
