@@ -50,11 +50,7 @@ def save_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = model.config.model_copy(update={"backbone_signature": backbone_signature(model.backbone_config)})
-    tensors = {}
-    for prefix, module in model.new_modules().items():
-        for name, tensor in module.state_dict().items():
-            tensors[f"{prefix}.{name}"] = tensor
-    tensors.update(extra_state or {})
+    tensors = {**model.new_state_dict(), **(extra_state or {})}
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().cpu().contiguous().clone()
                for k, v in tensors.items()}
     save_file(tensors, folder / WEIGHTS_NAME, metadata={"format": "pt"})
@@ -82,7 +78,7 @@ def load_weights(model: ToolRouterModel, folder: str | Path) -> None:
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {error}") from None
     own = model.state_dict()
-    required = {f"{prefix}.{name}" for prefix, module in model.new_modules().items() for name in module.state_dict()}
+    required = set(model.new_state_dict())
     missing = sorted(required - tensors.keys())
     unknown = sorted(tensors.keys() - own.keys())
     if missing or unknown:

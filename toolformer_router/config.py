@@ -46,6 +46,8 @@ class RouterConfig(BaseModel):
     max_text_tokens: int = Field(64, ge=1)
     """Budget of a "no call" text answer (the router answers briefly; a fallback LLM writes prose)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    lora: dict[str, Any] | None = None
+    """LoRA adapters on backbone modules ({"r", "alpha", "modules"}), set when a checkpoint was trained with them."""
     backbone_signature: dict[str, Any] | None = None
     """model_type, hidden_size, layers, heads and vocab of the backbone a checkpoint was trained on."""
 

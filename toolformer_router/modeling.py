@@ -13,12 +13,14 @@ starts at 0, so at initialisation the decoder computes exactly what the wrapped 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache, PreTrainedModel
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
@@ -192,11 +194,29 @@ class ToolRouterModel(nn.Module):
         )
         self.init_new_modules(seed=0)
         self._fingerprint: tuple[tuple, str] | None = None
+        if config.lora:
+            self.add_lora(**config.lora)
+
+    def add_lora(self, *, r: int, alpha: int, modules: list[str], dropout: float = 0.0) -> None:
+        """Wrap the named backbone modules (e.g. "decoder_layers.12.self_attn.q_proj") with LoRA adapters (peft)."""
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError as error:
+            raise ImportError("LoRA needs peft: pip install 'toolformer-router[train]'") from error
+        inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules), self)
+        self.config = self.config.model_copy(update={"lora": {"r": r, "alpha": alpha, "modules": modules}})
 
     # ----------------------------------------------------------------------------------- weights
     def new_modules(self) -> dict[str, nn.Module]:
         """The modules the backbone does not have: what an untrained checkpoint must still contain."""
         return {"gist_pooling": self.gist_pooling, "cross_attention": self.cross_attention}
+
+    def new_state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors of the new modules and of any LoRA adapters: what a checkpoint must contain."""
+        state = {f"{prefix}.{name}": tensor for prefix, module in self.new_modules().items()
+                 for name, tensor in module.state_dict().items()}
+        state.update({name: tensor for name, tensor in self.state_dict().items() if ".lora_" in name})
+        return state
 
     @torch.no_grad()
     def init_new_modules(self, seed: int = 0) -> None:
@@ -242,6 +262,10 @@ class ToolRouterModel(nn.Module):
     # ----------------------------------------------------------------------------------- encoder
     def encode_tools(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Schema tokens (tools, S), right-padded, + mask (tools, S) -> gists (tools, K, d)."""
+        return self.gist_pooling(self.encoder_states(input_ids, attention_mask), attention_mask)
+
+    def encoder_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token ids (n, S), right-padded, + mask (n, S) -> encoder layers' output (n, S, d), before pooling."""
         hidden = self.embed_tokens(input_ids)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         mask = create_causal_mask(
@@ -251,7 +275,7 @@ class ToolRouterModel(nn.Module):
         position_embeddings = self.rotary_emb(hidden, positions)
         for layer in self.encoder_layers:
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, position_embeddings=position_embeddings)
-        return self.gist_pooling(hidden, attention_mask)
+        return hidden
 
     def project_memory(self, gists: torch.Tensor) -> torch.Tensor:
         """gists (tools, K, d) -> every cross-attention layer's keys/values (tools, L, 2, kv_heads, K, hd)."""
@@ -278,26 +302,37 @@ class ToolRouterModel(nn.Module):
         position_ids: torch.Tensor,
         memory: GistMemory | None,
         cache: DynamicCache | None = None,
+        no_grad_layers: int = 0,
     ) -> torch.Tensor:
         """New tokens (B, T) with positions (B, T); attention_mask (B, past+T) over cache and new tokens.
 
         Returns final-norm hidden states (B, T, d); `self.lm_head` turns the ones needed into logits.
+        `no_grad_layers`: the first n decoder layers run without autograd (training with a frozen backbone
+        below the first cross-attention saves their backward pass).
         """
         hidden = self.embed_tokens(input_ids)
         masks = self._masks(hidden, attention_mask, cache, position_ids)
         position_embeddings = self.rotary_emb(hidden, position_ids)
         use_cache = cache is not None
         cross_index = 0
-        for layer_id, layer, layer_type in zip(self.decoder_layer_ids, self.decoder_layers, self.decoder_layer_types):
-            hidden = layer(
-                hidden, attention_mask=masks[layer_type], position_ids=position_ids, cache=cache,
-                use_cache=use_cache, position_embeddings=position_embeddings,
-            )
+        layers = zip(self.decoder_layer_ids, self.decoder_layers, self.decoder_layer_types)
+        for index, (layer_id, layer, layer_type) in enumerate(layers):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and index >= no_grad_layers):
+                hidden = layer(
+                    hidden, attention_mask=masks[layer_type], position_ids=position_ids, cache=cache,
+                    use_cache=use_cache, position_embeddings=position_embeddings,
+                )
             block = self.cross_attention[str(layer_id)] if str(layer_id) in self.cross_attention else None
             if block is not None and memory is not None:
                 hidden = block(hidden, memory.keys[cross_index], memory.values[cross_index], memory.mask)
             cross_index += block is not None
         return self.norm(hidden)
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute backbone layers in the backward pass instead of storing their activations."""
+        for layer in {id(m): m for m in [*self.encoder_layers, *self.decoder_layers]}.values():
+            layer.gradient_checkpointing = enabled
+            layer._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, memory: GistMemory | None
