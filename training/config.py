@@ -1,0 +1,91 @@
+"""Training configuration: one pydantic model, loaded from YAML (`configs/*.yaml`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+StageName = Literal["autoencode", "contrastive", "calling"]
+Trainable = Literal["new_modules", "lora", "full"]
+
+
+class StageConfig(BaseModel):
+    """One curriculum stage. Defaults follow the reference design (design.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: StageName
+    steps: int | None = Field(None, ge=1)
+    """Optimizer steps; or give `epochs` (over the stage's examples)."""
+    epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    """Cap on steps whichever way they are set (a time budget)."""
+    lr: float = 1e-4
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.05
+    ae_weight: float = 0.0
+    """Weight of the auxiliary auto-encoding loss (stage 1 trains on it alone)."""
+    ae_fraction: float = 1.0
+    """Share of batches that also compute the auxiliary AE loss."""
+    contrastive_weight: float = 0.0
+    negatives: int = 7
+    temperature: float = 0.07
+
+    @model_validator(mode="after")
+    def _length(self) -> StageConfig:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of steps or epochs")
+        return self
+
+
+class LoraConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+
+class TrainConfig(BaseModel):
+    """Everything `toolformer-router train` needs; relative paths resolve against the config file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: str = "default"
+    router: dict[str, Any] = Field(default_factory=dict)
+    """`RouterConfig` fields that differ from the defaults."""
+    data_dir: str = "data/prepared"
+    prepare: dict[str, Any] = Field(default_factory=dict)
+    """Arguments of `training.data.prepare` when `data_dir` has not been prepared yet."""
+    output_dir: str = "runs/default"
+    seed: int = 0
+    trainable: Trainable = "new_modules"
+    """What the optimizer updates: only the new modules (frozen backbone), + LoRA adapters, or everything."""
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    cache_encoder_outputs: bool = True
+    """CPU-feasible mode: with a frozen encoder, each schema's encoder states are computed once."""
+    max_train_examples: int | None = None
+    grad_clip: float = 1.0
+    gradient_checkpointing: bool = True
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """"auto": bf16 on a GPU, fp32 on the CPU."""
+    max_seq_len: int = 2048
+    checkpoint_every: int = Field(50, ge=1)
+    log_every: int = Field(10, ge=1)
+    stages: list[StageConfig]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) or {}
+        config = cls.model_validate(raw)
+        for field in ("data_dir", "output_dir"):
+            value = Path(getattr(config, field))
+            if not value.is_absolute():
+                setattr(config, field, str((path.parent / value).resolve()))
+        return config
