@@ -33,6 +33,13 @@ def test_bfcl_types_become_json_schema():
     assert nested.parameters["required"] == ["pair"]  # undeclared names dropped
 
 
+def test_normalisation_is_idempotent():
+    for raw in (WEATHER, EMAIL, STOCK):
+        once = normalize_tool(raw)
+        twice = normalize_tool(once.to_openai())
+        assert twice == once and twice.schema_hash == once.schema_hash
+
+
 def test_hash_ignores_key_order_but_not_content():
     shuffled = {"parameters": WEATHER["function"]["parameters"], "description": "Current weather for a city.",
                 "name": "get_weather"}

@@ -91,12 +91,12 @@ def _normalize_type(value: Any, where: str) -> Any:
     return mapped
 
 
-def _normalize_schema(schema: Any, where: str, depth: int = 0) -> dict[str, Any]:
-    """Map BFCL types to JSON Schema and make objects strict, recursively."""
+def _normalize_schema(schema: Any, where: str, depth: int = 0) -> dict[str, Any] | bool:
+    """Map BFCL types to JSON Schema and make objects strict, recursively (idempotent)."""
     if depth > MAX_SCHEMA_DEPTH:
         raise InvalidToolError(f"{where}: schema nested deeper than {MAX_SCHEMA_DEPTH} levels")
-    if isinstance(schema, bool):
-        return {} if schema else {"not": {}}
+    if isinstance(schema, bool):  # `true` / `false` are valid (sub)schemas
+        return schema
     if not isinstance(schema, Mapping):
         raise InvalidToolError(f"{where}: a schema must be an object, got {type(schema).__name__}")
     out: dict[str, Any] = {}

@@ -33,7 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from toolformer_router import Tool, ToolRouter
+from toolformer_router import Tool, ToolRouter, ToolRouterError
 from toolformer_router.checkpoint import save_checkpoint
 from toolformer_router.modeling import GistMemory
 from toolformer_router.router import normalize_messages
@@ -266,7 +266,9 @@ class Curriculum:
             router.model.set_gradient_checkpointing(True)
         frozen_encoder = config.cache_encoder_outputs and config.trainable != "full"
         self.bank = EncoderStateBank(router, frozen=frozen_encoder)
-        self.examples = [self._prepare(e) for e in train_examples]
+        self._usable: dict[str, bool] = {}
+        self.dropped: dict[str, int] = {}
+        self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
         self.catalog = list({t.schema_hash: t for e in self.examples for t in e.tools}.values())
@@ -294,12 +296,30 @@ class Curriculum:
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.router.model.named_parameters() if p.requires_grad]
 
-    def _prepare(self, example: Any) -> PreparedExample:
-        tools = self.router.prepare_tools(example.tools)
+    def _is_usable(self, raw: dict) -> bool:
+        """A tool the router can take: valid, enforceable by the grammar, within max_schema_tokens."""
+        key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+        if key not in self._usable:
+            try:
+                (tool,) = self.router.prepare_tools([raw])
+                self.bank.tool_key(tool)
+                self._usable[key] = True
+            except ToolRouterError:
+                self._usable[key] = False
+        return self._usable[key]
+
+    def _prepare(self, example: Any) -> PreparedExample | None:
+        """Token form of one example; unusable distractors are left out, an unusable gold tool drops it."""
+        gold_names = {c.name for c in example.calls}
+        raw_tools = [t for t in example.tools if self._is_usable(t) or t["name"] in gold_names]
+        if any(not self._is_usable(t) for t in raw_tools):
+            self.dropped["unusable_gold_tool"] = self.dropped.get("unusable_gold_tool", 0) + 1
+            return None
+        tools = self.router.prepare_tools(raw_tools)
         messages = normalize_messages(example.messages)
         target = example.target_text()
-        target_ids = (self.router.tokenizer(target, add_special_tokens=False)["input_ids"] + [self.router.tokenizer.eos_token_id]
-                      if target else [])
+        eos = self.router.tokenizer.eos_token_id
+        target_ids = self.router.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos] if target else []
         names = [t.name for t in tools]
         gold = [names.index(c.name) for c in example.calls if c.name in names]
         query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])

@@ -1,0 +1,230 @@
+"""Training data pipeline: BFCL loaders, split policy (no test-side leakage), distractors, prepare, synthetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from jsonschema import Draft202012Validator
+
+from toolformer_router import normalize_tool
+from toolformer_router.training.data import (
+    NO_CALL_SOURCE,
+    TEST_CATEGORIES,
+    TRAIN_CATEGORIES,
+    DataError,
+    Example,
+    GoldCall,
+    bfcl_functions,
+    call_errors,
+    gold_arguments,
+    load_bfcl,
+    load_jsonl,
+    load_prepared,
+    make_no_call,
+    pad_with_distractors,
+    prepare,
+    schema_hash,
+    tool_dict,
+)
+from toolformer_router.training.synthetic import synthesize
+
+FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def bfcl() -> None:
+    if importlib.util.find_spec("bfcl_eval") is None:
+        pytest.skip("bfcl-eval is not installed (pip install --no-deps bfcl-eval)")
+
+
+@pytest.fixture(scope="module")
+def prepared(bfcl, tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    out = tmp_path_factory.mktemp("prepared")
+    return out, prepare(out, seed=0)
+
+
+@pytest.fixture(scope="module")
+def test_side() -> tuple[set[str], set[str]]:
+    """Names and schema hashes of every function doc of the test categories, read from the raw files."""
+    raw = [f for category in TEST_CATEGORIES for f in bfcl_functions(category)]
+    return {f["name"] for f in raw}, {schema_hash(tool_dict(f)) for f in raw}
+
+
+WEATHER = tool_dict({
+    "name": "get_weather", "description": "Gets the current weather for a city.",
+    "parameters": {"type": "dict", "required": ["city"], "properties": {
+        "city": {"type": "string"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "threshold": {"type": "float"},
+        "alerts": {"type": "dict", "properties": {"kind": {"type": "string", "enum": ["rain", "wind"]},
+                                                   "level": {"type": "integer"}}, "required": ["kind"]},
+        "hours": {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 23},
+                  "minItems": 1, "maxItems": 4},
+        "detailed": {"type": "boolean"},
+    }},
+})
+
+
+def test_loaders_give_valid_examples_per_category(bfcl):
+    stats: Counter[str] = Counter()
+    for category in TRAIN_CATEGORIES + TEST_CATEGORIES:
+        examples = load_bfcl(category, stats)
+        assert examples, category
+        assert len({e.id for e in examples}) == len(examples)
+        invalid = 0
+        for example in examples:
+            assert example.source == f"bfcl:{category}" and example.messages
+            if category.endswith("irrelevance"):
+                assert example.calls == [] and example.target_text() == ""
+                continue
+            assert example.calls and all(c.allowed is not None for c in example.calls)
+            invalid += bool(call_errors(example))
+            rendered = json.loads(example.target_text())  # arguments in each schema's property order
+            tools = {t["name"]: t for t in example.tools}
+            for call, out in zip(example.calls, rendered):
+                assert out == {"name": call.name, "arguments": call.arguments}
+                order = [k for k in tools[call.name]["parameters"]["properties"] if k in call.arguments]
+                assert list(out["arguments"]) == order
+        if category in TRAIN_CATEGORIES:
+            assert invalid == 0, category
+        else:  # kept to keep the benchmark whole, and counted
+            assert invalid == stats[f"test_gold_invalid/{category}"], category
+
+
+def test_gold_arguments_coerce_bfcl_values():
+    tool = normalize_tool(WEATHER)
+    allowed = {"city": ["", "Paris"], "unit": [None], "days": [3.0, 3], "threshold": [2], "missing": ["", 1],
+               "alerts": [{"kind": ["wind"], "level": ["", 2]}], "hours": [[5.0, 6]], "detailed": [""]}
+    arguments = gold_arguments(allowed, tool)
+    assert arguments == {"city": "Paris", "days": 3, "threshold": 2, "alerts": {"kind": "wind", "level": 2},
+                         "hours": [5, 6]}
+    assert type(arguments["days"]) is int and type(arguments["threshold"]) is int
+    bad = Example(id="x", source="bfcl:test", tools=[WEATHER], messages=[{"role": "user", "content": "hi"}],
+                  calls=[GoldCall(name="get_weather",
+                                  arguments=gold_arguments({"city": ["Oslo"], "unit": ["kelvin"]}, tool))])
+    assert call_errors(bad)  # an invalid concrete value is kept so that the example is dropped, not repaired
+
+
+def test_no_test_side_leakage(prepared, test_side):
+    out, _ = prepared
+    test_names, test_hashes = test_side
+    test_ids = {e["id"] for e in read_jsonl(out / "test.jsonl")}
+    train_side = read_jsonl(out / "train.jsonl") + read_jsonl(out / "validation.jsonl")
+    assert test_ids and train_side
+    for example in train_side:
+        assert example["id"].removesuffix(f":{NO_CALL_SOURCE}") not in test_ids
+        assert example["source"] in {f"bfcl:{c}" for c in TRAIN_CATEGORIES} | {NO_CALL_SOURCE, "synthetic"}
+        for tool in example["tools"]:  # own tools and distractors alike
+            assert tool["name"] not in test_names and schema_hash(tool) not in test_hashes
+    catalog = read_jsonl(out / "catalog_train.jsonl")  # the auto-encoding stage's and the distractors' pool
+    assert catalog
+    for entry in catalog:
+        assert entry["name"] not in test_names and entry["schema_hash"] not in test_hashes
+        assert schema_hash(entry) == entry["schema_hash"]
+    assert {e["schema_hash"] for e in read_jsonl(out / "catalog_test.jsonl")} == test_hashes
+
+
+def test_distractor_padding_and_no_call(prepared):
+    out, _ = prepared
+    catalog = [{k: e[k] for k in ("name", "description", "parameters")}
+               for e in read_jsonl(out / "catalog_train.jsonl")]
+    examples = [e for e in load_bfcl("live_multiple") if len(e.calls) == 1][:30]
+    for example in examples:
+        padded = pad_with_distractors(example, catalog, 20, random.Random(1))
+        names = [t["name"] for t in padded.tools]
+        assert len(names) == 20 == len(set(names))
+        assert all(t in padded.tools for t in example.tools) and padded.calls == example.calls
+        assert padded == pad_with_distractors(example, catalog, 20, random.Random(1))
+        no_call = make_no_call(example, catalog, 20, random.Random(2))
+        gold = {c.name for c in example.calls}
+        assert no_call.calls == [] and no_call.source == NO_CALL_SOURCE and len(no_call.tools) == 20
+        assert gold.isdisjoint(t["name"] for t in no_call.tools)
+    train = read_jsonl(out / "train.jsonl")
+    by_id = {e["id"]: e for e in train}
+    for example in train:
+        names = [t["name"] for t in example["tools"]]
+        assert len(names) == len(set(names)) and len(names) >= 20
+        if example["source"] == NO_CALL_SOURCE:
+            origin = by_id[example["id"].removesuffix(f":{NO_CALL_SOURCE}")]
+            assert example["calls"] == [] and len(origin["calls"]) == 1
+            assert origin["calls"][0]["name"] not in names
+
+
+def test_prepare_is_deterministic_and_counts_match_files(prepared, tmp_path):
+    out, counts = prepared
+    assert orjson.loads((out / "counts.json").read_bytes()) == counts
+    for split in ("train", "validation", "test"):
+        rows = read_jsonl(out / f"{split}.jsonl")
+        assert len(rows) == counts[split] > 0
+        assert Counter(r["source"] for r in rows) == {k.split("/", 1)[1]: v for k, v in counts.items()
+                                                     if k.startswith(f"{split}/")}
+    assert len(read_jsonl(out / "catalog_train.jsonl")) == counts["catalog_train"]
+    assert len(read_jsonl(out / "catalog_test.jsonl")) == counts["catalog_test"]
+    assert all(len(e["tools"]) <= 4 for e in read_jsonl(out / "test.jsonl"))  # own functions only
+    irrelevance = load_prepared(out, "irrelevance")
+    assert len(irrelevance) == counts["irrelevance"] > 0 and all(not e.calls for e in irrelevance)
+    assert counts["validation/bfcl:live_simple"] == round(0.1 * (counts["train/bfcl:live_simple"]
+                                                                 + counts["validation/bfcl:live_simple"]))
+    assert counts["train/no_call"] > 0 and any(k.startswith("dropped/") for k in counts)
+    assert prepare(tmp_path, seed=0) == counts
+    for name in FILES:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_synthetic_calls_validate_on_training_catalog(prepared):
+    out, _ = prepared
+    catalog = read_jsonl(out / "catalog_train.jsonl")
+    examples = synthesize(catalog, 1, random.Random(0))
+    assert len(examples) >= 0.99 * len(catalog)
+    for example in examples:
+        assert example.source == "synthetic" and example.messages[0]["role"] == "user"
+        ((tool,), (call,)) = example.tools, example.calls
+        Draft202012Validator(tool["parameters"]).validate(call.arguments)
+
+
+def test_synthetic_honours_enums_bounds_and_required():
+    examples = synthesize([WEATHER], 60, random.Random(3))
+    assert len(examples) == 60
+    assert examples == synthesize([WEATHER], 60, random.Random(3))
+    seen_optional = Counter()
+    for example in examples:
+        arguments = example.calls[0].arguments
+        assert "city" in arguments and arguments["city"] in example.messages[0]["content"]
+        assert arguments.get("unit", "celsius") in ("celsius", "fahrenheit")
+        assert 1 <= arguments.get("days", 1) <= 7
+        if "alerts" in arguments:
+            assert arguments["alerts"]["kind"] in ("rain", "wind")
+        assert 1 <= len(arguments.get("hours", [0])) <= 4 and all(0 <= h <= 23 for h in arguments.get("hours", []))
+        seen_optional.update(arguments.keys())
+    assert 0 < seen_optional["unit"] < 60 and 0 < seen_optional["alerts"] < 60
+    assert len({e.messages[0]["content"].split()[0] for e in examples}) > 3  # varied phrasings
+
+
+def test_load_jsonl_roundtrip_and_errors_name_the_line(tmp_path):
+    good = Example(id="a", source="user", tools=[WEATHER], messages=[{"role": "user", "content": "Weather in Oslo?"}],
+                   calls=[GoldCall(name="get_weather", arguments={"city": "Oslo"})])
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(orjson.dumps(good.model_dump()) + b"\n\n" + orjson.dumps(good.model_dump()) + b"\n")
+    assert load_jsonl(path) == [good, good]
+    bad_lines = {
+        "not json": b"{oops",
+        "no user message": orjson.dumps({**good.model_dump(), "messages": [{"role": "system", "content": "x"}]}),
+        "invalid gold call": orjson.dumps(
+            {**good.model_dump(), "calls": [{"name": "get_weather", "arguments": {"days": 3}}]}),
+        "unknown tool": orjson.dumps({**good.model_dump(), "calls": [{"name": "nope", "arguments": {}}]}),
+    }
+    for reason, line in bad_lines.items():
+        path.write_bytes(orjson.dumps(good.model_dump()) + b"\n" + line + b"\n")
+        with pytest.raises(DataError, match="line 2"):
+            load_jsonl(path)
