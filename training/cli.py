@@ -1,0 +1,70 @@
+"""`toolformer-router data prepare`, `train` and `eval`: the training subcommands, registered by the engine's CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+import orjson
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .data import prepare
+
+    counts = prepare(args.out, seed=args.seed, tools_per_example=args.tools_per_example,
+                     validation_fraction=args.validation_fraction, no_call_fraction=args.no_call_fraction,
+                     synthetic_per_tool=args.synthetic_per_tool)
+    print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .config import TrainConfig
+    from .curriculum import train_from_config
+
+    config = TrainConfig.from_yaml(args.config)
+    if args.output_dir:
+        config.output_dir = args.output_dir
+    folder = train_from_config(config, stages=args.stage or None, resume=args.resume)
+    print(f"checkpoint: {folder}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .evaluate import run_eval_command
+
+    run_eval_command(args)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the training subcommands to the `toolformer-router` parser."""
+    data = commands.add_parser("data", help="prepare training and evaluation data from BFCL")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_commands.add_parser("prepare", help="write the prepared splits and print their counts")
+    prepare.set_defaults(handler=cmd_prepare)
+    prepare.add_argument("--out", required=True, help="output folder")
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--tools-per-example", type=int, default=20)
+    prepare.add_argument("--validation-fraction", type=float, default=0.1)
+    prepare.add_argument("--no-call-fraction", type=float, default=0.1)
+    prepare.add_argument("--synthetic-per-tool", type=int, default=0)
+
+    train = commands.add_parser("train", help="run the training curriculum from a YAML config")
+    train.set_defaults(handler=cmd_train)
+    train.add_argument("--config", required=True)
+    train.add_argument("--stage", action="append", choices=["autoencode", "contrastive", "calling"],
+                       help="run only these stages (repeatable)")
+    train.add_argument("--resume", action="store_true", help="continue from the last saved state")
+    train.add_argument("--output-dir", default=None, help="override the config's output_dir")
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on BFCL")
+    evaluate.set_defaults(handler=cmd_eval)
+    evaluate.add_argument("--checkpoint", default="default")
+    evaluate.add_argument("--suite", default="bfcl", choices=["bfcl"])
+    evaluate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
+    evaluate.add_argument("--split", action="append", choices=["validation", "test"], help="default: test")
+    evaluate.add_argument("--tools-per-query", type=int, default=20)
+    evaluate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
+    evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
+    evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
+    evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")

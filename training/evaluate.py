@@ -1,0 +1,241 @@
+"""Evaluation on BFCL: the router (and baselines) on the same examples with the same active tools, scored
+with BFCL's AST rules and the router metrics (TSA, PF1, VR, EM, FPR, FNR), each with N and a 95 % interval.
+
+    toolformer-router eval --checkpoint X --suite bfcl [--split test] [--tools-per-query 20] --out report/summary.json
+
+Active tools per query = the example's own functions + distractors drawn (seeded) from the same side's
+catalog, never one with the name of an own tool; the order is shuffled per example.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from tqdm.auto import tqdm
+
+from toolformer_router import ToolRouter
+
+from .data import Example, load_prepared, prepare
+from .metrics import ExampleResult, ast_match, score, score_by
+
+METRICS = ("AST", "TSA", "PF1", "VR", "EM", "FPR", "FNR", "validity")
+Predictor = Callable[[list[dict], list[dict]], dict[str, Any]]
+
+
+def active_tools(example: Example, count: int, pool: Sequence[dict], seed: int) -> list[dict]:
+    """The example's own tools plus distractors from `pool` up to `count`, shuffled (seeded by example id)."""
+    rng = random.Random(f"{seed}:{example.id}")
+    own = list(example.tools)
+    names = {t["name"] for t in own} | {c.name for c in example.calls}
+    needed = max(0, count - len(own))
+    candidates = [t for t in pool if t["name"] not in names]
+    chosen: list[dict] = []
+    for tool in rng.sample(candidates, min(len(candidates), needed + 16)):
+        if len(chosen) == needed:
+            break
+        if tool["name"] not in names:
+            names.add(tool["name"])
+            chosen.append(tool)
+    tools = own + chosen
+    rng.shuffle(tools)
+    return tools
+
+
+def gold_form(example: Example) -> list[dict]:
+    """BFCL `ground_truth` form of the gold calls ([] = no call)."""
+    return [{c.name: c.allowed if c.allowed is not None else {k: [v] for k, v in c.arguments.items()}}
+            for c in example.calls]
+
+
+def category(example: Example) -> str:
+    return example.source.split(":", 1)[-1]
+
+
+def calls_are_valid(calls: list[dict], tools: list[dict]) -> bool:
+    """Every call names an active tool and its arguments validate against that tool's schema."""
+    schemas = {t["name"]: t["parameters"] for t in tools}
+    return all(c["name"] in schemas and Draft202012Validator(schemas[c["name"]]).is_valid(c["arguments"])
+               for c in calls)
+
+
+def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
+    def predict(messages: list[dict], tools: list[dict]) -> dict[str, Any]:
+        result = router.route(messages, tools=tools, max_new_tokens=max_new_tokens)
+        calls = [{"name": c.name, "arguments": c.arguments} for c in result.calls]
+        cut_call = result.raw.startswith("[") and result.finish_reason != "stop"
+        return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
+                "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools)}
+
+    return predict
+
+
+def evaluate(
+    predict: Predictor, examples: Sequence[Example], *, tools_per_query: int, pool: Sequence[dict], seed: int = 0,
+    desc: str = "evaluating",
+) -> list[dict[str, Any]]:
+    """Run `predict` on every example with its active tools; returns one record per example."""
+    records = []
+    for example in tqdm(examples, desc=desc, unit="example"):
+        tools = active_tools(example, tools_per_query, pool, seed)
+        started = time.perf_counter()
+        output = predict(example.messages, tools)
+        latency = output.get("latency_s") or time.perf_counter() - started
+        gold = gold_form(example)
+        ok, reason = ast_match(output["calls"], gold, tools)
+        records.append({
+            "id": example.id, "category": category(example),
+            "query": next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), ""),
+            "active_tools": [t["name"] for t in tools], "tools_per_query": len(tools),
+            "output": output["raw"], "calls": output["calls"], "gold": gold,
+            "ast_ok": ok, "reason": reason, "valid": bool(output.get("valid", True)),
+            "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
+            "_tools": tools,
+        })
+    return records
+
+
+def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics overall and per category (value, n, ci95), and latency percentiles."""
+    results = [ExampleResult(id=r["id"], category=r["category"], predicted=r["calls"], gold=r["gold"],
+                             tools=r["_tools"], valid=r["valid"]) for r in records]
+    latencies = sorted(r["latency_s"] for r in records)
+    return {
+        "n": len(records),
+        "overall": score(results),
+        "by_category": score_by(results),
+        "latency_s": {"p50": statistics.median(latencies),
+                      "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]}
+        if latencies else None,
+        "prompt_tokens_mean": statistics.fmean(r["prompt_tokens"] for r in records if r["prompt_tokens"] is not None)
+        if any(r["prompt_tokens"] is not None for r in records) else None,
+    }
+
+
+def _cell(metric: dict[str, Any] | None) -> str:
+    if not metric or metric.get("value") is None:
+        return "—"
+    low, high = metric["ci95"]
+    return f"{metric['value']:.3f} [{low:.2f}, {high:.2f}] (n={metric['n']})"
+
+
+def markdown_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """One row per (system, category); columns = METRICS with 95 % intervals and N."""
+    lines = ["| system | category | " + " | ".join(METRICS) + " | p50 latency |",
+             "|---|---|" + "---|" * len(METRICS) + "---|"]
+    for system, summary in summaries.items():
+        rows = [("all", summary["overall"])] + sorted(summary["by_category"].items())
+        latency = summary.get("latency_s") or {}
+        for name, metrics in rows:
+            lat = f"{latency['p50'] * 1000:.0f} ms" if name == "all" and latency else ""
+            lines.append(f"| {system} | {name} | " + " | ".join(_cell(metrics.get(m)) for m in METRICS) + f" | {lat} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: Path, summaries: dict[str, dict[str, Any]], records: dict[str, list[dict]],
+                 meta: dict[str, Any]) -> None:
+    """summary JSON at `out`, per-example JSONL and a markdown table beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps({"meta": meta, "systems": summaries}, option=orjson.OPT_INDENT_2))
+    for system, rows in records.items():
+        with (out.parent / f"{out.stem}.{system}.examples.jsonl").open("wb") as handle:
+            for row in rows:
+                handle.write(orjson.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + b"\n")
+    (out.parent / f"{out.stem}.md").write_text(markdown_table(summaries))
+
+
+def _split_data(data_dir: Path | None, split: str, seed: int) -> tuple[list[Example], list[dict]]:
+    """Examples of a split and its distractor pool (test: the test-side catalog; validation: training side)."""
+    if data_dir is None:
+        data_dir = Path(".toolformer-eval-data")
+    if not (data_dir / "test.jsonl").is_file():
+        prepare(data_dir, seed=seed)
+    catalog = "catalog_test.jsonl" if split == "test" else "catalog_train.jsonl"
+    pool = [orjson.loads(line) for line in (data_dir / catalog).read_bytes().splitlines() if line.strip()]
+    return load_prepared(data_dir, split), pool
+
+
+def limit_per_category(examples: Sequence[Example], limit: int | None, seed: int) -> list[Example]:
+    if limit is None:
+        return list(examples)
+    by_category: dict[str, list[Example]] = {}
+    for example in examples:
+        by_category.setdefault(category(example), []).append(example)
+    chosen = []
+    for name in sorted(by_category):
+        group = by_category[name]
+        chosen += random.Random(f"{seed}:{name}").sample(group, min(limit, len(group)))
+    return chosen
+
+
+def run_eval_command(args: argparse.Namespace) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        router = ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    summaries, records = {}, {}
+    for split in args.split or ["test"]:
+        examples, pool = _split_data(data_dir, split, args.seed)
+        examples = limit_per_category(examples, args.limit, args.seed)
+        rows = evaluate(router_predictor(router), examples, tools_per_query=args.tools_per_query, pool=pool,
+                        seed=args.seed, desc=f"{split} @ {args.tools_per_query} tools")
+        system = f"router/{split}"
+        summaries[system], records[system] = summarize(rows), rows
+        for name in filter(None, args.baselines.split(",")):
+            baseline = _baseline(name)
+            rows = evaluate(baseline_predictor(baseline), examples, tools_per_query=args.tools_per_query, pool=pool,
+                            seed=args.seed, desc=f"{name} / {split}")
+            summaries[f"{name}/{split}"], records[f"{name}/{split}"] = summarize(rows), rows
+    meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
+            "limit_per_category": args.limit, "device": str(router.device)}
+    write_report(Path(args.out), summaries, records, meta)
+    print(markdown_table(summaries))
+    experiments = set(filter(None, args.experiments.split(",")))
+    if experiments:
+        _run_experiments(router, experiments, args, examples, pool)
+
+
+def _baseline(name: str):
+    from .baselines import FullSchemaPrompting, RetrievalThenPrompting
+
+    prompting = FullSchemaPrompting.from_default()
+    if name == "full-schema":
+        return prompting
+    if name == "minilm-top3":
+        return RetrievalThenPrompting(prompting, top_k=3)
+    raise SystemExit(f"unknown baseline {name!r}: full-schema, minilm-top3")
+
+
+def baseline_predictor(baseline) -> Predictor:
+    def predict(messages: list[dict], tools: list[dict]) -> dict[str, Any]:
+        prediction = baseline.predict(messages, tools)
+        return {"calls": prediction.calls, "raw": prediction.raw, "latency_s": prediction.latency_s,
+                "prompt_tokens": prediction.prompt_tokens, "fits_context": prediction.fits_context,
+                "valid": calls_are_valid(prediction.calls, tools)}
+
+    return predict
+
+
+def _run_experiments(router: ToolRouter, experiments: set[str], args: argparse.Namespace,
+                     examples: Sequence[Example], pool: Sequence[dict]) -> None:
+    from .experiments import hot_swap, order_independence, scaling_curve, write_experiments
+
+    results: dict[str, Any] = {}
+    if "scaling" in experiments:
+        counts = [int(c) for c in args.scaling_counts.split(",")]
+        results["scaling"] = scaling_curve(router, examples, pool, counts=counts, seed=args.seed)
+    if "order" in experiments:
+        results["order"] = order_independence(router, examples, pool, tools_per_query=args.tools_per_query,
+                                              seed=args.seed)
+    if "hotswap" in experiments:
+        results["hot_swap"] = hot_swap(router, pool[:50])
+    write_experiments(Path(args.out).parent, results)
+    print((Path(args.out).parent / "experiments.md").read_text())
