@@ -365,13 +365,13 @@ class Curriculum:
     def _hard_negatives(self, example: PreparedExample, count: int, rng: random.Random) -> list[Tool]:
         """The `count` catalog tools whose mean encoder state is closest to the gold tool's (other names)."""
         gold = example.tools[example.gold_tool_indexes[0]]
-        pool = [t for t in self.catalog if t.name != gold.name]
-        if self.bank.frozen:
-            vectors = self._catalog_vectors()
-            gold_vector = vectors[self._catalog_index[gold.schema_hash]]
-            ranked = sorted(pool, key=lambda t: -float(vectors[self._catalog_index[t.schema_hash]] @ gold_vector))
-            return ranked[:count]
-        return rng.sample(pool, min(count, len(pool)))
+        if not self.bank.frozen:
+            pool = [t for t in self.catalog if t.name != gold.name]
+            return rng.sample(pool, min(count, len(pool)))
+        vectors = self._catalog_vectors()
+        similarity = vectors @ vectors[self._catalog_index[gold.schema_hash]]
+        ranked = similarity.argsort(descending=True).tolist()
+        return [self.catalog[i] for i in ranked if self.catalog[i].name != gold.name][:count]
 
     def _catalog_vectors(self) -> torch.Tensor:
         if getattr(self, "_vectors", None) is None:

