@@ -82,3 +82,24 @@ def test_composability_experiments_write_a_report(make_router, tmp_path):
     write_experiments(tmp_path, {"scaling": scaling, "order": order, "hot_swap": swap})
     assert (tmp_path / "scaling.png").stat().st_size > 1000
     assert "Order independence" in (tmp_path / "experiments.md").read_text()
+
+
+def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
+    from conftest import TINY_ROUTER_CONFIG, tiny_backbone
+    from toolformer_router import RouterConfig, ToolRouter
+    from toolformer_router.cli import main
+
+    backbone = tmp_path / "backbone"
+    tiny_backbone("llama", len(tokenizer)).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    checkpoint = ToolRouter.from_backbone(str(backbone), config=RouterConfig(**{**TINY_ROUTER_CONFIG, "max_new_tokens": 24})
+                                          ).save_pretrained(tmp_path / "ckpt")
+    main(["data", "prepare", "--out", str(tmp_path / "data")])
+    assert json.loads((tmp_path / "data" / "counts.json").read_text())["test"] > 1000
+    out = tmp_path / "report" / "summary.json"
+    main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
+          "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--experiments", "order"])
+    summary = json.loads(out.read_text())["systems"]["router/validation"]
+    assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
+    assert summary["overall"]["validity"]["value"] is not None
+    assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()

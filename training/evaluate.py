@@ -22,7 +22,7 @@ import orjson
 from jsonschema import Draft202012Validator
 from tqdm.auto import tqdm
 
-from toolformer_router import ToolRouter
+from toolformer_router import ToolRouter, ToolRouterError
 
 from .data import Example, load_prepared, prepare
 from .metrics import ExampleResult, ast_match, score, score_by
@@ -67,9 +67,26 @@ def calls_are_valid(calls: list[dict], tools: list[dict]) -> bool:
                for c in calls)
 
 
+def usable_pool(router: ToolRouter, pool: Sequence[dict]) -> list[dict]:
+    """The catalog tools the router accepts (valid, enforceable, within `max_schema_tokens`): distractors are
+    drawn from these, so every system sees the same tool sets."""
+    usable = []
+    for raw in pool:
+        try:
+            router.tool_text(router.prepare_tools([raw])[0])
+        except ToolRouterError:
+            continue
+        usable.append(raw)
+    return usable
+
+
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
     def predict(messages: list[dict], tools: list[dict]) -> dict[str, Any]:
-        result = router.route(messages, tools=tools, max_new_tokens=max_new_tokens)
+        try:
+            result = router.route(messages, tools=tools, max_new_tokens=max_new_tokens)
+        except ToolRouterError as error:  # e.g. an example's own schema over max_schema_tokens: counted wrong
+            return {"calls": [], "raw": "", "error": str(error), "latency_s": 0.0, "prompt_tokens": None,
+                    "valid": True}
         calls = [{"name": c.name, "arguments": c.arguments} for c in result.calls]
         cut_call = result.raw.startswith("[") and result.finish_reason != "stop"
         return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
@@ -96,7 +113,7 @@ def evaluate(
             "query": next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), ""),
             "active_tools": [t["name"] for t in tools], "tools_per_query": len(tools),
             "output": output["raw"], "calls": output["calls"], "gold": gold,
-            "ast_ok": ok, "reason": reason, "valid": bool(output.get("valid", True)),
+            "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
             "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
             "_tools": tools,
         })
@@ -146,7 +163,7 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], records: dict[
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps({"meta": meta, "systems": summaries}, option=orjson.OPT_INDENT_2))
     for system, rows in records.items():
-        with (out.parent / f"{out.stem}.{system}.examples.jsonl").open("wb") as handle:
+        with (out.parent / f"{out.stem}.{system.replace('/', '-')}.examples.jsonl").open("wb") as handle:
             for row in rows:
                 handle.write(orjson.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + b"\n")
     (out.parent / f"{out.stem}.md").write_text(markdown_table(summaries))
@@ -184,6 +201,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     summaries, records = {}, {}
     for split in args.split or ["test"]:
         examples, pool = _split_data(data_dir, split, args.seed)
+        pool = usable_pool(router, pool)
         examples = limit_per_category(examples, args.limit, args.seed)
         rows = evaluate(router_predictor(router), examples, tools_per_query=args.tools_per_query, pool=pool,
                         seed=args.seed, desc=f"{split} @ {args.tools_per_query} tools")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import torch
 
-from toolformer_router import ToolRouter
+from toolformer_router import ToolRouter, ToolRouterError
 
 from .data import Example
 from .evaluate import active_tools, evaluate, router_predictor, summarize
@@ -23,21 +23,31 @@ def order_independence(router: ToolRouter, examples: Sequence[Example], pool: Se
                        tools_per_query: int = 20, shuffles: int = 3, seed: int = 0) -> dict[str, Any]:
     """Route each example under several orders of the same tool set: share of bit-identical outputs and the
     spread of tool selection accuracy across orders."""
-    identical, selections = 0, [[] for _ in range(shuffles)]
+    identical, routed, skipped, selections = 0, 0, 0, [[] for _ in range(shuffles)]
     for example in examples:
         tools = active_tools(example, tools_per_query, pool, seed)
-        outputs = []
+        outputs, picks = [], []
         for shuffle in range(shuffles):
             order = list(tools)
             random.Random(f"{seed}:{example.id}:{shuffle}").shuffle(order)
-            result = router.route(example.messages, tools=order)
+            try:
+                result = router.route(example.messages, tools=order)
+            except ToolRouterError:  # an own schema the router cannot take: not an ordering question
+                break
             outputs.append(result.raw)
-            if example.calls:
-                selections[shuffle].append(sorted(c.name for c in result.calls) == sorted(c.name for c in example.calls))
+            picks.append(sorted(c.name for c in result.calls) == sorted(c.name for c in example.calls))
+        if len(outputs) < shuffles:
+            skipped += 1
+            continue
+        routed += 1
         identical += len(set(outputs)) == 1
+        if example.calls:
+            for shuffle, pick in enumerate(picks):
+                selections[shuffle].append(pick)
     tsa = [statistics.fmean(s) if s else None for s in selections]
     known = [t for t in tsa if t is not None]
-    return {"n": len(examples), "shuffles": shuffles, "identical_output_share": identical / max(1, len(examples)),
+    return {"n": routed, "skipped": skipped, "shuffles": shuffles,
+            "identical_output_share": identical / max(1, routed),
             "tsa_per_order": tsa, "delta_tsa": (max(known) - min(known)) if known else None}
 
 
