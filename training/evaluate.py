@@ -224,7 +224,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
 def _baseline(name: str):
     from .baselines import FullSchemaPrompting, RetrievalThenPrompting
 
-    prompting = FullSchemaPrompting.from_default()
+    prompting = FullSchemaPrompting.from_default(max_new_tokens=128)  # bounds the CPU time of prose answers
     if name == "full-schema":
         return prompting
     if name == "minilm-top3":
