@@ -134,3 +134,29 @@ def write_experiments(folder: Path, results: dict[str, Any]) -> None:
         lines += ["", f"Hot-swap ({h['tools']} tools, {h['repeats']} replacements): others bit-identical "
                       f"{h['others_bit_identical']}, re-encode p50 {h['reencode_ms_p50']:.1f} ms"]
     (folder / "experiments.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_training_log(log_path: Path, png_path: Path) -> None:
+    """Loss curves (every logged loss part, per stage, against the global step) and gate values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [orjson.loads(line) for line in Path(log_path).read_bytes().splitlines() if line.strip()]
+    records = [r for r in records if "global_step" in r and "loss" in r]
+    figure, (losses, gates) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("loss", "calling", "contrastive", "ae"):
+        points = [(r["global_step"], r[key]) for r in records if key in r]
+        if points:
+            losses.plot(*zip(*points), label=key, linewidth=1)
+    steps = [r["global_step"] for r in records]
+    for layer, series in enumerate(zip(*(r["gates"] for r in records))):
+        gates.plot(steps, series, linewidth=1, label=f"gate {layer}")
+    losses.set(xlabel="optimizer step", ylabel="loss", title="training losses")
+    gates.set(xlabel="optimizer step", ylabel="tanh(gate)", title="cross-attention gates")
+    losses.legend(fontsize=7)
+    gates.legend(fontsize=6, ncol=2)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=110)
+    plt.close(figure)
