@@ -254,6 +254,6 @@ def _run_experiments(router: ToolRouter, experiments: set[str], args: argparse.N
         results["order"] = order_independence(router, examples, pool, tools_per_query=args.tools_per_query,
                                               seed=args.seed)
     if "hotswap" in experiments:
-        results["hot_swap"] = hot_swap(router, pool[:50])
+        results["hot_swap"] = hot_swap(router, list({t["name"]: t for t in pool}.values())[:50])  # unique names
     write_experiments(Path(args.out).parent, results)
     print((Path(args.out).parent / "experiments.md").read_text())
