@@ -282,6 +282,14 @@ class ToolRouter:
             prepared.append(normalized)
         return normalize_tools(prepared)  # duplicate-name check
 
+    def check_tools(self, tools: Iterable[Any]) -> list[Tool]:
+        """`prepare_tools` plus the encoder's length check: raises a `ToolRouterError` for any tool this router
+        cannot take (invalid, not enforceable by the grammar, or over `max_schema_tokens`)."""
+        prepared = self.prepare_tools(tools)
+        for tool in prepared:
+            self.tool_text(tool)
+        return prepared
+
     @staticmethod
     def _content_key(tool: Any) -> bytes:
         try:

@@ -301,8 +301,7 @@ class Curriculum:
         key = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
         if key not in self._usable:
             try:
-                (tool,) = self.router.prepare_tools([raw])
-                self.bank.tool_key(tool)
+                self.router.check_tools([raw])
                 self._usable[key] = True
             except ToolRouterError:
                 self._usable[key] = False

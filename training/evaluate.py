@@ -73,7 +73,7 @@ def usable_pool(router: ToolRouter, pool: Sequence[dict]) -> list[dict]:
     usable = []
     for raw in pool:
         try:
-            router.tool_text(router.prepare_tools([raw])[0])
+            router.check_tools([raw])
         except ToolRouterError:
             continue
         usable.append(raw)
