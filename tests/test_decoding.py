@@ -4,7 +4,6 @@ import random
 
 import orjson
 import pytest
-import torch
 from jsonschema import Draft202012Validator
 
 from conftest import EMAIL, STOCK, WEATHER, bfcl_training_side_tools, finishing_sampler

@@ -1,14 +1,12 @@
 """The gist cache: persistence, fingerprints, corruption, concurrent writers, kills, hot-swaps."""
 
 import logging
-import multiprocessing
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch

@@ -20,6 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,10 +119,10 @@ class EncoderStateBank:
         return hidden, mask
 
 
-def _pad(sequences: list[list[int]], *, device, pad_id: int = 0, value: int | None = None):
+def _pad(sequences: list[list[int]], *, device, pad_id: int = 0):
     """Right-pad token lists -> (ids (n, L), mask (n, L))."""
     longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id if value is None else value, dtype=torch.long)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
     mask = torch.zeros(len(sequences), longest, dtype=torch.long)
     for row, seq in enumerate(sequences):
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
@@ -155,7 +156,7 @@ class CurriculumModel(nn.Module):
         rows = [(p + a)[-self.max_seq_len :] for p, a in sequences]
         ids, mask = _pad(rows, device=device)
         labels = torch.full_like(ids, IGNORE_INDEX)
-        for row, (prompt, answer) in enumerate(sequences):
+        for row, (_, answer) in enumerate(sequences):
             length = len(rows[row])
             labels[row, length - len(answer) : length] = torch.tensor(answer[-length:], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -280,6 +281,8 @@ class Curriculum:
         )
         self.module.train()
         self.log_path = self.output_dir / "log.jsonl"
+        self._vectors: torch.Tensor | None = None  # catalog mean encoder states, for hard negatives
+        self._catalog_index: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------------ setup
     def _set_trainable(self) -> None:
@@ -373,7 +376,7 @@ class Curriculum:
         return [self.catalog[i] for i in ranked if self.catalog[i].name != gold.name][:count]
 
     def _catalog_vectors(self) -> torch.Tensor:
-        if getattr(self, "_vectors", None) is None:
+        if self._vectors is None:
             keys = [self.bank.tool_key(t) for t in self.catalog]
             self.bank.precompute(keys)
             self._catalog_index = {t.schema_hash: i for i, t in enumerate(self.catalog)}
@@ -436,7 +439,7 @@ class Curriculum:
             for micro in range(stage.grad_accum):
                 batch = self._micro_batch(stage_index, stage, step, micro)
                 sync = micro == stage.grad_accum - 1
-                context = self.accelerator.no_sync(self.wrapped) if not sync else _nullcontext()
+                context = self.accelerator.no_sync(self.wrapped) if not sync else nullcontext()
                 with context, self.accelerator.autocast():
                     parts = self.wrapped(stage.name, batch, stage)
                     self.accelerator.backward(parts["loss"] / stage.grad_accum)
@@ -552,14 +555,6 @@ class Curriculum:
                 extra = {n: p for n, p in self.trainable_parameters() if id(p) not in new}
             save_checkpoint(self.router.model, folder, extra_state=extra, dtype=torch.float16)
         return folder
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def train_from_config(config: TrainConfig, *, stages: Sequence[str] | None = None, resume: bool = False,
