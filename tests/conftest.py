@@ -132,3 +132,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def default_router():
+    """The real default checkpoint on the CPU, shared by the adapters' end-to-end tests."""
+    from toolformer_router.adapters._common import shared_router
+
+    return shared_router("default", "cpu")

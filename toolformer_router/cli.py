@@ -1,8 +1,10 @@
-"""`toolformer-router` command line: `route` one query over a tools file, `demo` a few example queries."""
+"""`toolformer-router` command line: `route` one query over a tools file, `demo` a few example queries, `serve` an
+OpenAI-compatible HTTP API."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +56,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"> {query}\n  {outcome or 'no call: ' + repr(result.text)}   [{elapsed * 1000:.0f} ms]")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    try:
+        from .adapters.server import serve
+    except ImportError as error:
+        raise SystemExit(f"error: serve needs the server extra ({error}): "
+                         "pip install 'toolformer-router[server]'") from None
+    serve(args.checkpoint, host=args.host, port=args.port, api_key=args.api_key, device=args.device, dtype=args.dtype)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="toolformer-router", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--tool-choice", default=None, help='"auto", "required", "none" or a tool name')
     route.add_argument("query")
     commands.choices["demo"].add_argument("--tools", default=None, help="tools file (default: built-in examples)")
+    serve = commands.add_parser("serve", help="serve an OpenAI-compatible API (/v1/chat/completions, /v1/models)")
+    serve.set_defaults(handler=cmd_serve)
+    serve.add_argument("--checkpoint", default="default", help='checkpoint folder or "default"')
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("TOOLFORMER_ROUTER_API_KEY"),
+                       help="require 'Authorization: Bearer KEY' (default: $TOOLFORMER_ROUTER_API_KEY, else none)")
+    serve.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    serve.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: bfloat16 on CUDA, else float32)")
     _register_plugins(commands)
     return parser
 

@@ -33,6 +33,11 @@ class StageConfig(BaseModel):
     ae_fraction: float = 1.0
     """Share of batches that also compute the auxiliary AE loss."""
     contrastive_weight: float = 0.0
+    decision_weight: float = 0.0
+    """Weight of the balanced call/no-call loss at the first answer position (0: only "no call" examples
+    train it, with weight 1, and calls learn it from their first token's cross-entropy)."""
+    gate_lr: float | None = None
+    """Learning rate of the tanh gates (default: `lr`); gates start at 0 and move slowly at a low lr."""
     negatives: int = 7
     temperature: float = 0.07
 

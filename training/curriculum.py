@@ -150,22 +150,34 @@ class CurriculumModel(nn.Module):
         hidden, mask = self.bank.batch([self.bank.tool_key(t) for t in tools])
         return self.model.gist_pooling(hidden, mask)
 
-    def _decode_loss(self, sequences: list[tuple[list[int], list[int]]], memories: list[torch.Tensor]):
-        """Cross-entropy on the answer part of (prompt, answer) sequences, each with its own memory."""
+    def _decode(self, sequences: list[tuple[list[int], list[int]]], memories: list[torch.Tensor]):
+        """Decode (prompt, answer) rows, each with its own memory -> (hidden (n, L, d), labels (n, L), tokens).
+
+        Rows keep their last `max_seq_len` tokens; labels are IGNORE_INDEX outside the answers."""
         device = self.router.device
         rows = [(p + a)[-self.max_seq_len :] for p, a in sequences]
         ids, mask = _pad(rows, device=device)
         labels = torch.full_like(ids, IGNORE_INDEX)
         for row, (_, answer) in enumerate(sequences):
             length = len(rows[row])
-            labels[row, length - len(answer) : length] = torch.tensor(answer[-length:], device=device)
+            if answer:
+                labels[row, length - len(answer) : length] = torch.tensor(answer[-length:], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         memory = GistMemory.batch(memories, self.router._memory_template())
         hidden = self.model.decode(ids, mask, positions, memory, no_grad_layers=self.no_grad_layers)
+        return hidden, labels, int(mask.sum())
+
+    def _token_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy over the labelled positions."""
         shifted = labels[:, 1:]
         selected = shifted != IGNORE_INDEX
         logits = self.model.lm_head(hidden[:, :-1][selected]).float()
-        return F.cross_entropy(logits, shifted[selected]), int(mask.sum())
+        return F.cross_entropy(logits, shifted[selected])
+
+    def _decode_loss(self, sequences: list[tuple[list[int], list[int]]], memories: list[torch.Tensor]):
+        """Cross-entropy on the answer part of (prompt, answer) sequences, each with its own memory."""
+        hidden, labels, tokens = self._decode(sequences, memories)
+        return self._token_loss(hidden, labels), tokens
 
     def ae_loss(self, tools: Sequence[Tool]) -> tuple[torch.Tensor, int]:
         """Stage 1: reconstruct each schema text from that tool's gists alone."""
@@ -190,31 +202,34 @@ class CurriculumModel(nn.Module):
         mask[: len(self.bank.token_ids(self.bank.text_key(text)))] = 1
         return mask
 
-    def calling_loss(self, examples: Sequence[PreparedExample]) -> tuple[torch.Tensor, int]:
-        """Stage 2: the router's answer given the example's tools; "no call" examples train the decision
-        (probability mass off every call-opening token at the first answer position), not a canned text."""
+    def calling_loss(self, examples: Sequence[PreparedExample], decision_weight: float = 0.0
+                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Stage 2 -> (answer-token loss, decision loss, tokens), one decoder pass for the whole batch.
+
+        Call examples train their answer tokens. Every example trains the call/no-call decision at its
+        first answer position: p(call) = the probability mass on call-opening tokens, a binary
+        cross-entropy with target 1 for calls and 0 for "no call" (no canned text is ever trained). With
+        `decision_weight` 0 only "no call" examples contribute to it (the first token's cross-entropy
+        already covers calls)."""
         counts = [len(e.tools) for e in examples]
         memories = self.model.project_memory(self.gists([t for e in examples for t in e.tools]))
         per_example = [GistMemory.flatten(chunk) for chunk in memories.split(counts)]
-        calls = [i for i, e in enumerate(examples) if e.target_ids]
-        no_calls = [i for i, e in enumerate(examples) if not e.target_ids]
-        losses, tokens = [], 0
-        if calls:
-            loss, tokens = self._decode_loss([(examples[i].prompt_ids, examples[i].target_ids) for i in calls],
-                                             [per_example[i] for i in calls])
-            losses.append(loss * len(calls))
-        if no_calls:
-            device = self.router.device
-            ids, mask = _pad([examples[i].prompt_ids[-self.max_seq_len :] for i in no_calls], device=device)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            memory = GistMemory.batch([per_example[i] for i in no_calls], self.router._memory_template())
-            hidden = self.model.decode(ids, mask, positions, memory, no_grad_layers=self.no_grad_layers)
-            last = hidden[torch.arange(len(no_calls), device=device), mask.sum(-1) - 1]
-            log_probs = self.model.lm_head(last).float().log_softmax(-1)
-            p_call = log_probs[:, self.call_openers.to(device)].exp().sum(-1).clamp(max=1 - 1e-6)
-            losses.append(-torch.log1p(-p_call).sum())
-            tokens += int(mask.sum())
-        return sum(losses) / len(examples), tokens
+        hidden, labels, tokens = self._decode([(e.prompt_ids, e.target_ids) for e in examples], per_example)
+        is_call = torch.tensor([bool(e.target_ids) for e in examples], device=hidden.device)
+        zero = hidden.new_zeros(()).float()
+        token_loss = self._token_loss(hidden, labels) * is_call.float().mean() if bool(is_call.any()) else zero
+        lengths = [min(len(e.prompt_ids) + len(e.target_ids), self.max_seq_len) - len(e.target_ids)
+                   for e in examples]
+        decision_rows = torch.arange(len(examples), device=hidden.device)
+        decision_hidden = hidden[decision_rows, torch.tensor(lengths, device=hidden.device) - 1]
+        log_probs = self.model.lm_head(decision_hidden).float().log_softmax(-1)
+        log_p_call = log_probs[:, self.call_openers.to(hidden.device)].logsumexp(-1).clamp(max=-1e-6)
+        log_p_no_call = torch.log1p(-log_p_call.exp())
+        if decision_weight:
+            decision = -torch.where(is_call, log_p_call, log_p_no_call).mean()
+        else:
+            decision = -(log_p_no_call * (~is_call).float()).mean()
+        return token_loss, decision, tokens
 
     def forward(self, stage: str, batch: dict[str, Any], config: StageConfig) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
@@ -225,8 +240,8 @@ class CurriculumModel(nn.Module):
         else:
             examples = batch["examples"]
             if stage == "calling":
-                parts["calling"], tokens = self.calling_loss(examples)
-                total = parts["calling"]
+                parts["calling"], parts["decision"], tokens = self.calling_loss(examples, config.decision_weight)
+                total = parts["calling"] + (config.decision_weight or 1.0) * parts["decision"]
             else:
                 total = torch.zeros((), device=self.router.device)
             weight = 1.0 if stage == "contrastive" else config.contrastive_weight
@@ -417,10 +432,12 @@ class Curriculum:
         self.bank.precompute(keys)
 
     def _new_optimizer(self, stage: StageConfig) -> None:
-        parameters = [p for _, p in self.trainable_parameters()]
         total = self.stage_steps(stage)
         warmup = stage.warmup_steps if stage.warmup_steps is not None else int(stage.warmup_ratio * total)
-        optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=0.0)
+        gates = [p for n, p in self.trainable_parameters() if n.endswith(".gate")]
+        others = [p for n, p in self.trainable_parameters() if not n.endswith(".gate")]
+        groups = [{"params": others, "lr": stage.lr}, {"params": gates, "lr": stage.gate_lr or stage.lr}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
         self.wrapped, self.optimizer, self.scheduler = self.accelerator.prepare(self.module, optimizer, scheduler)
 

@@ -1,0 +1,370 @@
+"""An OpenAI-compatible HTTP server over a `ToolRouter` (FastAPI + uvicorn; `pip install toolformer-router[server]`).
+
+    toolformer-router serve --checkpoint default --port 8000 [--api-key KEY]
+
+then point any OpenAI client at `http://127.0.0.1:8000/v1`: `POST /v1/chat/completions` (tools, tool_choice,
+parallel_tool_calls, max_tokens, streaming) and `GET /v1/models`. Any model name is accepted and echoed back.
+Requests are routed with `router.aroute`, so concurrent requests share device batches. The router decides whole
+calls, so a streamed response is sent in OpenAI's chunk format once the decision is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import orjson
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from toolformer_router.errors import (
+    InvalidQueryError,
+    InvalidToolError,
+    QueryTooLongError,
+    ToolRouterError,
+    TooManyToolsError,
+    UnknownToolError,
+)
+from toolformer_router.types import RouteResult, RouteUsage
+
+from ._common import name_tool_results, shared_router
+
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_TOOLS = 128  # OpenAI's own limit on `tools`
+
+
+class Router(Protocol):
+    async def aroute(self, query: Any, tools: Any = None, *, tool_choice: Any = None, parallel_tool_calls: bool = True,
+                     max_new_tokens: int | None = None) -> RouteResult: ...
+
+
+# ------------------------------------------------------------------------------------------- request models
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class ContentPart(_Model):
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(_Model):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallParam(_Model):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Model):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCallParam] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDefinition(_Model):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class FunctionTool(_Model):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Model):
+    name: str
+
+
+class NamedToolChoice(_Model):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class StreamOptions(_Model):
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(_Model):
+    """The fields of OpenAI's chat completion request that the router uses; others are ignored."""
+
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    tools: list[FunctionTool] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: Literal[1] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+
+
+_FIELDS = {name for model in (ChatCompletionRequest, Message, ContentPart, ToolCallParam, FunctionCall, FunctionTool,
+                              FunctionDefinition, NamedToolChoice, StreamOptions) for name in model.model_fields}
+
+
+# ------------------------------------------------------------------------------------------- errors
+class APIError(Exception):
+    """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def response(self) -> Response:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return Response(orjson.dumps(body), status_code=self.status, media_type="application/json")
+
+
+def _param(loc: tuple[Any, ...]) -> str:
+    """A pydantic location as OpenAI writes a param (`messages.[0].content`), without union member tags."""
+    return ".".join(f"[{part}]" if isinstance(part, int) else part
+                    for part in loc if isinstance(part, int) or part in _FIELDS)
+
+
+def _validation_error(error: ValidationError) -> APIError:
+    first = error.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return APIError(400, f"The request body is not valid JSON: {first['ctx'].get('error', first['msg'])}")
+    param = _param(first["loc"])
+    if first["type"] == "missing":
+        return APIError(400, f"Missing required parameter: '{param}'.", param)
+    return APIError(400, f"Invalid value for '{param}': {first['msg']}.", param)
+
+
+def _router_error(error: ToolRouterError) -> APIError:
+    if isinstance(error, UnknownToolError):
+        return APIError(400, str(error), "tool_choice")
+    if isinstance(error, (InvalidToolError, TooManyToolsError)):
+        return APIError(400, str(error), "tools")
+    if isinstance(error, InvalidQueryError):
+        code = "context_length_exceeded" if isinstance(error, QueryTooLongError) else None
+        return APIError(400, str(error), "messages", code)
+    return APIError(400, str(error))
+
+
+# ------------------------------------------------------------------------------------------- conversion
+def _text(content: str | list[ContentPart] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            raise APIError(400, f"only text content parts are supported, got {part.type!r}", f"{where}.[{j}]")
+    return "\n".join(part.text or "" for part in content)
+
+
+def _arguments(call: ToolCallParam, where: str) -> dict[str, Any]:
+    try:
+        arguments = orjson.loads(call.function.arguments or "{}")
+    except orjson.JSONDecodeError as error:
+        raise APIError(400, f"tool call arguments are not valid JSON: {error}", where) from None
+    if not isinstance(arguments, dict):
+        raise APIError(400, "tool call arguments must be a JSON object", where)
+    return arguments
+
+
+def router_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """OpenAI chat messages -> the router's `{role, content[, tool_calls, name]}` dicts (tool results named)."""
+    out = []
+    for i, message in enumerate(messages):
+        converted: dict[str, Any] = {"role": "system" if message.role == "developer" else message.role,
+                                     "content": _text(message.content, f"messages.[{i}].content")}
+        if message.tool_calls:
+            converted["tool_calls"] = [
+                {"id": c.id, "name": c.function.name,
+                 "arguments": _arguments(c, f"messages.[{i}].tool_calls.[{j}].function.arguments")}
+                for j, c in enumerate(message.tool_calls)
+            ]
+        if message.role == "tool":
+            converted["tool_call_id"] = message.tool_call_id
+            if message.name:
+                converted["name"] = message.name
+        out.append(converted)
+    return name_tool_results(out)
+
+
+def _usage(usage: RouteUsage) -> dict[str, Any]:
+    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+            "router": usage.model_dump(include={"gist_tokens", "active_tools", "cache_hits", "cache_misses",
+                                                "latency_s"})}
+
+
+def _tool_calls(result: RouteResult) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": orjson.dumps(c.arguments).decode()}} for c in result.calls]
+
+
+def _finish_reason(result: RouteResult) -> str:
+    return "tool_calls" if result.calls else result.finish_reason
+
+
+def completion(result: RouteResult, model: str, completion_id: str, created: int) -> dict[str, Any]:
+    """The `chat.completion` object of a route result."""
+    message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+    if result.calls:
+        message["tool_calls"] = _tool_calls(result)
+    return {"id": completion_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _finish_reason(result)}],
+            "usage": _usage(result.usage)}
+
+
+def completion_chunks(result: RouteResult, model: str, completion_id: str, created: int,
+                      include_usage: bool = False) -> bytes:
+    """The server-sent events of a streamed completion: role, content or tool call deltas, finish, usage, [DONE]."""
+    base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        event = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+        if include_usage:
+            event["usage"] = None
+        return event
+
+    events = [chunk({"role": "assistant", "content": None if result.calls else "", "refusal": None})]
+    if result.text:
+        events.append(chunk({"content": result.text}))
+    for index, call in enumerate(_tool_calls(result)):
+        function = call["function"]
+        events.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                             "function": {"name": function["name"], "arguments": ""}}]}))
+        events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": function["arguments"]}}]}))
+    events.append(chunk({}, _finish_reason(result)))
+    if include_usage:
+        events.append({**base, "choices": [], "usage": _usage(result.usage)})
+    return b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+
+
+# ------------------------------------------------------------------------------------------- app
+async def _read_body(request: Request, limit: int) -> bytes:
+    too_large = APIError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               max_tools: int = DEFAULT_MAX_TOOLS) -> FastAPI:
+    """The OpenAI-compatible app over `router` (a `ToolRouter` or anything with its `aroute`).
+
+    Args:
+        api_key: when set, every request needs `Authorization: Bearer <api_key>` (else 401).
+        max_body_bytes: larger request bodies are refused with 413.
+        max_tools: more `tools` in one request are refused with 400.
+    """
+    model_id = getattr(router, "name", "toolformer-router")
+    started = int(time.time())
+
+    async def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer <key>'.",
+                           code="invalid_api_key")
+
+    app = FastAPI(title="toolformer-router", dependencies=[Depends(authorize)], docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, error: APIError) -> Response:
+        return error.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> Response:  # unknown path, wrong method
+        return APIError(error.status_code, str(error.detail)).response()
+
+    @app.exception_handler(Exception)
+    async def server_error(_: Request, error: Exception) -> Response:  # logged by uvicorn too
+        message = f"the server failed on this request ({type(error).__name__})"
+        return APIError(500, message, type="server_error").response()
+
+    @app.get("/v1/models")
+    async def list_models() -> Response:
+        body = {"object": "list", "data": [{"id": model_id, "object": "model", "created": started,
+                                            "owned_by": "toolformer-router"}]}
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = ChatCompletionRequest.model_validate_json(await _read_body(request, max_body_bytes))
+        except ValidationError as error:
+            raise _validation_error(error) from None
+        if body.tools is not None and len(body.tools) > max_tools:
+            raise APIError(400, f"{len(body.tools)} tools given; this server takes at most {max_tools}", "tools")
+        tools = [tool.model_dump(exclude_none=True) for tool in body.tools or ()]
+        tool_choice = body.tool_choice
+        if isinstance(tool_choice, NamedToolChoice):
+            tool_choice = tool_choice.model_dump()
+        try:
+            result = await router.aroute(
+                router_messages(body.messages), tools, tool_choice=tool_choice,
+                parallel_tool_calls=body.parallel_tool_calls is not False,
+                max_new_tokens=body.max_completion_tokens or body.max_tokens,
+            )
+        except ToolRouterError as error:
+            raise _router_error(error) from None
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return Response(completion_chunks(result, body.model, completion_id, created, include_usage),
+                            media_type="text/event-stream", headers={"cache-control": "no-cache"})
+        return Response(orjson.dumps(completion(result, body.model, completion_id, created)),
+                        media_type="application/json")
+
+    return app
+
+
+# ------------------------------------------------------------------------------------------- running
+def serve(checkpoint: str | Path = "default", *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          device: str | None = None, dtype: str | None = None, log_level: str = "info") -> None:
+    """Load the (process-wide) router for `checkpoint` and serve it until interrupted."""
+    router = shared_router(checkpoint, device, dtype)
+    uvicorn.run(create_app(router, api_key=api_key), host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run `app` with uvicorn in a background thread (tests, notebooks, benchmarks); yields the `/v1` base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP proto: asyncio sets NODELAY
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
+                                          lifespan="off", backlog=4096))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="toolformer-router-server",
+                              daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the server thread stopped before it started")
+            time.sleep(0.01)
+        yield f"http://{host}:{sock.getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,225 @@
+"""ChatToolFormer: scripted-router tests for exact behaviour, LangGraph end to end, bad input, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from pydantic import BaseModel, Field
+from scripted import ScriptedRouter, call, calls, text
+
+from toolformer_router.adapters.langchain import ChatToolFormer
+from toolformer_router.errors import InvalidQueryError, InvalidToolError, TooManyToolsError, UnknownToolError
+from toolformer_router.types import RouteResult, RouteUsage
+
+
+@tool
+def get_weather(city: str, unit: str = "celsius") -> str:
+    """Current weather for a city."""
+    return f"18 degrees {unit} and sunny in {city}"
+
+
+@tool
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    return f"sent to {to}"
+
+
+class Person(BaseModel):
+    """A person mentioned in the text."""
+
+    name: str = Field(description="Full name")
+    age: int
+
+
+def model_with(*script, **fields) -> tuple[ChatToolFormer, ScriptedRouter]:
+    router = ScriptedRouter(script)
+    return ChatToolFormer(router=router, **fields), router
+
+
+def test_tool_call_message_has_langchain_shape_usage_and_metadata():
+    model, router = model_with(call("get_weather", city="Paris"))
+    message = model.bind_tools([get_weather, send_email]).invoke("Weather in Paris?")
+    assert isinstance(message, AIMessage) and message.content == ""
+    [tool_call] = message.tool_calls
+    assert tool_call["name"] == "get_weather" and tool_call["args"] == {"city": "Paris"}
+    assert tool_call["type"] == "tool_call" and tool_call["id"].startswith("call_")
+    assert message.usage_metadata["output_tokens"] == 10
+    assert message.usage_metadata["input_tokens"] == router.requests[0]["messages"][0]["content"].count(" ") + 1
+    assert message.response_metadata["active_tools"] == 2
+    assert message.response_metadata["finish_reason"] == "tool_calls"
+    assert router.requests[0]["tools"] == ["get_weather", "send_email"]
+
+
+def test_text_answer_and_stop_sequences():
+    model, _ = model_with(text("Hello there, how are you?"))
+    assert model.invoke("hi", stop=[", how"]).content == "Hello there"
+
+
+@pytest.mark.parametrize("choice", ["auto", "any", "required", True, "none", "get_weather",
+                                    {"type": "function", "function": {"name": "get_weather"}}])
+def test_tool_choice_reaches_the_router(choice):
+    answer = text("ok") if choice in ("auto", "none") else call("get_weather", city="Oslo")
+    model, router = model_with(answer)
+    model.bind_tools([get_weather, send_email], tool_choice=choice).invoke("Oslo?")
+    assert router.requests[0]["tool_choice"] == choice
+
+
+def test_bad_binds_are_clear_errors():
+    model, _ = model_with()
+    with pytest.raises(UnknownToolError, match="not among the active tools"):
+        model.bind_tools([get_weather], tool_choice="send_email")
+    with pytest.raises(InvalidToolError):
+        model.bind_tools([{"type": "function", "function": {"name": "x", "parameters": {"type": "array"}}}])
+    limited, _ = model_with(max_tools=1)
+    with pytest.raises(TooManyToolsError):
+        limited.bind_tools([get_weather, send_email])
+
+
+def test_unsupported_content_is_a_typed_error():
+    model, router = model_with(text("never"))
+    image = HumanMessage(content=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
+    with pytest.raises(InvalidQueryError, match="image_url"):
+        model.invoke([image])
+    assert router.requests == []
+
+
+def test_full_conversation_reaches_the_router_with_tool_names():
+    model, router = model_with(text("It is 18 degrees in Paris."))
+    history = [
+        SystemMessage("Be brief."),
+        HumanMessage("Weather in Paris?"),
+        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "c1"}]),
+        ToolMessage("18 degrees", tool_call_id="c1"),
+        ToolMessage("timeout", tool_call_id="c1", status="error"),
+    ]
+    model.bind_tools([get_weather]).invoke(history)
+    seen = router.requests[0]["messages"]
+    assert [m["role"] for m in seen] == ["system", "user", "assistant", "tool", "tool"]
+    assert seen[2]["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert seen[3] == {"role": "tool", "content": "18 degrees", "name": "get_weather"}
+    assert seen[4]["content"] == "Error: timeout"
+
+
+def test_stream_chunks_merge_into_the_same_calls():
+    script = calls(("get_weather", {"city": "Paris"}), ("send_email", {"to": "a@b.c", "body": "hi"}))
+    model, _ = model_with(script)
+    chunks = list(model.bind_tools([get_weather, send_email]).stream("both"))
+    assert chunks[-1].chunk_position == "last"
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    assert isinstance(merged, AIMessageChunk)
+    assert [(c["name"], c["args"]) for c in merged.tool_calls] == [
+        ("get_weather", {"city": "Paris"}), ("send_email", {"to": "a@b.c", "body": "hi"})]
+    assert [c["id"] for c in merged.tool_calls] == [c.id for c in script.calls]
+    assert merged.usage_metadata["output_tokens"] == 10
+
+
+async def test_astream_text():
+    model, _ = model_with(text("Hello!"))
+    chunks = [chunk async for chunk in model.astream("hi")]
+    assert "".join(c.text for c in chunks) == "Hello!" and chunks[-1].chunk_position == "last"
+
+
+def test_call_cut_by_the_budget_goes_to_invalid_tool_calls():
+    cut = RouteResult(raw='[{"name":"get_weather","argu', finish_reason="length", model="scripted",
+                      usage=RouteUsage(output_tokens=8))
+    model, _ = model_with(cut)
+    message = model.bind_tools([get_weather]).invoke("weather?")
+    assert message.tool_calls == [] and message.invalid_tool_calls[0]["args"].startswith('[{"name"')
+
+
+def test_no_call_turns_go_to_the_fallback_without_tools():
+    fallback = GenericFakeChatModel(messages=iter(["A long, well written answer."]))
+    model, router = model_with(text("short"), fallback=fallback)
+    message = model.bind_tools([get_weather]).invoke("Tell me a story")
+    assert message.content == "A long, well written answer."
+    assert router.requests[0]["tools"] == ["get_weather"]  # the router decided; the fallback saw no tools
+
+
+def test_structured_output_pydantic_dict_and_raw():
+    model, router = model_with(call("Person", name="Ada Lovelace", age=36), call("Person", name="Alan", age=41),
+                               call("Person", name="Grace", age=85))
+    assert model.with_structured_output(Person).invoke("Ada Lovelace, 36") == Person(name="Ada Lovelace", age=36)
+    assert router.requests[0]["tool_choice"] in ("any", "Person")
+    schema = Person.model_json_schema()
+    schema["title"] = "Person"
+    assert model.with_structured_output(schema).invoke("Alan, 41") == {"name": "Alan", "age": 41}
+    raw = model.with_structured_output(Person, include_raw=True).invoke("Grace, 85")
+    assert raw["parsed"] == Person(name="Grace", age=85) and raw["parsing_error"] is None
+    assert isinstance(raw["raw"], AIMessage)
+
+
+def test_ls_params_report_the_model():
+    model, _ = model_with()
+    params = model._get_ls_params()
+    assert params["ls_provider"] == "toolformer-router" and params["ls_model_name"] == "scripted"
+
+
+async def test_thousand_concurrent_ainvokes_are_not_cross_wired():
+    def echo(messages, tools, tool_choice):
+        return call("get_weather", city=messages[-1]["content"])
+
+    router = ScriptedRouter(default=echo, delay_s=0.001)
+    model = ChatToolFormer(router=router).bind_tools([get_weather])
+    answers = await asyncio.gather(*(model.ainvoke(f"city-{i}") for i in range(1000)))
+    assert [a.tool_calls[0]["args"]["city"] for a in answers] == [f"city-{i}" for i in range(1000)]
+    assert len({a.tool_calls[0]["id"] for a in answers}) == 1000
+
+
+async def test_cancelled_ainvoke_leaves_the_others_alone():
+    router = ScriptedRouter(default=lambda m, t, c: text(m[-1]["content"]), delay_s=0.05)
+    model = ChatToolFormer(router=router)
+    tasks = [asyncio.create_task(model.ainvoke(f"q{i}")) for i in range(10)]
+    await asyncio.sleep(0.01)
+    tasks[3].cancel()
+    done = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(done[3], asyncio.CancelledError)
+    assert [d.content for i, d in enumerate(done) if i != 3] == [f"q{i}" for i in range(10) if i != 3]
+
+
+def test_langgraph_react_agent_runs_the_exact_sequence():
+    from langgraph.prebuilt import create_react_agent
+
+    model, router = model_with(call("get_weather", city="Paris"), call("send_email", to="ann@x.org", body="sunny"),
+                               text("Done: it is sunny and Ann knows."))
+    agent = create_react_agent(model, [get_weather, send_email])
+    state = agent.invoke({"messages": [HumanMessage("Check Paris weather and email ann@x.org")]})
+    kinds = [type(m).__name__ for m in state["messages"]]
+    assert kinds == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert state["messages"][2].content == "18 degrees celsius and sunny in Paris"
+    assert state["messages"][-1].content == "Done: it is sunny and Ann knows."
+    third = router.requests[2]["messages"]
+    assert [m["role"] for m in third] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert third[2] == {"role": "tool", "content": "18 degrees celsius and sunny in Paris", "name": "get_weather"}
+    assert all(r["tools"] == ["get_weather", "send_email"] for r in router.requests)
+
+
+@pytest.mark.slow
+def test_langgraph_agent_on_the_default_checkpoint_terminates_with_valid_calls(default_router):
+    from langgraph.prebuilt import create_react_agent
+
+    model = ChatToolFormer(router=default_router, max_new_tokens=96)
+    agent = create_react_agent(model, [get_weather, send_email])
+    state = agent.invoke({"messages": [HumanMessage("What's the weather in Paris?")]}, {"recursion_limit": 12})
+    for message in state["messages"]:
+        for tool_call in getattr(message, "tool_calls", []):
+            assert tool_call["name"] in ("get_weather", "send_email")
+            json.dumps(tool_call["args"])
+            (get_weather if tool_call["name"] == "get_weather" else send_email).args_schema(**tool_call["args"])
+    assert isinstance(state["messages"][-1], AIMessage) and not state["messages"][-1].tool_calls
+
+
+def test_the_same_tool_twice_is_bound_once_but_two_tools_under_one_name_are_an_error():
+    model, router = model_with(call("Person", name="Ada", age=36))
+    schema = Person.model_json_schema()  # equal to the pydantic model but for "title" annotations
+    model.bind_tools([Person, schema], tool_choice="any").invoke("Ada, 36")
+    assert router.requests[0]["tools"] == ["Person"]
+    other = {"title": "Person", "description": "Someone else.", "type": "object", "properties": {}}
+    with pytest.raises(Exception, match="[Dd]uplicate"):
+        model.bind_tools([Person, other])
