@@ -37,7 +37,6 @@ from llama_index.core.bridge.pydantic import BaseModel, Field
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
-from toolformer_router.adapters._common import name_tool_results, shared_router
 
 from toolformer_router.errors import (
     InvalidQueryError,
@@ -46,6 +45,8 @@ from toolformer_router.errors import (
     TooManyToolsError,
 )
 from toolformer_router.types import RouteResult
+
+from ._common import name_tool_results, shared_router
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool

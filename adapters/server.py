@@ -40,7 +40,7 @@ from toolformer_router.types import RouteResult, RouteUsage
 from ._common import name_tool_results, shared_router
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
-DEFAULT_MAX_TOOLS = 128  # OpenAI's own limit on `tools`
+DEFAULT_MAX_TOOLS = 1000  # the router's own bound (hosted APIs stop at 128)
 
 
 class Router(Protocol):
@@ -267,14 +267,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               max_tools: int = DEFAULT_MAX_TOOLS) -> FastAPI:
+               max_tools: int | None = None) -> FastAPI:
     """The OpenAI-compatible app over `router` (a `ToolRouter` or anything with its `aroute`).
 
     Args:
         api_key: when set, every request needs `Authorization: Bearer <api_key>` (else 401).
         max_body_bytes: larger request bodies are refused with 413.
-        max_tools: more `tools` in one request are refused with 400.
+        max_tools: more `tools` in one request are refused with 400 (default: the router's `max_tools`).
     """
+    max_tools = max_tools or getattr(getattr(router, "config", None), "max_tools", DEFAULT_MAX_TOOLS)
     model_id = getattr(router, "name", "toolformer-router")
     started = int(time.time())
 

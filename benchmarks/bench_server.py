@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from bench_engine import usable_catalog  # noqa: E402
-from common import machine, percentiles, print_table  # noqa: E402
+from common import ZeroCostRouter, machine, percentiles, print_table  # noqa: E402
 
-from toolformer_router import RouteResult, RouteUsage, ToolCall, ToolRouter  # noqa: E402
+from toolformer_router import ToolRouter  # noqa: E402
 from toolformer_router.adapters.server import create_app, serve_in_thread  # noqa: E402
 
 QUERIES = [
@@ -43,19 +43,6 @@ QUERIES = [
     "What's the population of Canada?",
     "Translate 'good morning' into Japanese.",
 ]
-
-
-class ZeroCostRouter:
-    """Answers every request at once with the same call: what remains of a request's time is the adapter's."""
-
-    name = "zero-cost"
-
-    def __init__(self) -> None:
-        self.result = RouteResult(calls=[ToolCall(id="call_0", name="get_weather", arguments={"city": "Berlin"})],
-                                  model=self.name, usage=RouteUsage(input_tokens=20, output_tokens=12))
-
-    async def aroute(self, query: Any, tools: Any = None, **_: Any) -> RouteResult:
-        return self.result
 
 
 def request_body(query: str, tools: list[dict], tool_choice: Any, max_tokens: int) -> bytes:
