@@ -8,6 +8,7 @@ from toolformer_router.training.evaluate import (
     active_tools,
     evaluate,
     markdown_table,
+    router_batch_predictor,
     router_predictor,
     summarize,
     write_report,
@@ -67,6 +68,16 @@ def test_router_outputs_are_counted_valid(make_router):
     for record in records:
         assert record["valid"] or record["output"].startswith("[")  # only a cut-off call list may be invalid
     assert summarize(records)["overall"]["validity"]["n"] == 2
+
+
+def test_batched_evaluation_matches_one_at_a_time(make_router):
+    router = make_router()
+    single = evaluate(router_predictor(router, max_new_tokens=40), EXAMPLES, tools_per_query=4, pool=POOL)
+    batched = evaluate(None, EXAMPLES, tools_per_query=4, pool=POOL,
+                       predict_many=router_batch_predictor(router, max_new_tokens=40), batch_size=2)
+    router.close()
+    keys = ("id", "active_tools", "output", "calls", "ast_ok", "valid")
+    assert [{k: r[k] for k in keys} for r in batched] == [{k: r[k] for k in keys} for r in single]
 
 
 def test_composability_experiments_write_a_report(make_router, tmp_path):

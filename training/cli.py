@@ -63,6 +63,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--tools-per-query", type=int, default=20)
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=int, default=8,
+                          help="queries routed together (through aroute); latency is then per request in a batch")
     evaluate.add_argument("--device", default=None)
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")

@@ -10,6 +10,7 @@ catalog, never one with the name of an own tool; the order is shuffled per examp
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import statistics
 import time
@@ -29,6 +30,7 @@ from .metrics import ExampleResult, ast_match, score, score_by
 
 METRICS = ("AST", "TSA", "PF1", "VR", "EM", "FPR", "FNR", "validity")
 Predictor = Callable[[list[dict], list[dict]], dict[str, Any]]
+BatchPredictor = Callable[[list[tuple[list[dict], list[dict]]]], list[dict[str, Any]]]
 
 
 def active_tools(example: Example, count: int, pool: Sequence[dict], seed: int) -> list[dict]:
@@ -80,44 +82,81 @@ def usable_pool(router: ToolRouter, pool: Sequence[dict]) -> list[dict]:
     return usable
 
 
+def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
+    """A route result (or the `ToolRouterError` it raised: counted wrong) as an evaluation output."""
+    if isinstance(result, ToolRouterError):  # e.g. an example's own schema over max_schema_tokens
+        return {"calls": [], "raw": "", "error": str(result), "latency_s": 0.0, "prompt_tokens": None, "valid": True}
+    calls = [{"name": c.name, "arguments": c.arguments} for c in result.calls]
+    cut_call = result.raw.startswith("[") and result.finish_reason != "stop"
+    return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
+            "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools)}
+
+
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
     def predict(messages: list[dict], tools: list[dict]) -> dict[str, Any]:
         try:
             result = router.route(messages, tools=tools, max_new_tokens=max_new_tokens)
-        except ToolRouterError as error:  # e.g. an example's own schema over max_schema_tokens: counted wrong
-            return {"calls": [], "raw": "", "error": str(error), "latency_s": 0.0, "prompt_tokens": None,
-                    "valid": True}
-        calls = [{"name": c.name, "arguments": c.arguments} for c in result.calls]
-        cut_call = result.raw.startswith("[") and result.finish_reason != "stop"
-        return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
-                "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools)}
+        except ToolRouterError as error:
+            result = error
+        return _router_output(result, tools)
 
     return predict
 
 
+def router_batch_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> BatchPredictor:
+    """Routes a batch of (messages, tools) pairs concurrently through `aroute` (decoded together, each with its
+    own tools); `latency_s` is then each request's time inside the shared batch."""
+
+    async def routes(pairs: list[tuple[list[dict], list[dict]]]) -> list[Any]:
+        return await asyncio.gather(*(router.aroute(m, tools=t, max_new_tokens=max_new_tokens) for m, t in pairs),
+                                    return_exceptions=True)
+
+    def predict_many(pairs: list[tuple[list[dict], list[dict]]]) -> list[dict[str, Any]]:
+        results = asyncio.run(routes(pairs))
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, ToolRouterError):
+                raise result
+        return [_router_output(result, tools) for result, (_, tools) in zip(results, pairs)]
+
+    return predict_many
+
+
 def evaluate(
-    predict: Predictor, examples: Sequence[Example], *, tools_per_query: int, pool: Sequence[dict], seed: int = 0,
-    desc: str = "evaluating",
+    predict: Predictor | None, examples: Sequence[Example], *, tools_per_query: int, pool: Sequence[dict],
+    seed: int = 0, desc: str = "evaluating", predict_many: BatchPredictor | None = None, batch_size: int = 8,
 ) -> list[dict[str, Any]]:
-    """Run `predict` on every example with its active tools; returns one record per example."""
+    """Run `predict` (or `predict_many` on batches of `batch_size`) on every example with its active tools;
+    returns one record per example."""
     records = []
-    for example in tqdm(examples, desc=desc, unit="example"):
-        tools = active_tools(example, tools_per_query, pool, seed)
-        started = time.perf_counter()
-        output = predict(example.messages, tools)
-        latency = output.get("latency_s") or time.perf_counter() - started
-        gold = gold_form(example)
-        ok, reason = ast_match(output["calls"], gold, tools)
-        records.append({
-            "id": example.id, "category": category(example),
-            "query": next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), ""),
-            "active_tools": [t["name"] for t in tools], "tools_per_query": len(tools),
-            "output": output["raw"], "calls": output["calls"], "gold": gold,
-            "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
-            "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
-            "_tools": tools,
-        })
+    with tqdm(total=len(examples), desc=desc, unit="example") as progress:
+        step = batch_size if predict_many is not None else 1
+        for start in range(0, len(examples), step):
+            chunk = examples[start : start + step]
+            tool_sets = [active_tools(example, tools_per_query, pool, seed) for example in chunk]
+            started = time.perf_counter()
+            if predict_many is not None:
+                outputs = predict_many([(e.messages, t) for e, t in zip(chunk, tool_sets)])
+            else:
+                outputs = [predict(chunk[0].messages, tool_sets[0])]
+            elapsed = time.perf_counter() - started
+            for example, tools, output in zip(chunk, tool_sets, outputs):
+                records.append(_record(example, tools, output, output.get("latency_s") or elapsed))
+            progress.update(len(chunk))
     return records
+
+
+def _record(example: Example, tools: list[dict], output: dict[str, Any], latency: float) -> dict[str, Any]:
+    gold = gold_form(example)
+    ok, reason = ast_match(output["calls"], gold, tools)
+    return {
+        "id": example.id, "category": category(example),
+        "query": next((m["content"] for m in reversed(example.messages) if m["role"] == "user"), ""),
+        "active_tools": [t["name"] for t in tools], "tools_per_query": len(tools),
+        "output": output["raw"], "calls": output["calls"], "gold": gold,
+        "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
+        "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
+        "_tools": tools,
+    }
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -203,8 +242,9 @@ def run_eval_command(args: argparse.Namespace) -> None:
         examples, pool = _split_data(data_dir, split, args.seed)
         pool = usable_pool(router, pool)
         examples = limit_per_category(examples, args.limit, args.seed)
-        rows = evaluate(router_predictor(router), examples, tools_per_query=args.tools_per_query, pool=pool,
-                        seed=args.seed, desc=f"{split} @ {args.tools_per_query} tools")
+        rows = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool, seed=args.seed,
+                        desc=f"{split} @ {args.tools_per_query} tools", predict_many=router_batch_predictor(router),
+                        batch_size=args.batch_size)
         system = f"router/{split}"
         summaries[system], records[system] = summarize(rows), rows
         for name in filter(None, args.baselines.split(",")):
@@ -213,6 +253,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
                             seed=args.seed, desc=f"{name} / {split}")
             summaries[f"{name}/{split}"], records[f"{name}/{split}"] = summarize(rows), rows
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
+            "batch_size": args.batch_size,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
     print(markdown_table(summaries))
