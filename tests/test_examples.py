@@ -244,7 +244,9 @@ def test_async_loop_main_on_default_checkpoint(default_router, monkeypatch, caps
     stats = example.main(["--sessions", "5", "--max-steps", "1", "--require-call"])
     out = capsys.readouterr().out
     assert "5 sessions, 5 routes" in out and "routes/s" in out and "pasting all 200 schemas" in out
-    assert stats["routes"] == 5 and stats["tool_calls"] >= 5 and stats["latency_p95_s"] > 0
+    assert stats["routes"] == 5 and stats["latency_p95_s"] > 0
+    # one required route per session: a call (run, then out of steps), or a call cut short by the token budget
+    assert all(conversation["answer"] is None for conversation in stats["conversations"])
     assert stats["pasted_prompt_tokens"] > 10 * stats["prompt_tokens"] > 0
     for conversation in stats["conversations"]:
         for message in conversation["messages"][1:]:
