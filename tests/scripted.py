@@ -48,18 +48,21 @@ class ScriptedRouter:
         self.default = default
         self.delay_s = delay_s
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = self.max_in_flight = 0
+        """`aroute` calls awaiting at once (now / at most): shows that requests overlapped."""
         self._lock = threading.Lock()
 
     def prepare_tools(self, tools: Iterable[Any]) -> list[Tool]:
         return normalize_tools(tools)
 
-    def _answer(self, query, tools, tool_choice, parallel_tool_calls) -> RouteResult:
+    def _answer(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens=None) -> RouteResult:
         messages = normalize_messages(query)
         active = self.prepare_tools(tools or [])
         mode, forced = resolve_tool_choice(tool_choice, active)
         with self._lock:
             self.requests.append({"messages": messages, "tools": [t.name for t in active],
-                                  "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls})
+                                  "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls,
+                                  "max_new_tokens": max_new_tokens})
             step = self.script.pop(0) if self.script else self.default
         if step is None:
             raise AssertionError(f"script exhausted at request {len(self.requests)}: {messages[-1]}")
@@ -77,14 +80,19 @@ class ScriptedRouter:
 
     def route(self, query, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None,
               **_: Any) -> RouteResult:
-        return self._answer(query, tools, tool_choice, parallel_tool_calls)
+        return self._answer(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
 
     def route_batch(self, queries, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None,
                     **_: Any) -> list[RouteResult]:
-        return [self._answer(q, tools, tool_choice, parallel_tool_calls) for q in queries]
+        return [self._answer(q, tools, tool_choice, parallel_tool_calls, max_new_tokens) for q in queries]
 
     async def aroute(self, query, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None
                      ) -> RouteResult:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return self._answer(query, tools, tool_choice, parallel_tool_calls)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+        finally:
+            self.in_flight -= 1
+        return self._answer(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)

@@ -223,3 +223,14 @@ def test_the_same_tool_twice_is_bound_once_but_two_tools_under_one_name_are_an_e
     other = {"title": "Person", "description": "Someone else.", "type": "object", "properties": {}}
     with pytest.raises(Exception, match="[Dd]uplicate"):
         model.bind_tools([Person, other])
+
+
+def test_langchain_create_agent_rebinds_cheaply_and_runs_the_sequence():
+    from langchain.agents import create_agent
+
+    model, router = model_with(call("get_weather", city="Rome"), text("Sunny in Rome."))
+    agent = create_agent(model, [get_weather, send_email])
+    state = agent.invoke({"messages": [HumanMessage("Weather in Rome?")]})
+    assert [type(m).__name__ for m in state["messages"]] == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert state["messages"][-1].content == "Sunny in Rome."
+    assert [r["tools"] for r in router.requests] == [["get_weather", "send_email"]] * 2

@@ -33,19 +33,10 @@ ECHO = {"type": "function", "function": {"name": "echo", "description": "Echo a 
 TOOLS = [WEATHER, {"type": "function", "function": EMAIL}, ECHO]
 
 
-class RecordingRouter(ScriptedRouter):
-    """A scripted router that also records the output budget it was given."""
-
-    async def aroute(self, query, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None):
-        result = await super().aroute(query, tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls)
-        self.requests[-1]["max_new_tokens"] = max_new_tokens
-        return result
-
-
 @pytest.fixture
 def scripted():
     """A scripted router behind a live server (API key required, small limits): (router, base_url)."""
-    router = RecordingRouter()
+    router = ScriptedRouter()
     with serve_in_thread(create_app(router, api_key=KEY, max_body_bytes=64 * 1024, max_tools=8)) as base_url:
         yield router, base_url
 
@@ -296,11 +287,9 @@ async def test_100_concurrent_requests_are_neither_lost_nor_cross_wired(scripted
             assert (content, arguments, finish_reason) == (f"answer {n}", [], "stop")
 
     async with AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0) as client:
-        started = time.perf_counter()
         await asyncio.gather(*(one(client, n) for n in range(100)))
-        elapsed = time.perf_counter() - started
     assert len(router.requests) == 100
-    assert elapsed < 100 * router.delay_s  # the requests overlapped
+    assert router.max_in_flight > 1  # the requests overlapped inside the server
 
 
 def test_cli_serve_passes_its_options(monkeypatch):
