@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from common import ZeroCostRouter, bfcl_tools, machine, percentiles, print_table  # noqa: E402
+from common import ZeroCostRouter, bfcl_tools, machine, percentiles, print_table, timed  # noqa: E402
 from langchain_core.tools import StructuredTool  # noqa: E402
 from llama_index.core.tools import FunctionTool  # noqa: E402
 
@@ -26,17 +26,6 @@ from toolformer_router.adapters.langchain import ChatToolFormer  # noqa: E402
 from toolformer_router.adapters.llamaindex import ToolFormerLLM  # noqa: E402
 
 QUERY = "What's the weather in Berlin?"
-
-
-def _sync_times(fn: Callable[[], object], calls: int) -> list[float]:
-    for _ in range(min(50, calls)):
-        fn()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
 
 
 async def _async_times(fn: Callable[[], Awaitable[object]], calls: int) -> list[float]:
@@ -82,7 +71,7 @@ def main() -> None:
     }
     rows = []
     for name, fn in cases.items():
-        rows.append({"case": name, **percentiles(_sync_times(fn, args.calls))})
+        rows.append({"case": name, **percentiles(timed(fn, args.calls, warmup=min(50, args.calls)))})
     for name, fn in async_cases.items():
         rows.append({"case": name, **percentiles(asyncio.run(_async_times(fn, args.calls)))})
     for row in rows:

@@ -15,14 +15,12 @@ from scripted import ScriptedRouter, text
 from toolformer_router.adapters.langchain import ChatToolFormer
 
 
-class TestChatToolFormerUnit(ChatModelUnitTests):
+class ChatToolFormerFlags:
+    """The capability flags both suites read: what the router really does."""
+
     @property
     def chat_model_class(self) -> type[ChatToolFormer]:
         return ChatToolFormer
-
-    @property
-    def chat_model_params(self) -> dict:
-        return {"router": ScriptedRouter(default=text("Hello!")), "max_new_tokens": 64}
 
     @property
     def has_tool_choice(self) -> bool:
@@ -37,12 +35,14 @@ class TestChatToolFormerUnit(ChatModelUnitTests):
         return False
 
 
-@pytest.mark.slow
-class TestChatToolFormerIntegration(ChatModelIntegrationTests):
+class TestChatToolFormerUnit(ChatToolFormerFlags, ChatModelUnitTests):
     @property
-    def chat_model_class(self) -> type[ChatToolFormer]:
-        return ChatToolFormer
+    def chat_model_params(self) -> dict:
+        return {"router": ScriptedRouter(default=text("Hello!")), "max_new_tokens": 64}
 
+
+@pytest.mark.slow
+class TestChatToolFormerIntegration(ChatToolFormerFlags, ChatModelIntegrationTests):
     @pytest.fixture
     def model(self, request, default_router) -> ChatToolFormer:
         extra = getattr(request, "param", None) or {}
@@ -52,18 +52,6 @@ class TestChatToolFormerIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_params(self) -> dict:
         return {"max_new_tokens": 96}
-
-    @property
-    def has_tool_choice(self) -> bool:
-        return True
-
-    @property
-    def returns_usage_metadata(self) -> bool:
-        return True
-
-    @property
-    def supports_model_override(self) -> bool:
-        return False
 
     @property
     def supported_usage_metadata_details(self) -> dict:
