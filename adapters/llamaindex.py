@@ -8,11 +8,11 @@ to that LLM without tools. Install with `pip install toolformer-router[llamainde
 
 from __future__ import annotations
 
-import json
 import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from llama_index.core.base.llms.generic_utils import (
     achat_to_completion_decorator,
     astream_chat_to_completion_decorator,
@@ -66,8 +66,8 @@ class NoToolCallError(ToolRouterError, ValueError):
 def _arguments(value: Any) -> dict[str, Any]:
     if isinstance(value, str):
         try:
-            value = json.loads(value or "{}")
-        except json.JSONDecodeError as error:
+            value = orjson.loads(value or "{}")
+        except orjson.JSONDecodeError as error:
             raise InvalidQueryError(f"tool call arguments are not valid JSON: {error}") from None
     if not isinstance(value, Mapping):
         raise InvalidQueryError(f"tool call arguments must be an object, got {type(value).__name__}")

@@ -2,7 +2,7 @@
 
     python examples/llamaindex_agent.py ["What's the weather in Lyon?"] [--tools 200] [--require-call]
 
-Three real Python functions plus generated ones (those of `examples/custom_tools.json` when it exists). The tool
+Three real Python functions plus the tools of `examples/custom_tools.json`. The tool
 schemas never enter the prompt: each is read once by the gist encoder and cached on disk, so the prompt is the
 conversation only; the last line compares it with what pasting every schema into each request would cost.
 """
@@ -21,23 +21,6 @@ from llama_index.core.tools import FunctionTool, ToolMetadata
 from toolformer_router.adapters.llamaindex import ToolFormerLLM, to_router_tool
 
 CUSTOM_TOOLS = Path(__file__).with_name("custom_tools.json")
-RESOURCES = ["invoice", "customer", "order", "ticket", "shipment", "employee", "meeting", "repository", "playlist",
-             "flight", "hotel_booking", "recipe", "expense", "lead", "contract", "device", "sensor", "campaign",
-             "article", "course"]
-ACTIONS = {  # action -> (description template, parameters)
-    "create": ("Create a new {r}.", {"title": {"type": "string"}, "notes": {"type": "string"}}),
-    "get": ("Fetch one {r} by id.", {"id": {"type": "string"}}),
-    "update": ("Update fields of a {r}.", {"id": {"type": "string"}, "fields": {"type": "object"}}),
-    "delete": ("Delete a {r} permanently.", {"id": {"type": "string"}}),
-    "list": ("List {r}s, newest first.", {"status": {"type": "string", "enum": ["open", "closed", "all"]},
-                                          "limit": {"type": "integer"}}),
-    "search": ("Full-text search over {r}s.", {"query": {"type": "string"}, "limit": {"type": "integer"}}),
-    "archive": ("Archive a {r} (reversible).", {"id": {"type": "string"}}),
-    "export": ("Export a {r} to a file.", {"id": {"type": "string"},
-                                           "format": {"type": "string", "enum": ["csv", "pdf", "json"]}}),
-    "share": ("Share a {r} with someone by email.", {"id": {"type": "string"}, "email": {"type": "string"}}),
-    "summarize": ("Summarize a {r} in a few sentences.", {"id": {"type": "string"}, "max_words": {"type": "integer"}}),
-}
 
 
 def get_weather(city: str, unit: str = "celsius") -> str:
@@ -73,11 +56,8 @@ def schema_tool(spec: dict[str, Any]) -> FunctionTool:
 
 
 def make_tools(n: int) -> list[FunctionTool]:
-    """Three real functions, then generated tools up to `n`."""
-    specs = json.loads(CUSTOM_TOOLS.read_text()) if CUSTOM_TOOLS.exists() else [
-        {"name": f"{action}_{r}", "description": text.format(r=r.replace("_", " ")),
-         "parameters": {"type": "object", "properties": params, "required": list(params)[:1]}}
-        for r in RESOURCES for action, (text, params) in ACTIONS.items()]
+    """Three real functions, then the tools of custom_tools.json, `n` in all."""
+    specs = json.loads(CUSTOM_TOOLS.read_text())
     real = [FunctionTool.from_defaults(f) for f in (get_weather, convert_currency, add_calendar_event)]
     return (real + [schema_tool(s) for s in specs])[:n]
 

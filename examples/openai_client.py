@@ -9,7 +9,7 @@ then:
 
     python examples/openai_client.py --base-url http://127.0.0.1:8000/v1
 
-It routes a few queries over the tools of `examples/custom_tools.json` (else `examples/tools.json`), sends a
+It routes a few queries over the tools of `examples/custom_tools.json`, sends a
 tool result back for one call, and streams one answer.
 """
 
@@ -42,7 +42,7 @@ def openai_tool(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_tools(path: Path | None) -> list[dict[str, Any]]:
-    path = path or next(p for p in (HERE / "custom_tools.json", HERE / "tools.json") if p.is_file())
+    path = path or HERE / "custom_tools.json"
     return [openai_tool(tool) for tool in json.loads(path.read_text())]
 
 
