@@ -215,7 +215,7 @@ class ChatToolFormer(BaseChatModel):
     def _message(self, result: RouteResult, stop: list[str] | None) -> AIMessage:
         calls = [{"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"} for c in result.calls]
         invalid = []
-        if result.finish_reason == "length" and result.raw.startswith("["):
+        if not calls and result.raw.startswith("["):
             invalid.append({"name": None, "args": result.raw, "id": None, "type": "invalid_tool_call",
                             "error": "the output budget (max_new_tokens) ran out inside a tool call"})
         usage = result.usage
@@ -227,7 +227,7 @@ class ChatToolFormer(BaseChatModel):
                                          total_tokens=usage.input_tokens + usage.output_tokens),
             response_metadata={
                 "model_name": result.model, "model_provider": "toolformer-router",
-                "finish_reason": "tool_calls" if calls else result.finish_reason,
+                "finish_reason": "tool_calls" if calls and result.finish_reason == "stop" else result.finish_reason,
                 "gist_tokens": usage.gist_tokens, "active_tools": usage.active_tools,
                 "cache_hits": usage.cache_hits, "cache_misses": usage.cache_misses, "latency_s": usage.latency_s,
             },

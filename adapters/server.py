@@ -214,7 +214,8 @@ def _tool_calls(result: RouteResult) -> list[dict[str, Any]]:
 
 
 def _finish_reason(result: RouteResult) -> str:
-    return "tool_calls" if result.calls else result.finish_reason
+    """OpenAI's reason: "length" whenever the budget ran out or shaped the end of the calls."""
+    return "tool_calls" if result.calls and result.finish_reason == "stop" else result.finish_reason
 
 
 def completion(result: RouteResult, model: str, completion_id: str, created: int) -> dict[str, Any]:

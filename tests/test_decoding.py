@@ -2,6 +2,8 @@
 
 import random
 
+import torch
+
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
@@ -132,3 +134,61 @@ def test_render_calls_is_exactly_what_the_grammar_accepts(make_router):
     assert matcher.is_accepting()
     with pytest.raises(UnknownToolError):
         render_calls([("nope", {})], tools)
+
+
+def test_loop_guard_vetoes_a_third_copy_and_long_runs():
+    from toolformer_router.decoding import LoopGuard
+
+    guard, item = LoopGuard(min_span=8), [11, 12, 13, 14, 15]
+    assert guard.vetoed([5] + [0] * 6) == set()  # "1000000" may go on: 7 zeros
+    assert guard.vetoed([5] + [0] * 7) == {0}  # not an 8th
+    clock = [0, 0, 58, 0, 0, 58, 0]  # "00:00:0" (digits are single tokens)
+    assert LoopGuard(min_span=8).vetoed(clock) == {0} and LoopGuard(min_span=12).vetoed(clock) == set()
+    assert guard.vetoed([1] + item + item[:3]) == set()  # a list item given twice is fine
+    assert guard.vetoed([1] + item + item) == {11}  # a third copy is not
+    assert guard.vetoed([1, 44, 1, 44, 1, 44]) == set() and guard.vetoed([1, 44, 1, 44, 1, 44, 1]) == {44}
+    assert guard.vetoed([1, 2, 3, 4, 5, 6, 7, 8, 9]) == set()
+
+
+def _looping_sampler(tokenizer):
+    """Greedy logits of a model stuck in a loop: "a" first, then a quote, then closing brackets."""
+    bias = torch.zeros(len(tokenizer))
+    for token, i in tokenizer.get_vocab().items():
+        text = tokenizer.convert_tokens_to_string([token])
+        bias[i] = 60.0 if text[:1] == '"' else 50.0 if text and not text.strip("]}") else 0.0
+    bias[tokenizer.convert_tokens_to_ids("a")] = 100.0
+    return lambda logits: logits + bias
+
+
+@pytest.mark.parametrize(("min_span", "reserve", "expected"), [(0, 0, "cut"), (0, 24, "closed"), (12, 0, "stop")])
+def test_looping_values_are_stopped_by_the_guard_or_closed_by_the_reserve(make_router, tokenizer, min_span,
+                                                                          reserve, expected):
+    router = make_router(loop_guard_min_span=min_span, closing_reserve_tokens=reserve)
+    result = router.route("email", tools=[EMAIL], tool_choice="required", max_new_tokens=96,
+                          logits_processor=_looping_sampler(tokenizer))
+    if expected == "cut":  # the loop runs until the budget ends inside the call
+        assert result.finish_reason == "length" and result.calls == [] and "a" * 60 in result.raw
+        return
+    _validate(result, router.prepare_tools([EMAIL]))
+    assert result.calls and result.usage.output_tokens <= 96
+    values = [v for v in result.calls[0].arguments.values()]
+    if expected == "closed":  # a valid call, its last value cut short: reported as "length"
+        assert result.finish_reason == "length" and "a" * 40 in result.raw
+    else:
+        assert result.finish_reason == "stop" and values and all(v and "a" * 12 not in v for v in values)
+
+
+def test_schema_argument_filling_decodes_calls_again_with_the_chosen_schemas(make_router, tokenizer):
+    gists = make_router(seed=3)
+    schema = make_router(seed=3, argument_filling="schema")
+    tools = gists.prepare_tools([WEATHER, EMAIL, STOCK])
+    first = gists.route("weather in Paris", tools=tools, tool_choice="required",
+                        logits_processor=finishing_sampler(tokenizer, 0))
+    second = schema.route("weather in Paris", tools=tools, tool_choice="required",
+                          logits_processor=finishing_sampler(tokenizer, 0))
+    assert first.calls and second.calls
+    _validate(second, tools)
+    assert {c.name for c in second.calls} <= {c.name for c in first.calls}  # selection stays the gists'
+    chosen = [t for t in tools if t.name in {c.name for c in first.calls}]
+    assert second.usage.input_tokens == first.usage.input_tokens + len(
+        schema.prompt_ids([{"role": "user", "content": "weather in Paris"}], schema_tools=chosen))

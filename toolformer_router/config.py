@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,6 +45,19 @@ class RouterConfig(BaseModel):
     max_new_tokens: int = Field(256, ge=1)
     max_text_tokens: int = Field(64, ge=1)
     """Budget of a "no call" text answer (the router answers briefly; a fallback LLM writes prose)."""
+    loop_guard_min_span: int = Field(12, ge=0)
+    """Decoding: veto the token that would carry on a repetition longer than two periods and this many
+    tokens (a third copy of a list item, "10000000…"); 0 turns the guard off."""
+    argument_filling: Literal["gists", "schema"] = "gists"
+    """"gists": calls are decoded from the tools' gists alone; "schema": a completed call list is decoded
+    again with the chosen tools' schema text in the prompt (selection still over gists; costs a second pass)."""
+    call_bias: float = 0.0
+    """Decoding: added to the logits that open a call at the first token; below 0 the router calls less
+    often (fewer false positives, more false negatives). Chosen on validation by `toolformer-router
+    calibrate`."""
+    closing_reserve_tokens: int = Field(24, ge=0)
+    """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
+    close the call, so it completes instead of being cut; 0 turns this off."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     lora: dict[str, Any] | None = None
     """LoRA adapters on backbone modules ({"r", "alpha", "modules"}), set when a checkpoint was trained with them."""

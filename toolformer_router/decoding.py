@@ -4,6 +4,12 @@ Each step feeds every unfinished request its pending tokens (the token just chos
 grammar forces after it), right-padded to the longest; padding is masked out of the attention for good,
 so requests advance by different numbers of tokens in one forward pass. Finished requests leave the
 batch (their rows are dropped from the cache and the gist memory).
+
+Greedy decoding of a small model can fall into a loop inside a free value ("1000000…", the same list item
+again and again) until the budget ends. Two guards keep calls finishing: `LoopGuard` vetoes the token that
+would carry a repetition on (the grammar's choice always wins over the veto), and in the last
+`closing_reserve` tokens of a call's budget the decoder prefers any allowed token that only closes
+strings, lists and objects, so the call completes and validates instead of being cut.
 """
 
 from __future__ import annotations
@@ -39,6 +45,62 @@ class DecodeOutput:
     forced_tokens: int = 0
     stopped: bool = False
     """True when the grammar completed (or EOS ended a text answer); False when the budget ran out."""
+    closed_early: bool = False
+    """True when the closing reserve was entered: the output completed, but the budget shaped its end."""
+    call_margin: float | None = None
+    """Best call-opening logit minus best text logit at the first free token (None when the grammar left no
+    choice between calling and answering); `call_bias` is added before deciding."""
+
+
+class CallCloser:
+    """Near the end of a call's budget, prefers tokens that only close: a quote ending the open string, or
+    `]`/`}` outside strings. Built once per tokenizer from each token's text."""
+
+    def __init__(self, token_texts: list[str], reserve: int):
+        self.token_texts, self.reserve = token_texts, reserve
+        self.string_closers = torch.tensor([t[:1] == '"' and not t.strip('"]}') for t in token_texts])
+        self.structure_closers = torch.tensor([bool(t) and not t.strip("]}") for t in token_texts])
+
+    def engaged(self, remaining: int, budget: int) -> bool:
+        """True within the reserve (at most a quarter of the budget) of the end."""
+        return remaining <= min(self.reserve, budget // 4)
+
+    def preferred(self, token_ids: list[int]) -> torch.Tensor:
+        """(vocab,) bool mask of the closing tokens that fit after `token_ids`."""
+        inside_string, escaped = False, False
+        for char in "".join(self.token_texts[i] for i in token_ids):
+            if inside_string and char == "\\":
+                escaped = not escaped
+                continue
+            if char == '"' and not escaped:
+                inside_string = not inside_string
+            escaped = False
+        return self.string_closers if inside_string else self.structure_closers
+
+
+@dataclass(frozen=True)
+class LoopGuard:
+    """Vetoes the next token when it would extend a repetition at the end of the output.
+
+    A repetition of period p is the output's tail equal to itself shifted by p tokens. The token that
+    continues it is vetoed once the repeated tail would cover more than two periods (a third copy of a
+    list item or phrase) and at least `min_span` tokens (so "1000", "00:00:00" or a value given twice stay
+    possible).
+    """
+
+    min_span: int = 12
+    max_period: int = 48
+
+    def vetoed(self, history: list[int]) -> set[int]:
+        """Token ids that would continue a repetition at the end of `history`."""
+        n, vetoed = len(history), set()
+        for period in range(1, min(self.max_period, n // 2) + 1):
+            run = 0  # trailing positions i with history[i] == history[i - period]
+            while run < n - period and history[n - 1 - run] == history[n - 1 - run - period]:
+                run += 1
+            if run + 1 + period >= max(2 * period + 1, self.min_span):
+                vetoed.add(history[n - period])
+        return vetoed
 
 
 def _allowed_tokens(matchers: list[llguidance.LLMatcher], vocab_size: int) -> torch.Tensor:
@@ -65,15 +127,22 @@ def constrained_greedy_decode(
     call_opening_tokens: frozenset[int] = frozenset(),
     pad_token_id: int = 0,
     logits_processor: LogitsProcessor | None = None,
+    loop_guard: LoopGuard | None = None,
+    closer: CallCloser | None = None,
+    call_bias: float = 0.0,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
 
     `memory_template` is any (L, 2, kvh, ·, hd) tensor on the model's device (layout for empty tool sets).
     `call_opening_tokens`: ids whose text starts with "[": an output starting otherwise is a text answer.
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
+    `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end.
+    `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls.
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
+    opening = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    opening[list(call_opening_tokens)] = True
     outputs = [DecodeOutput() for _ in requests]
     pending: list[list[int]] = []
     for request, output in zip(requests, outputs):
@@ -108,6 +177,26 @@ def constrained_greedy_decode(
         allowed = _allowed_tokens([requests[b].matcher for b in active], vocab_size).to(device)
         if not allowed.any(dim=1).all():
             raise RuntimeError("grammar dead end: no token allowed")
+        for row, b in enumerate(active):
+            output = outputs[b]
+            if not output.token_ids:
+                calls, texts = allowed[row] & opening, allowed[row] & ~opening
+                if calls.any() and texts.any():
+                    output.call_margin = (logits[row][calls].max() - logits[row][texts].max()).item()
+                    logits[row, calls] += call_bias
+            is_call = bool(output.token_ids) and output.token_ids[0] in call_opening_tokens
+            if closer is not None and is_call and closer.engaged(budget[b] - len(output.token_ids), budget[b]):
+                output.closed_early = True
+                closing = allowed[row] & closer.preferred(output.token_ids).to(device)
+                if closing.any():
+                    allowed[row] = closing
+            if loop_guard is not None:
+                vetoed = list(loop_guard.vetoed(output.token_ids))
+                if vetoed:
+                    remaining = allowed[row].clone()
+                    remaining[vetoed] = False
+                    if remaining.any():  # the grammar's only choice is never vetoed
+                        allowed[row] = remaining
         chosen = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1).tolist()
 
         keep: list[int] = []

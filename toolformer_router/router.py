@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .backbone import load_backbone, router_home
 from .checkpoint import load_weights, read_config, save_checkpoint
 from .config import RouterConfig
-from .decoding import DecodeRequest, LogitsProcessor, constrained_greedy_decode
+from .decoding import CallCloser, DecodeOutput, DecodeRequest, LogitsProcessor, LoopGuard, constrained_greedy_decode
 from .errors import (
     InvalidQueryError,
     InvalidToolError,
@@ -139,9 +139,11 @@ class ToolRouter:
         self.batch_wait_s = batch_wait_s
         self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features)
         self._eos_token_id = self.grammar.ll_tokenizer.eos_token
-        self._call_opening_tokens = frozenset(
-            i for i in range(len(tokenizer)) if tokenizer.decode([i]).startswith("[")
-        )
+        token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        self._call_opening_tokens = frozenset(i for i, text in enumerate(token_texts) if text.startswith("["))
+        reserve, min_span = self.config.closing_reserve_tokens, self.config.loop_guard_min_span
+        self._closer = CallCloser(token_texts, reserve) if reserve else None
+        self._loop_guard = LoopGuard(min_span) if min_span else None
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
         self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
@@ -411,10 +413,13 @@ class ToolRouter:
         resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
 
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The decoder's prompt: the backbone's chat template over system prompt + conversation."""
+    def prompt_ids(self, messages: list[dict[str, Any]], schema_tools: Sequence[Tool] = ()) -> list[int]:
+        """The decoder's prompt: the backbone's chat template over system prompt + conversation; `schema_tools`
+        (argument-filling mode "schema"): the chosen tools, whose schema text is appended to the system prompt."""
         rendered: list[dict[str, str]] = []
         system = self.config.system_prompt
+        if schema_tools:
+            system += "\n\nThe chosen tools:\n" + "\n".join(self.tool_text(tool) for tool in schema_tools)
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "system":
@@ -465,18 +470,49 @@ class ToolRouter:
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
-            template = self._memory_template()
-            outputs = constrained_greedy_decode(
-                self.model, decode_requests, memory_template=template, eos_token_id=self._eos_token_id,
-                call_opening_tokens=self._call_opening_tokens,
-                pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
-            )
+            outputs = self._decode(decode_requests, logits_processor)
+            if self.config.argument_filling == "schema":
+                self._fill_arguments_from_schemas(requests, outputs, usages, logits_processor)
         latency = time.perf_counter() - started
         results = []
         for output, usage in zip(outputs, usages):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(output.token_ids, output.stopped, usage))
+            results.append(self._result(output, usage))
         return results
+
+    def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
+        return constrained_greedy_decode(
+            self.model, requests, memory_template=self._memory_template(), eos_token_id=self._eos_token_id,
+            call_opening_tokens=self._call_opening_tokens,
+            pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
+            loop_guard=self._loop_guard, closer=self._closer, call_bias=self.config.call_bias,
+        )
+
+    def _fill_arguments_from_schemas(self, requests: list[_Request], outputs: list[DecodeOutput],
+                                     usages: list[RouteUsage], logits_processor: LogitsProcessor | None) -> None:
+        """Argument-filling mode "schema": decode each completed call list again, with the chosen tools' schema
+        text in the system prompt, their gists as memory and the grammar narrowed to them (in place; an
+        output that does not complete the second time keeps the first)."""
+        again: list[int] = []
+        second: list[DecodeRequest] = []
+        for i, (request, output) in enumerate(zip(requests, outputs)):
+            raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
+            if not (output.stopped and raw.startswith("[")):
+                continue
+            names = {call["name"] for call in orjson.loads(raw)}
+            chosen = [tool for tool in request.tools if tool.name in names]
+            prompt = self.prompt_ids(request.messages, schema_tools=chosen)
+            if len(prompt) > min(self.config.max_query_tokens, self.max_context - request.max_new_tokens):
+                continue
+            narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls, request.max_new_tokens)
+            memory, _, _ = self._request_memory(chosen)
+            second.append(DecodeRequest(prompt, memory, self._matcher(narrowed), request.max_new_tokens))
+            usages[i].input_tokens += len(prompt)
+            again.append(i)
+        for i, refilled in zip(again, self._decode(second, logits_processor) if second else []):
+            if refilled.stopped:
+                refilled.call_margin = outputs[i].call_margin
+                outputs[i] = refilled
 
     def _memory_template(self) -> torch.Tensor:
         """An empty (L, 2, kv_heads, 0, head_dim) memory: the layout on the model's device, for no tools."""
@@ -502,11 +538,13 @@ class ToolRouter:
             self._assembled.popitem(last=False)
         return memory, hits, misses
 
-    def _result(self, token_ids: list[int], stopped: bool, usage: RouteUsage) -> RouteResult:
-        raw = self.tokenizer.decode(token_ids, skip_special_tokens=False)
-        result = RouteResult(raw=raw, finish_reason="stop" if stopped else "length", model=self.name, usage=usage)
+    def _result(self, output: DecodeOutput, usage: RouteUsage) -> RouteResult:
+        raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
+        finish_reason = "stop" if output.stopped and not output.closed_early else "length"
+        result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
+                             call_margin=output.call_margin)
         if raw.startswith("["):
-            if stopped:
+            if output.stopped:
                 result.calls = [
                     ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
                     for call in orjson.loads(raw)

@@ -41,8 +41,13 @@ class RouteResult(BaseModel):
     raw: str = ""
     """The decoded output exactly as the grammar accepted it."""
     finish_reason: Literal["stop", "length"] = "stop"
-    """"length" when `max_new_tokens` ran out; a call cut short is then dropped and `text` is None."""
+    """"length" when `max_new_tokens` ran out or shaped the end: calls closed within the closing reserve are
+    kept (they parse and validate, but their last values may be cut short); a call that could not be closed
+    is dropped and `text` is None."""
     model: str = ""
+    call_margin: float | None = None
+    """How strongly the model preferred calling over answering at the first token (logit difference before
+    `call_bias`); None when `tool_choice` left no such choice."""
     usage: RouteUsage = Field(default_factory=RouteUsage)
 
     @property

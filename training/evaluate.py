@@ -87,9 +87,10 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
     if isinstance(result, ToolRouterError):  # e.g. an example's own schema over max_schema_tokens
         return {"calls": [], "raw": "", "error": str(result), "latency_s": 0.0, "prompt_tokens": None, "valid": True}
     calls = [{"name": c.name, "arguments": c.arguments} for c in result.calls]
-    cut_call = result.raw.startswith("[") and result.finish_reason != "stop"
+    cut_call = result.raw.startswith("[") and not calls
     return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
-            "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools)}
+            "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
+            "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin}
 
 
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
@@ -154,6 +155,7 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "active_tools": [t["name"] for t in tools], "tools_per_query": len(tools),
         "output": output["raw"], "calls": output["calls"], "gold": gold,
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
+        "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
         "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
         "_tools": tools,
     }
@@ -166,6 +168,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     latencies = sorted(r["latency_s"] for r in records)
     return {
         "n": len(records),
+        "closed_early": sum(r.get("closed_early", False) for r in records),
         "overall": score(results),
         "by_category": score_by(results),
         "latency_s": {"p50": statistics.median(latencies),
@@ -236,6 +239,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         router = ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+    if args.argument_filling:
+        router.config.argument_filling = args.argument_filling
     data_dir = Path(args.data_dir) if args.data_dir else None
     summaries, records = {}, {}
     for split in args.split or ["test"]:
@@ -253,7 +258,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
                             seed=args.seed, desc=f"{name} / {split}")
             summaries[f"{name}/{split}"], records[f"{name}/{split}"] = summarize(rows), rows
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
-            "batch_size": args.batch_size,
+            "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
+            "call_bias": router.config.call_bias,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
     print(markdown_table(summaries))
