@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from conftest import EMAIL, STOCK, WEATHER
 from toolformer_router.training.data import Example, GoldCall
 from toolformer_router.training.evaluate import (
@@ -114,3 +116,28 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()
+
+
+def test_call_bias_calibration_scores_each_threshold_from_one_pass():
+    from toolformer_router.training.calibrate import choose_call_bias, score_with_bias, sweep_call_bias
+
+    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+    call = [{"name": "f", "arguments": {"x": 1}}]
+
+    def record(i, gold, calls, margin):
+        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool], "valid": True,
+                "call_margin": margin}
+
+    records = [record(0, [{"f": {"x": [1]}}], call, 2.0),  # right call, confident
+               record(1, [], call, 0.5),  # false positive, unsure
+               record(2, [], [], -1.0),  # right "no call"
+               record(3, [{"f": {"x": [1]}}], [], -0.2),  # false negative
+               record(4, [], [], None)]  # no choice was left: never changed
+    at_zero = score_with_bias(records, 0.0)
+    assert (at_zero["FPR"]["value"], at_zero["FNR"]["value"], at_zero["AST"]["value"]) == (1 / 3, 0.5, 0.6)
+    rows = sweep_call_bias(records)
+    assert [row["call_bias"] for row in rows] == [0.0, -0.501, -2.001]
+    chosen = choose_call_bias(rows)
+    assert chosen["call_bias"] == -0.501 and (chosen["FPR"], chosen["FNR"], chosen["AST"]) == (0.0, 0.5, 0.8)
+    with pytest.raises(ValueError):
+        score_with_bias(records, 0.5)

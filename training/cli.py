@@ -33,6 +33,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     run_eval_command(args)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from .calibrate import run_calibrate_command
+
+    run_calibrate_command(args)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the training subcommands to the `toolformer-router` parser."""
     data = commands.add_parser("data", help="prepare training and evaluation data from BFCL")
@@ -66,7 +72,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=8,
                           help="queries routed together (through aroute); latency is then per request in a batch")
     evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--argument-filling", choices=["gists", "schema"], default=None,
+                          help="override the checkpoint's argument-filling mode")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
+
+    calibrate = commands.add_parser("calibrate", help="choose call_bias (the call/no-call threshold) on validation")
+    calibrate.set_defaults(handler=cmd_calibrate)
+    calibrate.add_argument("--checkpoint", default="default")
+    calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
+    calibrate.add_argument("--tools-per-query", type=int, default=20)
+    calibrate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--batch-size", type=int, default=8)
+    calibrate.add_argument("--device", default=None)
+    calibrate.add_argument("--out", required=True, help="the sweep as JSON")
+    calibrate.add_argument("--write", action="store_true", help="store the chosen call_bias in the checkpoint's config.json")

@@ -1,0 +1,84 @@
+"""Choose the router's `call_bias` on validation: the call/no-call threshold that minimises FPR + FNR.
+
+    toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared --out reports/calibration.json [--write]
+
+One validation pass at bias 0 records each example's `call_margin` (call-opening logit minus text logit at
+the first token). A bias b <= 0 turns exactly the calls with margin + b <= 0 into "no call" and changes
+nothing else, so every candidate bias is scored from that one pass, without decoding again. Only the
+validation split is used: the BFCL test categories never choose a hyperparameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from toolformer_router import ToolRouter
+from toolformer_router.router import PACKAGED_CHECKPOINTS
+
+from .evaluate import _split_data, evaluate, limit_per_category, router_batch_predictor, usable_pool
+from .metrics import ExampleResult, score
+
+
+def score_with_bias(records: list[dict[str, Any]], bias: float) -> dict[str, dict[str, Any]]:
+    """`score` of the records as if decoded with `call_bias = bias` (bias <= 0; records decoded at 0)."""
+    if bias > 0:
+        raise ValueError("only biases <= 0 can be scored from a pass at 0 (they only remove calls)")
+    results = []
+    for r in records:
+        margin = r.get("call_margin")
+        dropped = margin is not None and margin + bias <= 0
+        results.append(ExampleResult(id=r["id"], category=r["category"], predicted=[] if dropped else r["calls"],
+                                     gold=r["gold"], tools=r["_tools"], valid=r["valid"]))
+    return score(results)
+
+
+def sweep_call_bias(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FPR, FNR and AST at 0 and at each bias that removes one more call (just below a call's margin)."""
+    margins = sorted({r["call_margin"] for r in records if r.get("call_margin") is not None and r["call_margin"] > 0})
+    rows = []
+    for bias in [0.0] + [-(m + 1e-3) for m in margins]:
+        metrics = score_with_bias(records, bias)
+        rows.append({"call_bias": round(bias, 4), **{k: metrics[k]["value"] for k in ("FPR", "FNR", "AST", "TSA")}})
+    return rows
+
+
+def choose_call_bias(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row with the lowest FPR + FNR; ties go to the bias closest to 0."""
+    def error(row: dict[str, Any]) -> float:
+        return (row["FPR"] or 0.0) + (row["FNR"] or 0.0)
+
+    return min(rows, key=lambda row: (round(error(row), 9), -row["call_bias"]))
+
+
+def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        router = ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+    router.config.call_bias = 0.0
+    examples, pool = _split_data(Path(args.data_dir) if args.data_dir else None, "validation", args.seed)
+    examples = limit_per_category(examples, args.limit, args.seed)
+    records = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=usable_pool(router, pool),
+                       seed=args.seed, desc="calibrating on validation", predict_many=router_batch_predictor(router),
+                       batch_size=args.batch_size)
+    rows = sweep_call_bias(records)
+    chosen = choose_call_bias(rows)
+    report = {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": args.tools_per_query,
+              "chosen": chosen, "sweep": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    print("| call_bias | FPR | FNR | AST |\n|---|---|---|---|")
+    for row in rows[:: max(1, len(rows) // 20)] + [chosen]:
+        print(f"| {row['call_bias']:.3f} | {row['FPR']:.3f} | {row['FNR']:.3f} | {row['AST']:.3f} |")
+    print(f"chosen call_bias {chosen['call_bias']} (N = {len(records)} validation examples)")
+    if args.write:
+        folder = PACKAGED_CHECKPOINTS / "default" if args.checkpoint == "default" else Path(args.checkpoint)
+        config = orjson.loads((folder / "config.json").read_bytes())
+        config["call_bias"] = chosen["call_bias"]
+        (folder / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2) + b"\n")
+        print(f"wrote call_bias to {folder / 'config.json'}")
+    return report
