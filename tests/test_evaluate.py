@@ -116,6 +116,11 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()
+    main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
+          "5", "--limit", "1", "--max-fnr", "1.0", "--out", str(tmp_path / "calibration.json"), "--write"])
+    calibration = json.loads((tmp_path / "calibration.json").read_text())
+    assert calibration["n"] == summary["n"] and calibration["sweep"][0]["call_bias"] == 0.0
+    assert ToolRouter.from_pretrained(checkpoint, disk_cache=False).config.call_bias == calibration["chosen"]["call_bias"]
 
 
 def test_call_bias_calibration_scores_each_threshold_from_one_pass():
@@ -137,7 +142,8 @@ def test_call_bias_calibration_scores_each_threshold_from_one_pass():
     assert (at_zero["FPR"]["value"], at_zero["FNR"]["value"], at_zero["AST"]["value"]) == (1 / 3, 0.5, 0.6)
     rows = sweep_call_bias(records)
     assert [row["call_bias"] for row in rows] == [0.0, -0.501, -2.001]
-    chosen = choose_call_bias(rows)
+    chosen = choose_call_bias(rows, max_fnr=0.5)
     assert chosen["call_bias"] == -0.501 and (chosen["FPR"], chosen["FNR"], chosen["AST"]) == (0.0, 0.5, 0.8)
+    assert choose_call_bias(rows, max_fnr=0.15)["call_bias"] == 0.0  # nothing qualifies: leave it at 0
     with pytest.raises(ValueError):
         score_with_bias(records, 0.5)

@@ -1,4 +1,5 @@
-"""Choose the router's `call_bias` on validation: the call/no-call threshold that minimises FPR + FNR.
+"""Choose the router's `call_bias` on validation: the call/no-call threshold with the fewest false positives
+whose false-negative rate stays within `--max-fnr`.
 
     toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared --out reports/calibration.json [--write]
 
@@ -47,12 +48,11 @@ def sweep_call_bias(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def choose_call_bias(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row with the lowest FPR + FNR; ties go to the bias closest to 0."""
-    def error(row: dict[str, Any]) -> float:
-        return (row["FPR"] or 0.0) + (row["FNR"] or 0.0)
-
-    return min(rows, key=lambda row: (round(error(row), 9), -row["call_bias"]))
+def choose_call_bias(rows: list[dict[str, Any]], max_fnr: float = 0.15) -> dict[str, Any]:
+    """The row with the lowest FPR among those with FNR <= `max_fnr` (the design's targets: FPR <= 0.10 with
+    FNR <= 0.15); ties go to the bias closest to 0; the row at 0 when none qualifies."""
+    qualifying = [row for row in rows if (row["FNR"] or 0.0) <= max_fnr + 1e-9] or [rows[0]]
+    return min(qualifying, key=lambda row: (round(row["FPR"] or 0.0, 9), -row["call_bias"]))
 
 
 def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,9 +66,9 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
                        seed=args.seed, desc="calibrating on validation", predict_many=router_batch_predictor(router),
                        batch_size=args.batch_size)
     rows = sweep_call_bias(records)
-    chosen = choose_call_bias(rows)
+    chosen = choose_call_bias(rows, args.max_fnr)
     report = {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": args.tools_per_query,
-              "chosen": chosen, "sweep": rows}
+              "max_fnr": args.max_fnr, "chosen": chosen, "sweep": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
     print("| call_bias | FPR | FNR | AST |\n|---|---|---|---|")

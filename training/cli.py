@@ -88,5 +88,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--batch-size", type=int, default=8)
     calibrate.add_argument("--device", default=None)
+    calibrate.add_argument("--max-fnr", type=float, default=0.15, help="the false-negative rate allowed")
     calibrate.add_argument("--out", required=True, help="the sweep as JSON")
     calibrate.add_argument("--write", action="store_true", help="store the chosen call_bias in the checkpoint's config.json")
