@@ -134,6 +134,14 @@ def test_call_cut_by_the_budget_goes_to_invalid_tool_calls():
     assert message.tool_calls == [] and message.invalid_tool_calls[0]["args"].startswith('[{"name"')
 
 
+def test_call_closed_early_by_the_budget_is_kept_with_finish_reason_length():
+    closed = call("get_weather", city="Par").model_copy(update={"finish_reason": "length"})
+    model, _ = model_with(closed)
+    message = model.bind_tools([get_weather]).invoke("weather?")
+    assert [c["args"] for c in message.tool_calls] == [{"city": "Par"}] and message.invalid_tool_calls == []
+    assert message.response_metadata["finish_reason"] == "length"
+
+
 def test_no_call_turns_go_to_the_fallback_without_tools():
     fallback = GenericFakeChatModel(messages=iter(["A long, well written answer."]))
     model, router = model_with(text("short"), fallback=fallback)

@@ -78,6 +78,10 @@ def test_a_text_answer_and_the_output_budget(scripted, client):
                                               max_tokens=7, max_completion_tokens=3)
     assert response.choices[0].finish_reason == "length" and response.choices[0].message.content == "cut sho"
     assert router.requests[1]["max_new_tokens"] == 3 and router.requests[1]["tools"] == []
+    router.script = [call("get_weather", city="Par").model_copy(update={"finish_reason": "length"})]
+    response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], tools=TOOLS)
+    assert response.choices[0].finish_reason == "length"  # a call closed early by the budget: kept, flagged
+    assert json.loads(response.choices[0].message.tool_calls[0].function.arguments) == {"city": "Par"}
 
 
 def test_a_multi_turn_conversation_with_tool_results(scripted, client):
