@@ -192,3 +192,34 @@ def test_schema_argument_filling_decodes_calls_again_with_the_chosen_schemas(mak
     chosen = [t for t in tools if t.name in {c.name for c in first.calls}]
     assert second.usage.input_tokens == first.usage.input_tokens + len(
         schema.prompt_ids([{"role": "user", "content": "weather in Paris"}], schema_tools=chosen))
+
+
+def test_no_call_answers_are_the_backbones_own_reply_without_the_tools(make_router, tokenizer):
+    from toolformer_router.decoding import DecodeRequest
+    from toolformer_router.router import _Request
+
+    never_call = torch.zeros(len(tokenizer))
+    for token, i in tokenizer.get_vocab().items():
+        if tokenizer.convert_tokens_to_string([token]).startswith("["):
+            never_call[i] = -1e4
+
+    def processor(logits):
+        return logits + never_call
+
+    messages = [{"role": "user", "content": "hello there"}]
+    answers = {}
+    for enabled in (True, False):
+        router = make_router(seed=5, answer_without_tools=enabled)
+        for block in router.model.cross_attention.values():  # let the random gists matter
+            block.gate.data.fill_(1.0)
+        answers[enabled] = router.route(messages, tools=[EMAIL, WEATHER], max_new_tokens=20, logits_processor=processor)
+    plain_prompt = router.prompt_ids(messages, router_instructions=False)
+    routed_prompt = router.prompt_ids(messages)
+    assert len(plain_prompt) != len(routed_prompt)  # no router system prompt: the template's default one
+    matcher = router._matcher(_Request(messages, [], "none", True, 20))
+    (plain,) = router._decode([DecodeRequest(plain_prompt, router._memory_template(), matcher, 20,
+                                             min(20, router.config.max_text_tokens))], processor)
+    assert answers[True].text is not None and answers[True].call_margin is not None
+    assert answers[True].raw == tokenizer.decode(plain.token_ids)
+    assert answers[True].usage.input_tokens == len(routed_prompt) + len(plain_prompt)
+    assert answers[False].usage.input_tokens == len(routed_prompt)

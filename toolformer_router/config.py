@@ -48,6 +48,9 @@ class RouterConfig(BaseModel):
     loop_guard_min_span: int = Field(12, ge=0)
     """Decoding: veto the token that would carry on a repetition longer than two periods and this many
     tokens (a third copy of a list item, "10000000…"); 0 turns the guard off."""
+    answer_without_tools: bool = True
+    """A "no call" decision is answered by the backbone alone: its own reply, without the tools' memory (the
+    gists steer calls, not prose) and without the router's system prompt."""
     argument_filling: Literal["gists", "schema"] = "gists"
     """"gists": calls are decoded from the tools' gists alone; "schema": a completed call list is decoded
     again with the chosen tools' schema text in the prompt (selection still over gists; costs a second pass)."""

@@ -413,17 +413,22 @@ class ToolRouter:
         resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
 
-    def prompt_ids(self, messages: list[dict[str, Any]], schema_tools: Sequence[Tool] = ()) -> list[int]:
-        """The decoder's prompt: the backbone's chat template over system prompt + conversation; `schema_tools`
-        (argument-filling mode "schema"): the chosen tools, whose schema text is appended to the system prompt."""
+    def prompt_ids(self, messages: list[dict[str, Any]], schema_tools: Sequence[Tool] = (), *,
+                   router_instructions: bool = True) -> list[int]:
+        """The decoder's prompt: the backbone's chat template over system prompt + conversation.
+
+        `schema_tools` (argument-filling mode "schema"): the chosen tools, whose schema text is appended to the
+        system prompt. `router_instructions=False` leaves the router's system prompt out (the conversation's own
+        system messages stay; without any, the template's default system prompt applies).
+        """
         rendered: list[dict[str, str]] = []
-        system = self.config.system_prompt
+        parts = [self.config.system_prompt] if router_instructions else []
         if schema_tools:
-            system += "\n\nThe chosen tools:\n" + "\n".join(self.tool_text(tool) for tool in schema_tools)
+            parts.append("The chosen tools:\n" + "\n".join(self.tool_text(tool) for tool in schema_tools))
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "system":
-                system = f"{system}\n\n{content}" if content else system
+                parts += [content] if content else []
                 continue
             if role == "assistant" and message.get("tool_calls"):
                 calls = orjson.dumps([{"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]])
@@ -431,7 +436,8 @@ class ToolRouter:
             if role == "tool":
                 role, content = "user", f"Result of {message.get('name') or 'the tool'}: {content}"
             rendered.append({"role": role, "content": content})
-        rendered.insert(0, {"role": "system", "content": system})
+        if parts:
+            rendered.insert(0, {"role": "system", "content": "\n\n".join(parts)})
         ids = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=True)
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         return list(ids)
@@ -471,8 +477,7 @@ class ToolRouter:
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
             outputs = self._decode(decode_requests, logits_processor)
-            if self.config.argument_filling == "schema":
-                self._fill_arguments_from_schemas(requests, outputs, usages, logits_processor)
+            self._second_pass(requests, decode_requests, outputs, usages, logits_processor)
         latency = time.perf_counter() - started
         results = []
         for output, usage in zip(outputs, usages):
@@ -488,31 +493,43 @@ class ToolRouter:
             loop_guard=self._loop_guard, closer=self._closer, call_bias=self.config.call_bias,
         )
 
-    def _fill_arguments_from_schemas(self, requests: list[_Request], outputs: list[DecodeOutput],
-                                     usages: list[RouteUsage], logits_processor: LogitsProcessor | None) -> None:
-        """Argument-filling mode "schema": decode each completed call list again, with the chosen tools' schema
-        text in the system prompt, their gists as memory and the grammar narrowed to them (in place; an
-        output that does not complete the second time keeps the first)."""
+    def _second_pass(self, requests: list[_Request], first: list[DecodeRequest], outputs: list[DecodeOutput],
+                     usages: list[RouteUsage], logits_processor: LogitsProcessor | None) -> None:
+        """Decode again, in one batch, the outputs whose first pass only took the decision (in place):
+
+        - a text answer while tools were active (`answer_without_tools`): the backbone's own reply, without the
+          tools' memory (trained to steer calls, not prose) and without the router's instructions;
+        - a completed call list in argument-filling mode "schema": the chosen tools' schema text in the system
+          prompt, their gists as memory, the grammar narrowed to them (kept only if it completes again).
+        """
         again: list[int] = []
         second: list[DecodeRequest] = []
         for i, (request, output) in enumerate(zip(requests, outputs)):
-            raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
-            if not (output.stopped and raw.startswith("[")):
+            is_call = bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
+            if output.token_ids and not is_call and request.tools and self.config.answer_without_tools:
+                no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens)
+                redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
+                                     self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
+                                     first[i].max_text_tokens)
+            elif is_call and output.stopped and self.config.argument_filling == "schema":
+                names = {call["name"] for call in orjson.loads(self.tokenizer.decode(output.token_ids))}
+                chosen = [tool for tool in request.tools if tool.name in names]
+                prompt = self.prompt_ids(request.messages, schema_tools=chosen)
+                if len(prompt) > min(self.config.max_query_tokens, self.max_context - request.max_new_tokens):
+                    continue
+                narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls,
+                                    request.max_new_tokens)
+                redo = DecodeRequest(prompt, self._request_memory(chosen)[0], self._matcher(narrowed),
+                                     request.max_new_tokens)
+            else:
                 continue
-            names = {call["name"] for call in orjson.loads(raw)}
-            chosen = [tool for tool in request.tools if tool.name in names]
-            prompt = self.prompt_ids(request.messages, schema_tools=chosen)
-            if len(prompt) > min(self.config.max_query_tokens, self.max_context - request.max_new_tokens):
-                continue
-            narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls, request.max_new_tokens)
-            memory, _, _ = self._request_memory(chosen)
-            second.append(DecodeRequest(prompt, memory, self._matcher(narrowed), request.max_new_tokens))
-            usages[i].input_tokens += len(prompt)
+            usages[i].input_tokens += len(redo.prompt_ids)
             again.append(i)
-        for i, refilled in zip(again, self._decode(second, logits_processor) if second else []):
-            if refilled.stopped:
-                refilled.call_margin = outputs[i].call_margin
-                outputs[i] = refilled
+            second.append(redo)
+        for i, redone in zip(again, self._decode(second, logits_processor) if second else []):
+            if redone.stopped or not redone.token_ids or redone.token_ids[0] not in self._call_opening_tokens:
+                redone.call_margin = outputs[i].call_margin
+                outputs[i] = redone
 
     def _memory_template(self) -> torch.Tensor:
         """An empty (L, 2, kv_heads, 0, head_dim) memory: the layout on the model's device, for no tools."""
