@@ -207,7 +207,8 @@ class ChatToolFormer(BaseChatModel):
     def _route_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return {"tool_choice": kwargs.get("tool_choice"),
                 "parallel_tool_calls": kwargs.get("parallel_tool_calls", True) is not False,
-                "max_new_tokens": kwargs.get("max_tokens", self.max_new_tokens)}
+                "max_new_tokens": kwargs.get("max_tokens", self.max_new_tokens),
+                "max_text_tokens": 0 if self.fallback is not None else None}  # the fallback writes the text
 
     def _wants_fallback(self, result: RouteResult) -> bool:
         return self.fallback is not None and not result.calls and result.finish_reason == "stop"

@@ -223,7 +223,8 @@ class ToolFormerLLM(FunctionCallingLLM):
     def _request(self, messages: Sequence[ChatMessage], tools: Sequence[Any] | None = None,
                  tool_choice: Any = None, parallel_tool_calls: bool = True, **_: Any) -> dict[str, Any]:
         return {"query": to_router_messages(messages), "tools": self._tools(tools), "tool_choice": tool_choice,
-                "parallel_tool_calls": parallel_tool_calls, "max_new_tokens": self.max_new_tokens}
+                "parallel_tool_calls": parallel_tool_calls, "max_new_tokens": self.max_new_tokens,
+                "max_text_tokens": 0 if self.fallback is not None else None}  # the fallback writes the text
 
     @staticmethod
     def _response(result: RouteResult) -> ChatResponse:

@@ -55,14 +55,15 @@ class ScriptedRouter:
     def prepare_tools(self, tools: Iterable[Any]) -> list[Tool]:
         return normalize_tools(tools)
 
-    def _answer(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens=None) -> RouteResult:
+    def _answer(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens=None, max_text_tokens=None
+                ) -> RouteResult:
         messages = normalize_messages(query)
         active = self.prepare_tools(tools or [])
         mode, forced = resolve_tool_choice(tool_choice, active)
         with self._lock:
             self.requests.append({"messages": messages, "tools": [t.name for t in active],
                                   "tool_choice": tool_choice, "parallel_tool_calls": parallel_tool_calls,
-                                  "max_new_tokens": max_new_tokens})
+                                  "max_new_tokens": max_new_tokens, "max_text_tokens": max_text_tokens})
             step = self.script.pop(0) if self.script else self.default
         if step is None:
             raise AssertionError(f"script exhausted at request {len(self.requests)}: {messages[-1]}")
@@ -79,15 +80,16 @@ class ScriptedRouter:
         return result
 
     def route(self, query, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None,
-              **_: Any) -> RouteResult:
-        return self._answer(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+              max_text_tokens=None, **_: Any) -> RouteResult:
+        return self._answer(query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)
 
     def route_batch(self, queries, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None,
-                    **_: Any) -> list[RouteResult]:
-        return [self._answer(q, tools, tool_choice, parallel_tool_calls, max_new_tokens) for q in queries]
+                    max_text_tokens=None, **_: Any) -> list[RouteResult]:
+        return [self._answer(q, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)
+                for q in queries]
 
-    async def aroute(self, query, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None
-                     ) -> RouteResult:
+    async def aroute(self, query, tools=None, *, tool_choice=None, parallel_tool_calls=True, max_new_tokens=None,
+                     max_text_tokens=None) -> RouteResult:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
@@ -95,4 +97,4 @@ class ScriptedRouter:
                 await asyncio.sleep(self.delay_s)
         finally:
             self.in_flight -= 1
-        return self._answer(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+        return self._answer(query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)

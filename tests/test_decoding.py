@@ -110,6 +110,17 @@ def test_decode_stops_at_the_budget_and_reports_length(make_router):
     assert cut.finish_reason == "length" and cut.calls == [] and cut.text is None
 
 
+def test_a_text_budget_of_zero_only_decides(make_router, tokenizer):
+    router = make_router()
+    decided = router.route("tell me a story", tools=[EMAIL], tool_choice="none", max_text_tokens=0)
+    assert decided.text == "" and decided.finish_reason == "stop" and decided.usage.output_tokens == 0
+    call = router.route("email", tools=[EMAIL], tool_choice="required", max_new_tokens=200, max_text_tokens=0,
+                        logits_processor=finishing_sampler(tokenizer, 0))
+    assert call.calls  # calls are not affected
+    with pytest.raises(ValueError, match="max_text_tokens"):
+        router.route("hi", tools=[EMAIL], max_text_tokens=-1)
+
+
 def test_text_answers_have_their_own_shorter_budget(make_router, tokenizer):
     router = make_router(max_text_tokens=4)
     text = router.route("tell me a story", tools=[EMAIL], tool_choice="none", max_new_tokens=50)
@@ -216,7 +227,7 @@ def test_no_call_answers_are_the_backbones_own_reply_without_the_tools(make_rout
     plain_prompt = router.prompt_ids(messages, router_instructions=False)
     routed_prompt = router.prompt_ids(messages)
     assert len(plain_prompt) != len(routed_prompt)  # no router system prompt: the template's default one
-    matcher = router._matcher(_Request(messages, [], "none", True, 20))
+    matcher = router._matcher(_Request(messages, [], "none", True, 20, 20))
     (plain,) = router._decode([DecodeRequest(plain_prompt, router._memory_template(), matcher, 20,
                                              min(20, router.config.max_text_tokens))], processor)
     assert answers[True].text is not None and answers[True].call_margin is not None

@@ -148,6 +148,11 @@ def test_no_call_turns_go_to_the_fallback_without_tools():
     message = model.bind_tools([get_weather]).invoke("Tell me a story")
     assert message.content == "A long, well written answer."
     assert router.requests[0]["tools"] == ["get_weather"]  # the router decided; the fallback saw no tools
+    assert router.requests[0]["max_text_tokens"] == 0  # the router only decides: no text it would throw away
+    model.fallback = None
+    router.script = [text("short")]
+    assert model.bind_tools([get_weather]).invoke("hi").content == "short"
+    assert router.requests[1]["max_text_tokens"] is None  # without a fallback the router's own text is the answer
 
 
 def test_structured_output_pydantic_dict_and_raw():

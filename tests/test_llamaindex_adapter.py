@@ -130,6 +130,7 @@ async def test_function_agent_fallback_answers_without_tools():
     assert [r.tool_name for r in results] == ["add"]
     assert str(output.response.content) == "fallback: 2"  # the fallback saw the tool result last
     assert fallback.seen == [{}]
+    assert [r["max_text_tokens"] for r in router.requests] == [0, 0]  # the router only decides
 
 
 # ----------------------------------------------------------------------------------- FunctionCallingLLM API

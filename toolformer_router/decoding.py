@@ -36,7 +36,7 @@ class DecodeRequest:
     matcher: llguidance.LLMatcher
     max_new_tokens: int
     max_text_tokens: int | None = None
-    """A tighter budget once the output turns out to be a text answer rather than calls."""
+    """A tighter budget once the output turns out to be a text answer rather than calls (0: stop there)."""
 
 
 @dataclass
@@ -205,6 +205,9 @@ def constrained_greedy_decode(
             next_position[b] += lengths[row]
             if not output.token_ids and token not in call_opening_tokens and request.max_text_tokens is not None:
                 budget[b] = min(budget[b], request.max_text_tokens)
+                if budget[b] == 0:  # decide only: a text answer without its text
+                    output.stopped = True
+                    continue
             _consume(request.matcher, [token])
             if request.matcher.is_stopped():  # EOS after a text answer, or a completed call list
                 if token != eos_token_id:

@@ -54,6 +54,7 @@ class _Request:
     tool_choice: ToolChoice
     parallel_tool_calls: bool
     max_new_tokens: int
+    max_text_tokens: int
 
 
 @dataclass
@@ -343,6 +344,7 @@ class ToolRouter:
         tool_choice: ToolChoice = None,
         parallel_tool_calls: bool = True,
         max_new_tokens: int | None = None,
+        max_text_tokens: int | None = None,
         logits_processor: LogitsProcessor | None = None,
     ) -> RouteResult:
         """Route one query (a string or a list of chat messages) over the registered tools, or `tools`.
@@ -353,8 +355,10 @@ class ToolRouter:
                 a tool name or `{"type": "function", "function": {"name": ...}}` (must call that tool).
             parallel_tool_calls: False allows exactly one call.
             max_new_tokens: output budget (default `config.max_new_tokens`).
+            max_text_tokens: budget of a text answer (default `config.max_text_tokens`); 0 decides only: a
+                "no call" result then has `text == ""` (for callers that hand such turns to another model).
         """
-        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)
         return self._route_requests([request], logits_processor=logits_processor)[0]
 
     def route_batch(
@@ -365,11 +369,13 @@ class ToolRouter:
         tool_choice: ToolChoice = None,
         parallel_tool_calls: bool = True,
         max_new_tokens: int | None = None,
+        max_text_tokens: int | None = None,
         logits_processor: LogitsProcessor | None = None,
     ) -> list[RouteResult]:
         """Route several queries together (one batched decode per `max_batch_size` queries)."""
         tools = None if tools is None else self.prepare_tools(tools)
-        requests = [self._request(q, tools, tool_choice, parallel_tool_calls, max_new_tokens) for q in queries]
+        requests = [self._request(q, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)
+                    for q in queries]
         results = []
         for start in range(0, len(requests), self.max_batch_size):
             results += self._route_requests(requests[start : start + self.max_batch_size], logits_processor)
@@ -383,12 +389,14 @@ class ToolRouter:
         tool_choice: ToolChoice = None,
         parallel_tool_calls: bool = True,
         max_new_tokens: int | None = None,
+        max_text_tokens: int | None = None,
     ) -> RouteResult:
         """Async `route`: never blocks the event loop; concurrent calls are decoded together in one batch.
 
         Cancelling the awaiting task drops its result; the batch goes on for the other requests.
         """
-        request = await asyncio.to_thread(self._request, query, tools, tool_choice, parallel_tool_calls, max_new_tokens)
+        request = await asyncio.to_thread(self._request, query, tools, tool_choice, parallel_tool_calls, max_new_tokens,
+                                          max_text_tokens)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._ensure_worker()
@@ -403,13 +411,16 @@ class ToolRouter:
             self._worker = None
 
     # ----------------------------------------------------------------------------------- internals
-    def _request(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens) -> _Request:
+    def _request(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens=None) -> _Request:
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
         budget = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if budget < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget)
+        text_budget = self.config.max_text_tokens if max_text_tokens is None else int(max_text_tokens)
+        if text_budget < 0:
+            raise ValueError("max_text_tokens must be at least 0")
+        request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget, min(budget, text_budget))
         resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
 
@@ -472,7 +483,7 @@ class ToolRouter:
                     )
                 memory, hits, misses = self._request_memory(request.tools)
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
-                                                     min(request.max_new_tokens, self.config.max_text_tokens)))
+                                                     request.max_text_tokens))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
@@ -506,8 +517,10 @@ class ToolRouter:
         second: list[DecodeRequest] = []
         for i, (request, output) in enumerate(zip(requests, outputs)):
             is_call = bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
-            if output.token_ids and not is_call and request.tools and self.config.answer_without_tools:
-                no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens)
+            if (output.token_ids and not is_call and request.tools and request.max_text_tokens
+                    and self.config.answer_without_tools):
+                no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens,
+                                    request.max_text_tokens)
                 redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
                                      self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
                                      first[i].max_text_tokens)
@@ -518,7 +531,7 @@ class ToolRouter:
                 if len(prompt) > min(self.config.max_query_tokens, self.max_context - request.max_new_tokens):
                     continue
                 narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls,
-                                    request.max_new_tokens)
+                                    request.max_new_tokens, request.max_text_tokens)
                 redo = DecodeRequest(prompt, self._request_memory(chosen)[0], self._matcher(narrowed),
                                      request.max_new_tokens)
             else:
