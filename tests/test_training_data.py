@@ -32,7 +32,7 @@ from toolformer_router.training.data import (
     schema_hash,
     tool_dict,
 )
-from toolformer_router.training.synthetic import synthesize
+from toolformer_router.training.synthetic import synthesize, synthesize_parallel
 
 FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
 
@@ -209,6 +209,22 @@ def test_synthetic_honours_enums_bounds_and_required():
         seen_optional.update(arguments.keys())
     assert 0 < seen_optional["unit"] < 60 and 0 < seen_optional["alerts"] < 60
     assert len({e.messages[0]["content"].split()[0] for e in examples}) > 3  # varied phrasings
+
+
+def test_synthetic_parallel_examples_ask_for_two_valid_calls(prepared):
+    out, _ = prepared
+    catalog = read_jsonl(out / "catalog_train.jsonl")
+    examples = synthesize_parallel(catalog, 40, random.Random(1))
+    assert len(examples) >= 36 and examples == synthesize_parallel(catalog, 40, random.Random(1))
+    same = [e for e in examples if e.calls[0].name == e.calls[1].name]
+    assert 0.3 * len(examples) <= len(same) <= 0.7 * len(examples)  # parallel and parallel_multiple
+    for example in examples:
+        assert example.source == "synthetic_parallel" and len(example.calls) == 2
+        assert not call_errors(example)  # both calls validate against their own tool
+        if example.calls[0].name == example.calls[1].name:
+            assert len(example.tools) == 1 and example.calls[0].arguments != example.calls[1].arguments
+        else:
+            assert [t["name"] for t in example.tools] == [c.name for c in example.calls]
 
 
 def test_load_jsonl_roundtrip_and_errors_name_the_line(tmp_path):

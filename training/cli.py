@@ -12,7 +12,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     counts = prepare(args.out, seed=args.seed, tools_per_example=args.tools_per_example,
                      validation_fraction=args.validation_fraction, no_call_fraction=args.no_call_fraction,
-                     synthetic_per_tool=args.synthetic_per_tool)
+                     synthetic_per_tool=args.synthetic_per_tool, synthetic_parallel=args.synthetic_parallel)
     print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -51,6 +51,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--validation-fraction", type=float, default=0.1)
     prepare.add_argument("--no-call-fraction", type=float, default=0.1)
     prepare.add_argument("--synthetic-per-tool", type=int, default=0)
+    prepare.add_argument("--synthetic-parallel", type=int, default=0, help="two-call synthetic examples to add")
 
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)

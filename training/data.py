@@ -395,17 +395,19 @@ def prepare(
     validation_fraction: float = 0.1,
     no_call_fraction: float = 0.1,
     synthetic_per_tool: int = 0,
+    synthetic_parallel: int = 0,
 ) -> dict[str, int]:
     """Build the training, validation and test files under `out_dir` and return their counts.
 
-    Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples),
+    Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples:
+    `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
     validation.jsonl and test.jsonl (each example's own tools only: evaluation adds distractors),
     catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json: examples per
     split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
     Deterministic for a seed.
     """
-    from .synthetic import synthesize  # imported here: synthetic builds on this module
+    from .synthetic import synthesize, synthesize_parallel  # imported here: synthetic builds on this module
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -432,6 +434,8 @@ def prepare(
     train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
     if synthetic_per_tool:
         train += synthesize(pool, synthetic_per_tool, random.Random(f"{seed}:synthetic"))
+    if synthetic_parallel:
+        train += synthesize_parallel(pool, synthetic_parallel, random.Random(f"{seed}:synthetic_parallel"))
     single = [example for example in train if len(example.calls) == 1]
     rng = random.Random(f"{seed}:no_call")
     no_call = [make_no_call(e, pool, tools_per_example, rng)

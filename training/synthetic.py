@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -230,6 +230,25 @@ def _message(tool: Mapping[str, Any], arguments: Mapping[str, Any], rng: random.
     )
 
 
+def _entry(tool: Mapping[str, Any]) -> dict[str, Any]:
+    return {"name": tool["name"], "description": tool["description"], "parameters": tool["parameters"]}
+
+
+def _sample_call(entry: Mapping[str, Any], rng: random.Random) -> tuple[dict[str, Any], str] | None:
+    """(arguments, user message) of one call that validates against `entry`'s schema, or None after `MAX_TRIES`."""
+    for _ in range(MAX_TRIES):
+        try:
+            arguments = _sample_object(entry["parameters"], rng, entry["parameters"], 0)
+        except Unsatisfiable:
+            continue
+        message = _message(entry, arguments, rng)  # drawn before the check: the rng stream of earlier releases
+        probe = Example(id="probe", source="synthetic", tools=[entry], messages=[{"role": "user", "content": message}],
+                        calls=[GoldCall(name=entry["name"], arguments=arguments)])
+        if not call_errors(probe):
+            return arguments, message
+    return None
+
+
 def synthesize(tools: Iterable[Mapping[str, Any]], n_per_tool: int, rng: random.Random) -> list[Example]:
     """`n_per_tool` single-call examples per tool; every call validates against the tool's schema.
 
@@ -240,24 +259,44 @@ def synthesize(tools: Iterable[Mapping[str, Any]], n_per_tool: int, rng: random.
     examples = []
     skipped = 0
     for tool in tools:
-        entry = {"name": tool["name"], "description": tool["description"], "parameters": tool["parameters"]}
+        entry = _entry(tool)
         for index in range(n_per_tool):
-            for _ in range(MAX_TRIES):
-                try:
-                    arguments = _sample_object(entry["parameters"], rng, entry["parameters"], 0)
-                except Unsatisfiable:
-                    continue
-                example = Example(
-                    id=f"synthetic:{schema_hash(entry)[:16]}:{index}", source="synthetic",
-                    tools=[entry], messages=[{"role": "user", "content": _message(entry, arguments, rng)}],
-                    calls=[GoldCall(name=entry["name"], arguments=arguments)],
-                )
-                if not call_errors(example):
-                    examples.append(example)
-                    break
-            else:
+            sampled = _sample_call(entry, rng)
+            if sampled is None:
                 skipped += 1
                 break
+            arguments, message = sampled
+            examples.append(Example(
+                id=f"synthetic:{schema_hash(entry)[:16]}:{index}", source="synthetic",
+                tools=[entry], messages=[{"role": "user", "content": message}],
+                calls=[GoldCall(name=entry["name"], arguments=arguments)],
+            ))
     if skipped:
         log.warning("synthesize: skipped %d tools whose sampled calls did not validate", skipped)
+    return examples
+
+
+_JOINS = ("{first} Also, {second}", "{first} And then: {second}", "{first} After that, {second}", "{first} {second}")
+
+
+def synthesize_parallel(tools: Sequence[Mapping[str, Any]], count: int, rng: random.Random) -> list[Example]:
+    """`count` two-call examples (source `synthetic_parallel`): half the same tool twice with different
+    arguments (BFCL "parallel"), half two different tools ("parallel_multiple"); one user message asks for both.
+    Every call validates; a draw whose calls cannot be sampled, or come out identical, is skipped."""
+    entries = [_entry(tool) for tool in tools]
+    examples: list[Example] = []
+    for index in range(count):
+        first = rng.choice(entries)
+        second = first if index % 2 == 0 else rng.choice([e for e in entries if e["name"] != first["name"]])
+        calls = [_sample_call(first, rng), _sample_call(second, rng)]
+        if None in calls or (first is second and calls[0][0] == calls[1][0]):
+            continue
+        (args_a, message_a), (args_b, message_b) = calls
+        message = rng.choice(_JOINS).format(first=message_a, second=message_b[:1].lower() + message_b[1:])
+        own = [first] if first is second else [first, second]
+        examples.append(Example(
+            id=f"synthetic_parallel:{index}", source="synthetic_parallel", tools=own,
+            messages=[{"role": "user", "content": message}],
+            calls=[GoldCall(name=first["name"], arguments=args_a), GoldCall(name=second["name"], arguments=args_b)],
+        ))
     return examples
