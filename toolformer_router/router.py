@@ -488,7 +488,7 @@ class ToolRouter:
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
             outputs = self._decode(decode_requests, logits_processor)
-            self._second_pass(requests, decode_requests, outputs, usages, logits_processor)
+            self._second_pass(requests, outputs, usages, logits_processor)
         latency = time.perf_counter() - started
         results = []
         for output, usage in zip(outputs, usages):
@@ -504,8 +504,8 @@ class ToolRouter:
             loop_guard=self._loop_guard, closer=self._closer, call_bias=self.config.call_bias,
         )
 
-    def _second_pass(self, requests: list[_Request], first: list[DecodeRequest], outputs: list[DecodeOutput],
-                     usages: list[RouteUsage], logits_processor: LogitsProcessor | None) -> None:
+    def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
+                     logits_processor: LogitsProcessor | None) -> None:
         """Decode again, in one batch, the outputs whose first pass only took the decision (in place):
 
         - a text answer while tools were active (`answer_without_tools`): the backbone's own reply, without the
@@ -523,7 +523,7 @@ class ToolRouter:
                                     request.max_text_tokens)
                 redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
                                      self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
-                                     first[i].max_text_tokens)
+                                     request.max_text_tokens)
             elif is_call and output.stopped and self.config.argument_filling == "schema":
                 names = {call["name"] for call in orjson.loads(self.tokenizer.decode(output.token_ids))}
                 chosen = [tool for tool in request.tools if tool.name in names]
