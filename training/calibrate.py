@@ -12,16 +12,14 @@ validation split is used: the BFCL test categories never choose a hyperparameter
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from toolformer_router import ToolRouter
 from toolformer_router.router import PACKAGED_CHECKPOINTS
 
-from .evaluate import _split_data, evaluate, limit_per_category, router_batch_predictor, usable_pool
+from .evaluate import evaluate, load_router, router_batch_predictor, split_for_router
 from .metrics import ExampleResult, score
 
 
@@ -56,13 +54,10 @@ def choose_call_bias(rows: list[dict[str, Any]], max_fnr: float = 0.15) -> dict[
 
 
 def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        router = ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+    router = load_router(args)
     router.config.call_bias = 0.0
-    examples, pool = _split_data(Path(args.data_dir) if args.data_dir else None, "validation", args.seed)
-    examples = limit_per_category(examples, args.limit, args.seed)
-    records = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=usable_pool(router, pool),
+    examples, pool = split_for_router(router, args, "validation")
+    records = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool,
                        seed=args.seed, desc="calibrating on validation", predict_many=router_batch_predictor(router),
                        batch_size=args.batch_size)
     rows = sweep_call_bias(records)

@@ -235,18 +235,26 @@ def limit_per_category(examples: Sequence[Example], limit: int | None, seed: int
     return chosen
 
 
-def run_eval_command(args: argparse.Namespace) -> None:
+def load_router(args: argparse.Namespace) -> ToolRouter:
+    """The `--checkpoint` router on `--device`, without its load-time warnings."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        router = ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+        return ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+
+
+def split_for_router(router: ToolRouter, args: argparse.Namespace, split: str) -> tuple[list[Example], list[dict]]:
+    """A split's examples (at most `--limit` per category) and the distractor pool the router accepts."""
+    examples, pool = _split_data(Path(args.data_dir) if args.data_dir else None, split, args.seed)
+    return limit_per_category(examples, args.limit, args.seed), usable_pool(router, pool)
+
+
+def run_eval_command(args: argparse.Namespace) -> None:
+    router = load_router(args)
     if args.argument_filling:
         router.config.argument_filling = args.argument_filling
-    data_dir = Path(args.data_dir) if args.data_dir else None
     summaries, records = {}, {}
     for split in args.split or ["test"]:
-        examples, pool = _split_data(data_dir, split, args.seed)
-        pool = usable_pool(router, pool)
-        examples = limit_per_category(examples, args.limit, args.seed)
+        examples, pool = split_for_router(router, args, split)
         rows = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool, seed=args.seed,
                         desc=f"{split} @ {args.tools_per_query} tools", predict_many=router_batch_predictor(router),
                         batch_size=args.batch_size)
