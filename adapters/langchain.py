@@ -218,7 +218,8 @@ class ChatToolFormer(BaseChatModel):
         invalid = []
         if not calls and result.raw.startswith("["):
             invalid.append({"name": None, "args": result.raw, "id": None, "type": "invalid_tool_call",
-                            "error": "the output budget (max_new_tokens) ran out inside a tool call"})
+                            "error": "the output budget (max_new_tokens) ran out inside a tool call"
+                            if result.finish_reason == "length" else "a number in the tool call is out of range"})
         usage = result.usage
         return AIMessage(
             content=_cut_at_stop(result.text or "", stop),

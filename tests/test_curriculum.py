@@ -81,7 +81,24 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(tmp_path, backbone_dir, sta
             query, tools=examples[0].tools, max_new_tokens=6).raw
 
 
-def test_resume_after_a_stop_reproduces_the_uninterrupted_run(tmp_path, backbone_dir):
+def test_selection_stage_trains_the_selector_alone(tmp_path, backbone_dir):
+    """The selector's loss falls on a fixed batch; the gists and the decoder's modules stay as they were."""
+    router = _router(backbone_dir)
+    before = {n: t.clone() for n, t in router.model.new_state_dict().items()}
+    stage = StageConfig(name="selection", steps=12, lr=1e-2, batch_size=3, warmup_steps=0)
+    config = TrainConfig(output_dir=str(tmp_path), log_every=1, checkpoint_every=100, stages=[stage])
+    Curriculum(config, router, [e for e in _examples() if e.calls]).run()
+    losses = _losses(tmp_path / "log.jsonl", "selection", "selection")
+    assert len(losses) == 12 and sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
+    after = router.model.new_state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all(n.startswith("selector.") for n in changed), changed
+    ranked = router.rank_tools("weather in Paris", tools=_examples()[0].tools)
+    assert ranked[0][0] == "get_weather" and ranked[0][1] > ranked[1][1]
+
+
+@pytest.mark.parametrize("legacy_state", [False, True], ids=["state", "state-without-optimizer-names"])
+def test_resume_after_a_stop_reproduces_the_uninterrupted_run(tmp_path, backbone_dir, legacy_state):
     stages = [StageConfig(name="autoencode", steps=4, lr=1e-3, batch_size=2, warmup_steps=1),
               StageConfig(name="calling", steps=5, lr=1e-3, batch_size=2, grad_accum=2, warmup_steps=1,
                           contrastive_weight=0.1, negatives=2)]
@@ -96,6 +113,10 @@ def test_resume_after_a_stop_reproduces_the_uninterrupted_run(tmp_path, backbone
     Curriculum(config(stopped), _router(backbone_dir), _examples()).run(stop_after_steps=6)  # inside stage 2
     progress = json.loads((stopped / "state" / "progress.json").read_text())["progress"]
     assert (progress["stage_index"], progress["step"], progress["global_step"]) == (1, 2, 6)
+    if legacy_state:  # states written before optimizer moments were matched by parameter name
+        meta = json.loads((stopped / "state" / "progress.json").read_text())
+        del meta["optimizer_names"]
+        (stopped / "state" / "progress.json").write_text(json.dumps(meta))
     Curriculum(config(stopped), _router(backbone_dir), _examples()).run(resume=True)  # a fresh process's view
 
     final = json.loads((stopped / "state" / "progress.json").read_text())["progress"]

@@ -73,6 +73,52 @@ def test_tool_choice_modes_are_enforced(router_family, tokenizer):
         router.route("x", tools=tools, tool_choice="delete_everything")
 
 
+def test_first_call_steering_spells_the_chosen_name_only():
+    from toolformer_router.decoding import FirstCallSteering
+
+    texts = ['[{"name":"', "get", "_", "weather", "stock", ".price", '"', "get_", "st", '",', "x", '"}']
+    steering, allowed = FirstCallSteering(texts), torch.ones(len(texts), dtype=torch.bool)
+    kept = lambda ids, name: [texts[i] for i in steering.restrict(ids, name, allowed).nonzero().flatten().tolist()]
+    assert kept([0], "get_weather") == ["get", "get_"]
+    assert kept([0, 7], "get_weather") == ["weather"]
+    assert kept([0, 1, 2, 3], "get_weather") == ['"', '",', '"}']  # the name is complete: only its quote
+    assert kept([0], "stock.price") == ["stock", "st"]
+    no_get = allowed.clone()
+    no_get[[1, 7]] = False  # the grammar rules the name out: the decoder's choice stands
+    assert steering.restrict([0], "get_weather", no_get) is None
+    assert steering.restrict([0, 4, 5, 6], "get_weather", allowed) is None  # past the first name
+    assert steering.restrict([10], "get_weather", allowed) is None  # a text answer
+
+
+def test_selector_names_the_first_call_and_decoder_mode_does_not_depend_on_it(make_router, tokenizer):
+    router = make_router()
+    tools = router.prepare_tools([WEATHER, EMAIL, STOCK] + bfcl_training_side_tools(12))
+    queries = ["weather in Paris", "mail bob", "AAPL price", "book a flight", "hello there", "what time is it"]
+    first_name = lambda raw: orjson.loads(raw.split(',"arguments"', 1)[0] + "}]")[0]["name"]
+    firsts = []
+    for seed, query in enumerate(queries):
+        best = router.rank_tools(query, tools)[0][0]
+        result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=200,
+                              logits_processor=finishing_sampler(tokenizer, seed))
+        assert first_name(result.raw) == best, (query, best, result.raw)
+        firsts.append(best)
+    router.config.tool_selection = "decoder"
+    free = [first_name(router.route(q, tools=tools, tool_choice="required", max_new_tokens=200,
+                                    logits_processor=finishing_sampler(tokenizer, seed)).raw)
+            for seed, q in enumerate(queries)]
+    assert free != firsts  # the random decoder names other tools: the steering above did the naming
+    forced = router.route("x", tools=tools, tool_choice="send_email", max_new_tokens=200,
+                          logits_processor=finishing_sampler(tokenizer, 0))
+    assert {c.name for c in forced.calls} == {"send_email"}
+
+
+def test_a_call_list_with_an_out_of_range_number_is_not_a_call():
+    from toolformer_router.router import _parse_call_list
+
+    assert _parse_call_list('[{"name":"f","arguments":{"x":-57.84e71836}}]') is None  # valid JSON, no double
+    assert _parse_call_list('[{"name":"f","arguments":{"x":1.5e3}}]') == [{"name": "f", "arguments": {"x": 1500.0}}]
+
+
 def test_jump_forward_feeds_forced_tokens_in_one_pass(make_router, tokenizer):
     router = make_router()
     passes = []

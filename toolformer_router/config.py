@@ -39,6 +39,13 @@ class RouterConfig(BaseModel):
     num_gists: int = Field(8, ge=1, le=64)
     """K, gist vectors per tool."""
     gist_heads: int = Field(8, ge=1)
+    selector_dim: int = Field(256, ge=8)
+    """Width of the `ToolSelector` that scores tools against the query."""
+    selector_heads: int = Field(4, ge=1)
+    tool_selection: Literal["selector", "decoder"] = "selector"
+    """Which tool a call names: "selector" — the first call names the tool the `ToolSelector` scores highest
+    (the grammar and `tool_choice` still apply; later calls of a list are the decoder's); "decoder" — the
+    decoder picks every name token by token from the gists."""
     max_schema_tokens: int = Field(256, ge=16)
     max_tools: int = Field(1000, ge=1)
     max_query_tokens: int = Field(2048, ge=16)

@@ -14,6 +14,7 @@ strings, lists and objects, so the call completes and validates instead of being
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,8 @@ class DecodeRequest:
     max_new_tokens: int
     max_text_tokens: int | None = None
     """A tighter budget once the output turns out to be a text answer rather than calls (0: stop there)."""
+    first_call_tool: str | None = None
+    """The tool the first call names, if the grammar allows it (the `ToolSelector`'s pick); None: free."""
 
 
 @dataclass
@@ -76,6 +79,34 @@ class CallCloser:
                 inside_string = not inside_string
             escaped = False
         return self.string_closers if inside_string else self.structure_closers
+
+
+_FIRST_CALL_NAME = re.compile(r'\s*\[\s*\{\s*"name"\s*:\s*"([^"\\]*)')
+
+
+class FirstCallSteering:
+    """Inside the first call's `"name": "` string, keeps only the allowed tokens that continue a chosen
+    tool's name (or close it). Built once per tokenizer from each token's text."""
+
+    def __init__(self, token_texts: list[str]):
+        self.token_texts = token_texts
+
+    def restrict(self, token_ids: list[int], tool_name: str, allowed: torch.Tensor) -> torch.Tensor | None:
+        """(vocab,) bool subset of `allowed` that spells on `tool_name`; None outside that string, once the
+        name has been left behind, or when the grammar allows no such token."""
+        match = _FIRST_CALL_NAME.fullmatch("".join(self.token_texts[i] for i in token_ids))
+        if match is None:
+            return None
+        target = tool_name + '"'
+        if not target.startswith(match.group(1)):
+            return None
+        rest = target[len(match.group(1)) :]
+        keep = torch.zeros_like(allowed)
+        for token in allowed.nonzero().flatten().tolist():
+            text = self.token_texts[token]
+            if text and (rest.startswith(text) or text.startswith(rest)):
+                keep[token] = True
+        return keep if keep.any() else None
 
 
 @dataclass(frozen=True)
@@ -129,6 +160,7 @@ def constrained_greedy_decode(
     logits_processor: LogitsProcessor | None = None,
     loop_guard: LoopGuard | None = None,
     closer: CallCloser | None = None,
+    steering: FirstCallSteering | None = None,
     call_bias: float = 0.0,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
@@ -136,7 +168,8 @@ def constrained_greedy_decode(
     `memory_template` is any (L, 2, kvh, ·, hd) tensor on the model's device (layout for empty tool sets).
     `call_opening_tokens`: ids whose text starts with "[": an output starting otherwise is a text answer.
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
-    `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end.
+    `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end;
+    `steering` spells each request's `first_call_tool` once its output opens a call.
     `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls.
     """
     device = memory_template.device
@@ -185,6 +218,10 @@ def constrained_greedy_decode(
                     output.call_margin = (logits[row][calls].max() - logits[row][texts].max()).item()
                     logits[row, calls] += call_bias
             is_call = bool(output.token_ids) and output.token_ids[0] in call_opening_tokens
+            if steering is not None and is_call and requests[b].first_call_tool is not None:
+                spelled = steering.restrict(output.token_ids, requests[b].first_call_tool, allowed[row])
+                if spelled is not None:
+                    allowed[row] = spelled
             if closer is not None and is_call and closer.engaged(budget[b] - len(output.token_ids), budget[b]):
                 output.closed_early = True
                 closing = allowed[row] & closer.preferred(output.token_ids).to(device)

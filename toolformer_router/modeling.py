@@ -6,8 +6,12 @@
                           concatenated gists of the request's tools--> norm --> lm_head --> (B, Q, vocab)
 
 The backbone's own modules (decoder layers, rotary embedding, RMSNorm, attention kernels, KV cache,
-mask builders) are reused as they are; only `GistPooling` and `GatedCrossAttention` are new. Every gate
-starts at 0, so at initialisation the decoder computes exactly what the wrapped backbone layers compute.
+mask builders) are reused as they are; only `GistPooling`, `GatedCrossAttention` and `ToolSelector` are new.
+Every gate starts at 0, so at initialisation the decoder computes exactly what the wrapped backbone layers
+compute.
+
+    query text tokens (B, Q) --encoder layers--> (B, Q, d) --ToolSelector--> query vector (B, dim)
+    gists (T, K, d) --ToolSelector--> tool vectors (T, dim); score = scale * cosine: which tool a call names
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -100,6 +105,47 @@ class GatedCrossAttention(nn.Module):
         has_memory = memory_mask.any(dim=1)[:, None, None]  # a request without tools attends to nothing
         attended = torch.where(has_memory, attended, torch.zeros_like(attended))
         return hidden_states + torch.tanh(self.gate) * self.o_proj(attended)
+
+
+class ToolSelector(nn.Module):
+    """Scores the active tools against the query, to pick the tool a call names (a dual encoder over the
+    router's own representations: no second model).
+
+    query: `num_heads` learned queries pool the query text's encoder states -> (B, dim), unit length;
+    tool: the mean of its gists, normed and projected -> (T, dim), unit length; score = exp(logit_scale) * cosine.
+    """
+
+    def __init__(self, *, hidden_size: int, dim: int, num_heads: int, norm: type[nn.Module], eps: float):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"selector_dim {dim} is not divisible by selector_heads {num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.query = nn.Parameter(torch.zeros(num_heads, 1, self.head_dim))
+        self.context_norm = norm(hidden_size, eps=eps)
+        self.k_proj = nn.Linear(hidden_size, dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, dim, bias=False)
+        self.tool_norm = norm(hidden_size, eps=eps)
+        self.tool_proj = nn.Linear(hidden_size, dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.zeros(()))
+
+    def query_vectors(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Encoder states (B, Q, d), right-padded, + mask (B, Q) -> (B, dim) unit vectors."""
+        batch, length, _ = hidden_states.shape
+        context = self.context_norm(hidden_states)
+        keys = self.k_proj(context).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        values = self.v_proj(context).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, Q)
+        queries = self.query.to(keys.dtype).expand(batch, -1, -1, -1)  # (B, heads, 1, head_dim)
+        pooled = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)  # (B, heads, 1, hd)
+        return F.normalize(pooled.reshape(batch, -1).float(), dim=-1)
+
+    def tool_vectors(self, gists: torch.Tensor) -> torch.Tensor:
+        """Gists (T, K, d) -> (T, dim) unit vectors."""
+        return F.normalize(self.tool_proj(self.tool_norm(gists.mean(dim=1))).float(), dim=-1)
+
+    def scores(self, query_vectors: torch.Tensor, tool_vectors: torch.Tensor) -> torch.Tensor:
+        """(B, dim) x (B, T, dim) -> (B, T) logits."""
+        return torch.einsum("bd,btd->bt", query_vectors, tool_vectors) * self.logit_scale.exp().clamp(max=100.0)
 
 
 @dataclass
@@ -192,6 +238,9 @@ class ToolRouterModel(nn.Module):
                 for i in self.cross_attention_layer_ids
             }
         )
+        self.selector = ToolSelector(
+            hidden_size=hidden, dim=config.selector_dim, num_heads=config.selector_heads, norm=norm, eps=eps
+        )
         self.init_new_modules(seed=0)
         self._fingerprint: tuple[tuple, str] | None = None
         if config.lora:
@@ -209,7 +258,7 @@ class ToolRouterModel(nn.Module):
     # ----------------------------------------------------------------------------------- weights
     def new_modules(self) -> dict[str, nn.Module]:
         """The modules the backbone does not have: what an untrained checkpoint must still contain."""
-        return {"gist_pooling": self.gist_pooling, "cross_attention": self.cross_attention}
+        return {"gist_pooling": self.gist_pooling, "cross_attention": self.cross_attention, "selector": self.selector}
 
     def new_state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors of the new modules and of any LoRA adapters: what a checkpoint must contain."""
@@ -220,13 +269,15 @@ class ToolRouterModel(nn.Module):
 
     @torch.no_grad()
     def init_new_modules(self, seed: int = 0) -> None:
-        """Seeded initialisation (normal, backbone's initializer_range; gates 0; norms 1)."""
+        """Seeded initialisation (normal, backbone's initializer_range; gates 0; norms 1; selector temperature 0.07)."""
         generator = torch.Generator().manual_seed(seed)
         std = getattr(self.backbone_config, "initializer_range", 0.02)
         for module in self.new_modules().values():
             for name, parameter in module.named_parameters():
                 if name.endswith("gate"):
                     parameter.zero_()
+                elif name.endswith("logit_scale"):
+                    parameter.fill_(math.log(1 / 0.07))
                 elif name.endswith("norm.weight"):
                     parameter.fill_(1.0)
                 else:

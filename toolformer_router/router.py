@@ -24,7 +24,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .backbone import load_backbone, router_home
 from .checkpoint import load_weights, read_config, save_checkpoint
 from .config import RouterConfig
-from .decoding import CallCloser, DecodeOutput, DecodeRequest, LogitsProcessor, LoopGuard, constrained_greedy_decode
+from .decoding import (
+    CallCloser,
+    DecodeOutput,
+    DecodeRequest,
+    FirstCallSteering,
+    LogitsProcessor,
+    LoopGuard,
+    constrained_greedy_decode,
+)
 from .errors import (
     InvalidQueryError,
     InvalidToolError,
@@ -109,6 +117,20 @@ def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
     return messages
 
 
+def _parse_call_list(raw: str) -> list[dict[str, Any]] | None:
+    """A completed call list, or None when one of its numbers has no 64-bit value (e.g. "1e999"): the grammar
+    bounds the syntax of numbers, not their magnitude."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def selection_text(messages: list[dict[str, Any]]) -> str:
+    """The text the `ToolSelector` reads: the last user message (the last message when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
+
+
 class ToolRouter:
     """Routes queries to tool calls using cached per-tool gists and grammar-constrained decoding.
 
@@ -145,10 +167,11 @@ class ToolRouter:
         reserve, min_span = self.config.closing_reserve_tokens, self.config.loop_guard_min_span
         self._closer = CallCloser(token_texts, reserve) if reserve else None
         self._loop_guard = LoopGuard(min_span) if min_span else None
+        self._steering = FirstCallSteering(token_texts)
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
         self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
-        self._assembled: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._assembled: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._model_lock = threading.RLock()
         self._registry_lock = threading.RLock()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -403,6 +426,19 @@ class ToolRouter:
         self._jobs.put(_Job(request, future, loop))
         return await future
 
+    @torch.no_grad()
+    def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
+        """The active tools (registered, or `tools`) ordered by the `ToolSelector`'s score for `query`, best
+        first: `[(name, logit), ...]`. In "selector" mode the first call names the best allowed one."""
+        messages = normalize_messages(query)
+        active = self.tools if tools is None else self.prepare_tools(tools)
+        if not active:
+            return []
+        with self._model_lock:
+            scores = self._selector_scores([messages], [self._request_memory(active)[1]])[0]
+        order = scores.argsort(descending=True).tolist()
+        return [(active[i].name, float(scores[i])) for i in order]
+
     def close(self) -> None:
         """Stop the background batching thread (started by the first `aroute`)."""
         if self._worker is not None:
@@ -423,6 +459,11 @@ class ToolRouter:
         request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget, min(budget, text_budget))
         resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
+
+    def query_token_ids(self, text: str) -> list[int]:
+        """Token ids of a text the `ToolSelector` reads: its first `max_schema_tokens` tokens (EOS if empty)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.config.max_schema_tokens] or [self.tokenizer.eos_token_id]
 
     def prompt_ids(self, messages: list[dict[str, Any]], schema_tools: Sequence[Tool] = (), *,
                    router_instructions: bool = True) -> list[int]:
@@ -470,7 +511,7 @@ class ToolRouter:
     ) -> list[RouteResult]:
         started = time.perf_counter()
         with self._model_lock:
-            decode_requests, usages = [], []
+            decode_requests, usages, gist_sets = [], [], []
             for request in requests:
                 if len(request.tools) > self.config.max_tools:
                     raise TooManyToolsError(f"{len(request.tools)} active tools; max_tools={self.config.max_tools}")
@@ -481,12 +522,15 @@ class ToolRouter:
                         f"the conversation is {len(prompt)} tokens; at most {limit} fit "
                         f"(max_query_tokens={self.config.max_query_tokens}, context {self.max_context})"
                     )
-                memory, hits, misses = self._request_memory(request.tools)
+                memory, gists, hits, misses = self._request_memory(request.tools)
+                gist_sets.append(gists)
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
                                                      request.max_text_tokens))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
+            for decode_request, tool in zip(decode_requests, self._first_call_tools(requests, gist_sets)):
+                decode_request.first_call_tool = tool
             outputs = self._decode(decode_requests, logits_processor)
             self._second_pass(requests, outputs, usages, logits_processor)
         latency = time.perf_counter() - started
@@ -501,8 +545,35 @@ class ToolRouter:
             self.model, requests, memory_template=self._memory_template(), eos_token_id=self._eos_token_id,
             call_opening_tokens=self._call_opening_tokens,
             pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
-            loop_guard=self._loop_guard, closer=self._closer, call_bias=self.config.call_bias,
+            loop_guard=self._loop_guard, closer=self._closer, steering=self._steering, call_bias=self.config.call_bias,
         )
+
+    def _selector_scores(self, conversations: list[list[dict[str, Any]]], gist_sets: list[torch.Tensor]
+                         ) -> list[torch.Tensor]:
+        """`ToolSelector` logits (T,) per conversation over its tools' gists (T, K, d), in one encoder pass."""
+        ids = [self.query_token_ids(selection_text(messages)) for messages in conversations]
+        width = max(len(row) for row in ids)
+        input_ids = torch.zeros(len(ids), width, dtype=torch.long)
+        mask = torch.zeros(len(ids), width, dtype=torch.long)
+        for row, tokens in enumerate(ids):
+            input_ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        selector = self.model.selector
+        queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
+        return [selector.scores(q[None], selector.tool_vectors(gists)[None])[0] for q, gists in zip(queries, gist_sets)]
+
+    def _first_call_tools(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[str | None]:
+        """The tool each request's first call names in "selector" mode: the selector's best (None where the
+        decoder names it — "decoder" mode, no tools, or a `tool_choice` that forces a tool or no call)."""
+        chosen: list[str | None] = [None] * len(requests)
+        rows = [i for i, r in enumerate(requests) if self.config.tool_selection == "selector" and r.tools
+                and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
+        if rows:
+            scores = self._selector_scores([requests[i].messages for i in rows], [gist_sets[i] for i in rows])
+            for i, row_scores in zip(rows, scores):
+                chosen[i] = requests[i].tools[int(row_scores.argmax())].name
+        return chosen
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
                      logits_processor: LogitsProcessor | None) -> None:
@@ -552,21 +623,24 @@ class ToolRouter:
             device=self.device, dtype=self.model.lm_head.weight.dtype,
         )
 
-    def _request_memory(self, tools: list[Tool]) -> tuple[torch.Tensor, int, int]:
-        """The flattened memory (L, 2, kvh, tools·K, hd) of a tool set; recent sets are kept assembled."""
+    def _request_memory(self, tools: list[Tool]) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(flattened memory (L, 2, kvh, tools·K, hd), gists (tools, K, d), cache hits, misses) of a tool set;
+        recent sets are kept assembled."""
         if not tools:
-            return self._memory_template(), 0, 0
+            gists = self.model.lm_head.weight.new_zeros(0, self.config.num_gists, self.model.backbone_config.hidden_size)
+            return self._memory_template(), gists, 0, 0
         key = (self.model.memory_fingerprint(), tuple(t.schema_hash for t in tools))
-        memory = self._assembled.get(key)
-        if memory is not None:
+        assembled = self._assembled.get(key)
+        if assembled is not None:
             self._assembled.move_to_end(key)
-            return memory, len(tools), 0
+            return *assembled, len(tools), 0
         entries, hits, misses = self.tool_memories(tools)
-        memory = GistMemory.flatten(torch.stack([entry.memory for entry in entries]))
-        self._assembled[key] = memory
+        assembled = (GistMemory.flatten(torch.stack([entry.memory for entry in entries])),
+                     torch.stack([entry.gists for entry in entries]))
+        self._assembled[key] = assembled
         if len(self._assembled) > 4:
             self._assembled.popitem(last=False)
-        return memory, hits, misses
+        return *assembled, hits, misses
 
     def _result(self, output: DecodeOutput, usage: RouteUsage) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
@@ -574,10 +648,11 @@ class ToolRouter:
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
                              call_margin=output.call_margin)
         if raw.startswith("["):
-            if output.stopped:
+            calls = _parse_call_list(raw) if output.stopped else None
+            if calls is not None:
                 result.calls = [
                     ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
-                    for call in orjson.loads(raw)
+                    for call in calls
                 ]
         else:
             result.text = raw.strip()

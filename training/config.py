@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-StageName = Literal["autoencode", "contrastive", "calling"]
+StageName = Literal["autoencode", "contrastive", "calling", "selection"]
 Trainable = Literal["new_modules", "lora", "full"]
 
 

@@ -1,11 +1,12 @@
-"""The three-stage curriculum on HF Accelerate: schema auto-encoding, contrastive gist discrimination,
-end-to-end tool calling (design.md), with checkpoint/resume, JSONL logs and progress bars.
+"""The curriculum on HF Accelerate: schema auto-encoding, contrastive gist discrimination, end-to-end tool
+calling (design.md) and tool selection, with checkpoint/resume, JSONL logs and progress bars.
 
     stage "autoencode"  : reconstruct a tool's schema text from its gists alone
     stage "contrastive" : InfoNCE between the mean-pooled query and mean-pooled gists (right tool vs hard
                           negatives, temperature 0.07) + ae_weight x AE
     stage "calling"     : the router's output text (calls, or the "no call" decision) for examples with
                           distractor tools + contrastive_weight x InfoNCE + ae_weight x AE on ae_fraction of batches
+    stage "selection"   : the `ToolSelector` picks the gold tool among each example's tools (gists fixed)
 
 The same script runs on the CPU, one GPU or several (`accelerate launch -m toolformer_router.cli train ...`).
 """
@@ -37,7 +38,7 @@ from transformers import get_cosine_schedule_with_warmup
 from toolformer_router import Tool, ToolRouter, ToolRouterError
 from toolformer_router.checkpoint import save_checkpoint
 from toolformer_router.modeling import GistMemory
-from toolformer_router.router import normalize_messages
+from toolformer_router.router import normalize_messages, selection_text
 
 from .config import StageConfig, TrainConfig
 
@@ -78,8 +79,7 @@ class EncoderStateBank:
     def text_key(self, text: str) -> str:
         key = "text:" + hashlib.sha256(text.encode()).hexdigest()
         if key not in self._ids:
-            ids = self.router.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._ids[key] = ids[: self.router.config.max_schema_tokens] or [self.router.tokenizer.eos_token_id]
+            self._ids[key] = self.router.query_token_ids(text)
         return key
 
     def token_ids(self, key: str) -> list[int]:
@@ -143,6 +143,7 @@ class CurriculumModel(nn.Module):
         self.eos = router.tokenizer.eos_token_id
         self.ae_prompt = router.prompt_ids([{"role": "user", "content": AE_INSTRUCTION}])
         self.call_openers = torch.tensor(sorted(router._call_opening_tokens), dtype=torch.long)
+        self._gist_store: tuple[str | None, dict[str, torch.Tensor]] = (None, {})
 
     # -------------------------------------------------------------------------------------- pieces
     def gists(self, tools: Sequence[Tool]) -> torch.Tensor:
@@ -185,11 +186,23 @@ class CurriculumModel(nn.Module):
         sequences = [(self.ae_prompt, self.bank.token_ids(self.bank.tool_key(t)) + [self.eos]) for t in tools]
         return self._decode_loss(sequences, [GistMemory.flatten(m[None]) for m in memories])
 
+    @torch.no_grad()
+    def _fixed_gists(self, tools: Sequence[Tool]) -> torch.Tensor:
+        """(n, K, d) gists without autograd, each computed once per version of the weights behind it."""
+        fingerprint = self.model.memory_fingerprint()
+        if self._gist_store[0] != fingerprint:
+            self._gist_store = (fingerprint, {})
+        store = self._gist_store[1]
+        missing = list({t.schema_hash: t for t in tools if t.schema_hash not in store}.values())
+        for start in range(0, len(missing), 64):
+            chunk = missing[start : start + 64]
+            store.update(zip([t.schema_hash for t in chunk], self.gists(chunk)))
+        return torch.stack([store[t.schema_hash] for t in tools])
+
     def contrastive_loss(self, examples: Sequence[PreparedExample], negatives: Sequence[Sequence[Tool]],
                          temperature: float) -> torch.Tensor:
         """InfoNCE: mean-pooled query vs mean-pooled gists of [gold tool, *negatives]."""
-        queries, _ = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
-        query_mask = torch.stack([self._mask_for(e.query_text, queries.shape[1]) for e in examples])
+        queries, query_mask = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
         query = (queries * query_mask[..., None]).sum(1) / query_mask.sum(1, keepdim=True)  # (B, d)
         candidates = [[e.tools[e.gold_tool_indexes[0]], *neg] for e, neg in zip(examples, negatives)]
         flat = [tool for group in candidates for tool in group]
@@ -197,10 +210,18 @@ class CurriculumModel(nn.Module):
         logits = torch.einsum("bd,bnd->bn", F.normalize(query.float(), dim=-1), F.normalize(pooled.float(), dim=-1))
         return F.cross_entropy(logits / temperature, torch.zeros(len(examples), dtype=torch.long, device=logits.device))
 
-    def _mask_for(self, text: str, width: int) -> torch.Tensor:
-        mask = torch.zeros(width, device=self.router.device)
-        mask[: len(self.bank.token_ids(self.bank.text_key(text)))] = 1
-        return mask
+    def selection_loss(self, examples: Sequence[PreparedExample]) -> torch.Tensor:
+        """The `ToolSelector` picks the gold tool(s) among each example's own tools: cross-entropy of its
+        logits, the gold tools' probabilities summed (a parallel call has several). Gists stay fixed."""
+        queries, mask = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
+        selector = self.model.selector
+        query_vectors = selector.query_vectors(queries, mask)  # (B, dim)
+        gists = self._fixed_gists([t for e in examples for t in e.tools])  # (sum T, K, d)
+        losses = []
+        for example, query, tools in zip(examples, query_vectors, gists.split([len(e.tools) for e in examples])):
+            log_probs = selector.scores(query[None], selector.tool_vectors(tools)[None])[0].log_softmax(-1)
+            losses.append(-log_probs[list(dict.fromkeys(example.gold_tool_indexes))].logsumexp(-1))
+        return torch.stack(losses).mean()
 
     def calling_loss(self, examples: Sequence[PreparedExample], decision_weight: float = 0.0
                      ) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -242,6 +263,8 @@ class CurriculumModel(nn.Module):
             if stage == "calling":
                 parts["calling"], parts["decision"], tokens = self.calling_loss(examples, config.decision_weight)
                 total = parts["calling"] + (config.decision_weight or 1.0) * parts["decision"]
+            elif stage == "selection":
+                parts["selection"] = total = self.selection_loss(examples)
             else:
                 total = torch.zeros((), device=self.router.device)
             weight = 1.0 if stage == "contrastive" else config.contrastive_weight
@@ -339,14 +362,13 @@ class Curriculum:
         target_ids = self.router.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos] if target else []
         names = [t.name for t in tools]
         gold = [names.index(c.name) for c in example.calls if c.name in names]
-        query = next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
-        return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, query)
+        return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, selection_text(messages))
 
     # ------------------------------------------------------------------------------------ batches
     def _stage_items(self, stage: StageConfig) -> list:
         if stage.name == "autoencode":
             return self.catalog
-        if stage.name == "contrastive":
+        if stage.name in ("contrastive", "selection"):
             return [e for e in self.examples if e.gold_tool_indexes]
         return self.examples
 
@@ -371,7 +393,8 @@ class Curriculum:
         rng = random.Random(f"{self.config.seed}:{stage_index}:{step}:{micro}")
         if stage.name == "autoencode":
             return {"tools": chosen}
-        contrastive = [i for i, e in enumerate(chosen) if e.gold_tool_indexes]
+        contrastive = [i for i, e in enumerate(chosen) if e.gold_tool_indexes
+                       and (stage.name == "contrastive" or stage.contrastive_weight)]
         batch = {"examples": chosen, "contrastive": contrastive,
                  "negatives": [self._hard_negatives(chosen[i], stage.negatives, rng) for i in contrastive]}
         if stage.ae_weight and rng.random() < stage.ae_fraction:
@@ -434,9 +457,12 @@ class Curriculum:
     def _new_optimizer(self, stage: StageConfig) -> None:
         total = self.stage_steps(stage)
         warmup = stage.warmup_steps if stage.warmup_steps is not None else int(stage.warmup_ratio * total)
-        gates = [p for n, p in self.trainable_parameters() if n.endswith(".gate")]
-        others = [p for n, p in self.trainable_parameters() if not n.endswith(".gate")]
-        groups = [{"params": others, "lr": stage.lr}, {"params": gates, "lr": stage.gate_lr or stage.lr}]
+        named = self.trainable_parameters()
+        gates = [(n, p) for n, p in named if n.endswith(".gate")]
+        others = [(n, p) for n, p in named if not n.endswith(".gate")]
+        groups = [{"params": [p for _, p in others], "lr": stage.lr},
+                  {"params": [p for _, p in gates], "lr": stage.gate_lr or stage.lr}]
+        self._optimizer_names = [n for n, _ in others + gates]  # the optimizer's parameter index order
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
         scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
         self.wrapped, self.optimizer, self.scheduler = self.accelerator.prepare(self.module, optimizer, scheduler)
@@ -523,7 +549,7 @@ class Curriculum:
         meta = {"progress": progress, "optimizer_scalars": steps,
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in state["param_groups"]],
                 "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-                "trainable_names": [n for n, _ in named]}
+                "trainable_names": [n for n, _ in named], "optimizer_names": self._optimizer_names}
         (staging / "progress.json").write_text(json.dumps(meta, indent=2))
         final = self.output_dir / "state"
         old = self.output_dir / "state.old"
@@ -548,14 +574,20 @@ class Curriculum:
         self._new_optimizer(stage)
         optimizer = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         moments = load_file(folder / "optimizer.safetensors")
+        # saved optimizer index -> current one, by parameter name (a parameter added since starts fresh)
+        trained = meta["trainable_names"]
+        saved_names = meta.get("optimizer_names") or ([n for n in trained if not n.endswith(".gate")]
+                                                      + [n for n in trained if n.endswith(".gate")])
+        current = {name: index for index, name in enumerate(self._optimizer_names)}
+        missing = [name for name in saved_names if name not in current]
+        if missing:
+            raise ValueError(f"cannot resume: the saved state trains {missing[:3]}…, which this run does not")
         state: dict[int, dict[str, Any]] = {}
-        for key, value in moments.items():
+        for key, value in [*moments.items(), *meta["optimizer_scalars"].items()]:
             if key != "empty":
                 index, name = key.split(".", 1)
-                state.setdefault(int(index), {})[name] = value
-        for key, value in meta["optimizer_scalars"].items():
-            index, name = key.split(".", 1)
-            state.setdefault(int(index), {})[name] = torch.tensor(value)
+                value = value if torch.is_tensor(value) else torch.tensor(value)
+                state.setdefault(current[saved_names[int(index)]], {})[name] = value
         groups = [{**g, "params": old["params"]} for g, old in zip(meta["param_groups"], optimizer.state_dict()["param_groups"])]
         optimizer.load_state_dict({"state": state, "param_groups": groups})
         scheduler = self.scheduler.scheduler if hasattr(self.scheduler, "scheduler") else self.scheduler

@@ -252,6 +252,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
     router = load_router(args)
     if args.argument_filling:
         router.config.argument_filling = args.argument_filling
+    if args.tool_selection:
+        router.config.tool_selection = args.tool_selection
     summaries, records = {}, {}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
@@ -267,6 +269,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             summaries[f"{name}/{split}"], records[f"{name}/{split}"] = summarize(rows), rows
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
             "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
+            "tool_selection": router.config.tool_selection,
             "call_bias": router.config.call_bias,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
