@@ -146,7 +146,7 @@ def plot_training_log(log_path: Path, png_path: Path) -> None:
     records = [orjson.loads(line) for line in Path(log_path).read_bytes().splitlines() if line.strip()]
     records = [r for r in records if "global_step" in r and "loss" in r]
     figure, (losses, gates) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "calling", "decision", "contrastive", "ae"):
+    for key in ("loss", "calling", "decision", "contrastive", "ae", "selection"):
         points = [(r["global_step"], r[key]) for r in records if key in r]
         if points:
             losses.plot(*zip(*points), label=key, linewidth=1)
