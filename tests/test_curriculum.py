@@ -81,11 +81,13 @@ def test_each_stage_lowers_its_loss_on_a_fixed_batch(tmp_path, backbone_dir, sta
             query, tools=examples[0].tools, max_new_tokens=6).raw
 
 
-def test_selection_stage_trains_the_selector_alone(tmp_path, backbone_dir):
+@pytest.mark.parametrize("candidates", ["example", "batch"])
+def test_selection_stage_trains_the_selector_alone(tmp_path, backbone_dir, candidates):
     """The selector's loss falls on a fixed batch; the gists and the decoder's modules stay as they were."""
     router = _router(backbone_dir)
     before = {n: t.clone() for n, t in router.model.new_state_dict().items()}
-    stage = StageConfig(name="selection", steps=12, lr=1e-2, batch_size=3, warmup_steps=0)
+    stage = StageConfig(name="selection", steps=12, lr=1e-2, batch_size=3, warmup_steps=0,
+                        selection_candidates=candidates)
     config = TrainConfig(output_dir=str(tmp_path), log_every=1, checkpoint_every=100, stages=[stage])
     Curriculum(config, router, [e for e in _examples() if e.calls]).run()
     losses = _losses(tmp_path / "log.jsonl", "selection", "selection")

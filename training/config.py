@@ -39,6 +39,9 @@ class StageConfig(BaseModel):
     gate_lr: float | None = None
     """Learning rate of the tanh gates (default: `lr`); gates start at 0 and move slowly at a low lr."""
     negatives: int = 7
+    selection_candidates: Literal["example", "batch"] = "batch"
+    """Stage "selection": score each query against its example's own tools, or against every tool in the
+    batch (more negatives)."""
     temperature: float = 0.07
 
     @model_validator(mode="after")

@@ -210,17 +210,30 @@ class CurriculumModel(nn.Module):
         logits = torch.einsum("bd,bnd->bn", F.normalize(query.float(), dim=-1), F.normalize(pooled.float(), dim=-1))
         return F.cross_entropy(logits / temperature, torch.zeros(len(examples), dtype=torch.long, device=logits.device))
 
-    def selection_loss(self, examples: Sequence[PreparedExample]) -> torch.Tensor:
-        """The `ToolSelector` picks the gold tool(s) among each example's own tools: cross-entropy of its
-        logits, the gold tools' probabilities summed (a parallel call has several). Gists stay fixed."""
+    def selection_loss(self, examples: Sequence[PreparedExample], candidates: str = "batch") -> torch.Tensor:
+        """The `ToolSelector` picks the gold tool(s): cross-entropy of its logits, the gold tools' probabilities
+        summed (a parallel call has several). Candidates: each example's own tools ("example"), or every tool
+        of the batch ("batch": more negatives per query; other tools named like a gold one are left out).
+        Gists stay fixed."""
         queries, mask = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
         selector = self.model.selector
         query_vectors = selector.query_vectors(queries, mask)  # (B, dim)
-        gists = self._fixed_gists([t for e in examples for t in e.tools])  # (sum T, K, d)
+        if candidates == "batch":
+            pool = list({t.schema_hash: t for e in examples for t in e.tools}.values())
+            groups = [pool] * len(examples)
+        else:
+            groups = [list(e.tools) for e in examples]
+        distinct = list({t.schema_hash: t for group in groups for t in group}.values())
+        row = {t.schema_hash: i for i, t in enumerate(distinct)}
+        tool_vectors = selector.tool_vectors(self._fixed_gists(distinct))  # (distinct tools, dim)
         losses = []
-        for example, query, tools in zip(examples, query_vectors, gists.split([len(e.tools) for e in examples])):
-            log_probs = selector.scores(query[None], selector.tool_vectors(tools)[None])[0].log_softmax(-1)
-            losses.append(-log_probs[list(dict.fromkeys(example.gold_tool_indexes))].logsumexp(-1))
+        for example, query, group in zip(examples, query_vectors, groups):
+            gold = {example.tools[i].schema_hash for i in example.gold_tool_indexes}
+            gold_names = {example.tools[i].name for i in example.gold_tool_indexes}
+            group = [t for t in group if t.schema_hash in gold or t.name not in gold_names]
+            logits = selector.scores(query[None], tool_vectors[[row[t.schema_hash] for t in group]][None])[0]
+            positives = [i for i, t in enumerate(group) if t.schema_hash in gold]
+            losses.append(-logits.log_softmax(-1)[positives].logsumexp(-1))
         return torch.stack(losses).mean()
 
     def calling_loss(self, examples: Sequence[PreparedExample], decision_weight: float = 0.0
@@ -264,7 +277,7 @@ class CurriculumModel(nn.Module):
                 parts["calling"], parts["decision"], tokens = self.calling_loss(examples, config.decision_weight)
                 total = parts["calling"] + (config.decision_weight or 1.0) * parts["decision"]
             elif stage == "selection":
-                parts["selection"] = total = self.selection_loss(examples)
+                parts["selection"] = total = self.selection_loss(examples, config.selection_candidates)
             else:
                 total = torch.zeros((), device=self.router.device)
             weight = 1.0 if stage == "contrastive" else config.contrastive_weight
