@@ -32,6 +32,17 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from .config import RouterConfig
 
 
+def pad_right(sequences: list[list[int]], *, device, pad_id: int = 0):
+    """Right-pad token lists -> (ids (n, L), mask (n, L))."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
 class GistPooling(nn.Module):
     """Perceiver-style pooling: K learned queries attend to one tool's encoder states.
 

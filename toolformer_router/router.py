@@ -42,7 +42,7 @@ from .errors import (
 )
 from .gist_cache import GistCache, ToolMemory
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
-from .modeling import GistMemory, ToolRouterModel
+from .modeling import GistMemory, ToolRouterModel, pad_right
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools
 from .types import RouteResult, RouteUsage, ToolCall
 
@@ -551,14 +551,8 @@ class ToolRouter:
     def _selector_scores(self, conversations: list[list[dict[str, Any]]], gist_sets: list[torch.Tensor]
                          ) -> list[torch.Tensor]:
         """`ToolSelector` logits (T,) per conversation over its tools' gists (T, K, d), in one encoder pass."""
-        ids = [self.query_token_ids(selection_text(messages)) for messages in conversations]
-        width = max(len(row) for row in ids)
-        input_ids = torch.zeros(len(ids), width, dtype=torch.long)
-        mask = torch.zeros(len(ids), width, dtype=torch.long)
-        for row, tokens in enumerate(ids):
-            input_ids[row, : len(tokens)] = torch.tensor(tokens)
-            mask[row, : len(tokens)] = 1
-        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        input_ids, mask = pad_right([self.query_token_ids(selection_text(messages)) for messages in conversations],
+                                    device=self.device)
         selector = self.model.selector
         queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
         return [selector.scores(q[None], selector.tool_vectors(gists)[None])[0] for q, gists in zip(queries, gist_sets)]

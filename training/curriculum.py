@@ -37,7 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from toolformer_router import Tool, ToolRouter, ToolRouterError
 from toolformer_router.checkpoint import save_checkpoint
-from toolformer_router.modeling import GistMemory
+from toolformer_router.modeling import GistMemory, pad_right
 from toolformer_router.router import normalize_messages, selection_text
 
 from .config import StageConfig, TrainConfig
@@ -95,7 +95,7 @@ class EncoderStateBank:
         with torch.no_grad(), tqdm(total=len(missing), desc=desc, unit="seq") as progress:
             for start in range(0, len(missing), batch_size):
                 chunk = missing[start : start + batch_size]
-                ids, mask = _pad([self._ids[k] for k in chunk], device=self.router.device)
+                ids, mask = pad_right([self._ids[k] for k in chunk], device=self.router.device)
                 states = model.encoder_states(ids, mask)
                 for row, key in enumerate(chunk):
                     self._states[key] = states[row, : len(self._ids[key])].to("cpu", self.storage_dtype)
@@ -106,7 +106,7 @@ class EncoderStateBank:
         device = self.router.device
         dtype = self.router.model.lm_head.weight.dtype
         if not self.frozen:
-            ids, mask = _pad([self._ids[k] for k in keys], device=device)
+            ids, mask = pad_right([self._ids[k] for k in keys], device=device)
             return self.router.model.encoder_states(ids, mask), mask
         self.precompute(keys)
         longest = max(len(self._ids[k]) for k in keys)
@@ -117,17 +117,6 @@ class EncoderStateBank:
             hidden[row, : len(states)] = states.to(device, dtype)
             mask[row, : len(states)] = 1
         return hidden, mask
-
-
-def _pad(sequences: list[list[int]], *, device, pad_id: int = 0):
-    """Right-pad token lists -> (ids (n, L), mask (n, L))."""
-    longest = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(sequences), longest, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
 
 
 class CurriculumModel(nn.Module):
@@ -157,7 +146,7 @@ class CurriculumModel(nn.Module):
         Rows keep their last `max_seq_len` tokens; labels are IGNORE_INDEX outside the answers."""
         device = self.router.device
         rows = [(p + a)[-self.max_seq_len :] for p, a in sequences]
-        ids, mask = _pad(rows, device=device)
+        ids, mask = pad_right(rows, device=device)
         labels = torch.full_like(ids, IGNORE_INDEX)
         for row, (_, answer) in enumerate(sequences):
             length = len(rows[row])
