@@ -46,6 +46,10 @@ class RouterConfig(BaseModel):
     """Which tool a call names: "selector" — the first call names the tool the `ToolSelector` scores highest
     (the grammar and `tool_choice` still apply; later calls of a list are the decoder's); "decoder" — the
     decoder picks every name token by token from the gists."""
+    lexical_weight: float = Field(0.0, ge=0.0)
+    """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
+    added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector
+    never saw; 0 leaves selection to the learned score (e.g. after training on your own tools)."""
     max_schema_tokens: int = Field(256, ge=16)
     max_tools: int = Field(1000, ge=1)
     max_query_tokens: int = Field(2048, ge=16)

@@ -42,6 +42,7 @@ from .errors import (
 )
 from .gist_cache import GistCache, ToolMemory
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
+from .lexical import LexicalMatcher
 from .modeling import GistMemory, ToolRouterModel, pad_right
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools
 from .types import RouteResult, RouteUsage, ToolCall
@@ -168,6 +169,7 @@ class ToolRouter:
         self._closer = CallCloser(token_texts, reserve) if reserve else None
         self._loop_guard = LoopGuard(min_span) if min_span else None
         self._steering = FirstCallSteering(token_texts)
+        self.lexical = LexicalMatcher()
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
         self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
@@ -428,14 +430,15 @@ class ToolRouter:
 
     @torch.no_grad()
     def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
-        """The active tools (registered, or `tools`) ordered by the `ToolSelector`'s score for `query`, best
-        first: `[(name, logit), ...]`. In "selector" mode the first call names the best allowed one."""
+        """The active tools (registered, or `tools`) ordered by their selection score for `query`, best first:
+        `[(name, score), ...]`; score = `ToolSelector` logit + `lexical_weight` x BM25 match of the last user
+        message. In "selector" mode the first call names the best allowed one."""
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
         if not active:
             return []
         with self._model_lock:
-            scores = self._selector_scores([messages], [self._request_memory(active)[1]])[0]
+            scores = self._selection_scores([messages], [active], [self._request_memory(active)[1]])[0]
         order = scores.argsort(descending=True).tolist()
         return [(active[i].name, float(scores[i])) for i in order]
 
@@ -548,14 +551,20 @@ class ToolRouter:
             loop_guard=self._loop_guard, closer=self._closer, steering=self._steering, call_bias=self.config.call_bias,
         )
 
-    def _selector_scores(self, conversations: list[list[dict[str, Any]]], gist_sets: list[torch.Tensor]
-                         ) -> list[torch.Tensor]:
-        """`ToolSelector` logits (T,) per conversation over its tools' gists (T, K, d), in one encoder pass."""
-        input_ids, mask = pad_right([self.query_token_ids(selection_text(messages)) for messages in conversations],
-                                    device=self.device)
+    def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
+                          gist_sets: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
+        (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message."""
+        texts = [selection_text(messages) for messages in conversations]
+        input_ids, mask = pad_right([self.query_token_ids(text) for text in texts], device=self.device)
         selector = self.model.selector
         queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
-        return [selector.scores(q[None], selector.tool_vectors(gists)[None])[0] for q, gists in zip(queries, gist_sets)]
+        scores = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
+                  for q, gists in zip(queries, gist_sets)]
+        if self.config.lexical_weight:
+            scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
+                      for s, text, tools in zip(scores, texts, tool_lists)]
+        return scores
 
     def _first_call_tools(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[str | None]:
         """The tool each request's first call names in "selector" mode: the selector's best (None where the
@@ -564,7 +573,8 @@ class ToolRouter:
         rows = [i for i, r in enumerate(requests) if self.config.tool_selection == "selector" and r.tools
                 and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
         if rows:
-            scores = self._selector_scores([requests[i].messages for i in rows], [gist_sets[i] for i in rows])
+            scores = self._selection_scores([requests[i].messages for i in rows], [requests[i].tools for i in rows],
+                                            [gist_sets[i] for i in rows])
             for i, row_scores in zip(rows, scores):
                 chosen[i] = requests[i].tools[int(row_scores.argmax())].name
         return chosen

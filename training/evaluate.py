@@ -254,6 +254,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
         router.config.argument_filling = args.argument_filling
     if args.tool_selection:
         router.config.tool_selection = args.tool_selection
+    if args.lexical_weight is not None:
+        if args.lexical_weight < 0:
+            raise SystemExit(f"--lexical-weight must be >= 0, got {args.lexical_weight}")
+        router.config.lexical_weight = args.lexical_weight
     summaries, records = {}, {}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
@@ -269,7 +273,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             summaries[f"{name}/{split}"], records[f"{name}/{split}"] = summarize(rows), rows
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
             "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
-            "tool_selection": router.config.tool_selection,
+            "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
             "call_bias": router.config.call_bias,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
