@@ -14,6 +14,7 @@ NESTED = {
     "parameters": {"type": "object", "properties": {
         "lines": {"type": "array", "items": {"type": "object", "properties": {
             "sku": {"type": "string", "description": "Warehouse article number"}}}},
+        "currency": {"type": "string", "enum": ["EUR", "Yen"]},
     }, "required": ["lines"]},
 }
 
@@ -28,7 +29,7 @@ def test_words_split_case_and_punctuation_stem_and_drop_stop_words():
 def test_tool_words_cover_name_description_and_nested_parameters():
     matcher = LexicalMatcher()
     words = matcher.tool_words(normalize_tool(NESTED))
-    assert {"creat", "invoic", "line", "sku", "warehous", "articl", "number"} <= set(words)
+    assert {"creat", "invoic", "line", "sku", "warehous", "articl", "number", "currenc", "eur", "yen"} <= set(words)
     assert words.count("invoic") == 2  # name and description both count
 
 

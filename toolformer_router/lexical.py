@@ -1,5 +1,5 @@
-"""`LexicalMatcher`: BM25 between the user's words and each tool's words (name, description, parameter names
-and descriptions). It needs no training, so it holds on tools the model never saw; the router adds it,
+"""`LexicalMatcher`: BM25 between the user's words and each tool's words (name, description, parameter names,
+descriptions and enum values). It needs no training, so it holds on tools the model never saw; the router adds it,
 weighted by `RouterConfig.lexical_weight`, to the `ToolSelector`'s learned score.
 
 Words are lower-cased, split at `snake_case`, `camelCase` and punctuation, stemmed (Snowball English) and
@@ -49,7 +49,8 @@ class LexicalMatcher:
         return self._stemmer.stemWords([w for w in _WORD.findall(split) if w not in STOP_WORDS])
 
     def tool_words(self, tool: Tool) -> list[str]:
-        """The words a tool is matched on: its name, description and every parameter's name and description."""
+        """The words a tool is matched on: its name, description and every parameter's name, description and
+        enum values."""
         cached = self._tool_words.get(tool.schema_hash)
         if cached is not None:
             self._tool_words.move_to_end(tool.schema_hash)
@@ -75,9 +76,11 @@ class LexicalMatcher:
 
 
 def _parameter_text(schema: Any, parts: list[str], depth: int = 0) -> None:
-    """Append the property names and descriptions of a JSON Schema (nested objects and arrays included)."""
+    """Append the property names, descriptions and enum values of a JSON Schema (nested objects and arrays
+    included): a query often names an enum value ("a burger" -> `food: enum[BURGER, PIZZA]`)."""
     if not isinstance(schema, dict) or depth > 8:
         return
+    parts.extend(str(value) for value in schema.get("enum") or () if isinstance(value, str | int | float))
     for name, child in (schema.get("properties") or {}).items():
         parts.append(name)
         if isinstance(child, dict):
