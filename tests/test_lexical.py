@@ -79,3 +79,15 @@ def test_lexical_weight_adds_bm25_to_the_selector_logits(make_router):
     for tool, lexical in zip(tools, bm25.tolist()):
         assert dict(fused)[tool.name] == pytest.approx(learned[tool.name] + 2.5 * lexical, abs=1e-4)
     assert fused[0][0] == "get_weather"  # random selector weights: the word match decides
+
+
+def test_add_tools_prepares_the_word_match_when_it_is_used(make_router):
+    router = make_router()
+    router.add_tools([WEATHER])
+    assert len(router.lexical._tool_words) == 0  # lexical_weight 0: nothing to prepare
+    router.config.lexical_weight = 1.0
+    try:
+        (email,) = router.add_tools([EMAIL])
+    finally:
+        router.config.lexical_weight = 0.0
+    assert list(router.lexical._tool_words) == [email.schema_hash]

@@ -260,7 +260,8 @@ class ToolRouter:
             return list(self._registry.values())
 
     def add_tools(self, tools: Iterable[Any], *, show_progress: bool | None = None) -> list[Tool]:
-        """Register tools (a tool whose name is registered already is replaced) and encode the new ones.
+        """Register tools (a tool whose name is registered already is replaced) and encode the new ones (their
+        gists and, with `lexical_weight`, the words the word match reads).
 
         All-or-nothing: on any error the registered set is exactly what it was. `show_progress`: a progress
         bar while encoding (default: when 64 or more tools need encoding).
@@ -273,6 +274,10 @@ class ToolRouter:
             if len(merged) > self.config.max_tools:
                 raise TooManyToolsError(f"{len(merged)} tools would be registered; max_tools={self.config.max_tools}")
             self.tool_memories(new, show_progress=show_progress)  # encodes what is not cached yet; raises before the registry changes
+            if self.config.lexical_weight:
+                with self._model_lock:  # the word match's per-tool cache, ready before the first route
+                    for tool in new:
+                        self.lexical.tool_words(tool)
             self._registry = merged
         return new
 
