@@ -1,7 +1,7 @@
 """Tool selection on tools the selector never saw, measured on the training side only.
 
 A seeded 30 % of the training-side tool names is held out. A fresh `ToolSelector` is trained the way the
-curriculum's `selection` stage trains it (`Curriculum.selection_loss`, every tool of the batch a candidate, on
+curriculum's `selection` stage trains it (`CurriculumModel.selection_loss`, every tool of the batch a candidate, on
 the checkpoint's fixed gists) on the training examples whose calls name no held-out tool, with the held-out
 tools removed from their lists. It is then measured on the training-side BFCL examples (train + validation)
 whose calls all name held-out tools, each among its own tools plus held-out distractors up to 20 and 200:
@@ -58,16 +58,8 @@ def held_out_split(router: ToolRouter, data_dir: Path, fraction: float, seed: in
 def train_fresh_selector(curriculum: Curriculum, steps: int, batch_size: int, lr: float, seed: int) -> None:
     """Re-initialise the selector and train it alone (AdamW, 20 warm-up steps, cosine decay)."""
     module = curriculum.module
+    module.model.init_new_modules(seed, names=["selector"])
     selector = module.model.selector
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in selector.named_parameters():
-            if name == "logit_scale":
-                parameter.fill_(math.log(1 / 0.07))
-            elif name.endswith("norm.weight"):
-                parameter.fill_(1.0)
-            else:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
     optimizer = torch.optim.AdamW(selector.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))

@@ -1,5 +1,7 @@
 """The model: pretrained behaviour intact at gate 0, cache-exact incremental decoding, composable gists."""
 
+import math
+
 import pytest
 import torch
 
@@ -125,3 +127,15 @@ def test_bad_layer_config_is_rejected():
         _model("llama", decoder_layers=(2, 9))
     with pytest.raises(ValueError, match="cross_attention_layers"):
         _model("llama", cross_attention_layers=[7])
+
+
+def test_init_new_modules_can_reset_one_module_only(make_router):
+    model = make_router().model
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    model.init_new_modules(seed=3, names=["selector"])
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == {f"selector.{name}" for name, _ in model.selector.named_parameters()}
+    assert float(model.selector.logit_scale) == pytest.approx(math.log(1 / 0.07))

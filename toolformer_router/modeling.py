@@ -20,6 +20,7 @@ import copy
 import functools
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -279,11 +280,14 @@ class ToolRouterModel(nn.Module):
         return state
 
     @torch.no_grad()
-    def init_new_modules(self, seed: int = 0) -> None:
-        """Seeded initialisation (normal, backbone's initializer_range; gates 0; norms 1; selector temperature 0.07)."""
+    def init_new_modules(self, seed: int = 0, names: Sequence[str] | None = None) -> None:
+        """Seeded initialisation (normal, backbone's initializer_range; gates 0; norms 1; selector temperature 0.07)
+        of the new modules, or only of those in `names` (keys of `new_modules()`, e.g. ["selector"])."""
         generator = torch.Generator().manual_seed(seed)
         std = getattr(self.backbone_config, "initializer_range", 0.02)
-        for module in self.new_modules().values():
+        for key, module in self.new_modules().items():
+            if names is not None and key not in names:
+                continue
             for name, parameter in module.named_parameters():
                 if name.endswith("gate"):
                     parameter.zero_()
