@@ -211,20 +211,26 @@ def test_synthetic_honours_enums_bounds_and_required():
     assert len({e.messages[0]["content"].split()[0] for e in examples}) > 3  # varied phrasings
 
 
-def test_synthetic_parallel_examples_ask_for_two_valid_calls(prepared):
+def test_synthetic_parallel_examples_ask_for_several_valid_calls(prepared):
     out, _ = prepared
     catalog = read_jsonl(out / "catalog_train.jsonl")
-    examples = synthesize_parallel(catalog, 40, random.Random(1))
-    assert len(examples) >= 36 and examples == synthesize_parallel(catalog, 40, random.Random(1))
-    same = [e for e in examples if e.calls[0].name == e.calls[1].name]
+    examples = synthesize_parallel(catalog, 60, random.Random(1))
+    assert len(examples) >= 48 and examples == synthesize_parallel(catalog, 60, random.Random(1))
+    same = [e for e in examples if len({c.name for c in e.calls}) == 1]
     assert 0.3 * len(examples) <= len(same) <= 0.7 * len(examples)  # parallel and parallel_multiple
+    assert {len(e.calls) for e in examples} == {2, 3, 4}
+    assert any("for each of these" in e.messages[0]["content"] or "several times" in e.messages[0]["content"]
+               or e.messages[0]["content"].startswith("Can you") and ";" in e.messages[0]["content"] for e in same)
     for example in examples:
-        assert example.source == "synthetic_parallel" and len(example.calls) == 2
-        assert not call_errors(example)  # both calls validate against their own tool
-        if example.calls[0].name == example.calls[1].name:
-            assert len(example.tools) == 1 and example.calls[0].arguments != example.calls[1].arguments
+        assert example.source == "synthetic_parallel" and 2 <= len(example.calls) <= 4
+        assert not call_errors(example)  # every call validates against its own tool
+        arguments = [orjson.dumps(c.arguments, option=orjson.OPT_SORT_KEYS) for c in example.calls]
+        assert len(set(arguments)) == len(arguments)
+        names = [c.name for c in example.calls]
+        if example in same:
+            assert len(example.tools) == 1
         else:
-            assert [t["name"] for t in example.tools] == [c.name for c in example.calls]
+            assert [t["name"] for t in example.tools] == names and len(set(names)) == len(names)
 
 
 def test_load_jsonl_roundtrip_and_errors_name_the_line(tmp_path):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 import orjson
+
+from .config import StageName
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -51,12 +54,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--validation-fraction", type=float, default=0.1)
     prepare.add_argument("--no-call-fraction", type=float, default=0.1)
     prepare.add_argument("--synthetic-per-tool", type=int, default=0)
-    prepare.add_argument("--synthetic-parallel", type=int, default=0, help="two-call synthetic examples to add")
+    prepare.add_argument("--synthetic-parallel", type=int, default=0, help="synthetic examples of 2-4 calls to add")
 
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)
     train.add_argument("--config", required=True)
-    train.add_argument("--stage", action="append", choices=["autoencode", "contrastive", "calling"],
+    train.add_argument("--stage", action="append", choices=get_args(StageName),
                        help="run only these stages (repeatable)")
     train.add_argument("--resume", action="store_true", help="continue from the last saved state")
     train.add_argument("--output-dir", default=None, help="override the config's output_dir")

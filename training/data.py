@@ -5,12 +5,11 @@ categories (plus synthetic data); the non-live categories are the test set. Ever
 side, by hash or by name, is kept out of the training catalog, the distractor pool and the training
 examples. Validation is carved from the training side, stratified by category.
 
-    python -m toolformer_router.training.data data/prepared --seed 0
+    toolformer-router data prepare --out data/prepared --seed 0
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import importlib.util
@@ -469,21 +468,3 @@ def load_prepared(directory: str | Path, split: str) -> list[Example]:
     file = "test" if split == "irrelevance" else split
     examples = load_jsonl(Path(directory) / f"{file}.jsonl", check_calls=file != "test")
     return [e for e in examples if not e.calls] if split == "irrelevance" else examples
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Command line: prepare the data and print the counts."""
-    parser = argparse.ArgumentParser(description=prepare.__doc__.splitlines()[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tools-per-example", type=int, default=20)
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
-    parser.add_argument("--no-call-fraction", type=float, default=0.1)
-    parser.add_argument("--synthetic-per-tool", type=int, default=0)
-    args = vars(parser.parse_args(argv))
-    counts = prepare(args.pop("out_dir"), **args)
-    print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
-
-
-if __name__ == "__main__":
-    main()

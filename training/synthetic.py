@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from jsonschema import Draft202012Validator
 
 from .data import Example, GoldCall, call_errors, schema_hash
@@ -277,26 +278,45 @@ def synthesize(tools: Iterable[Mapping[str, Any]], n_per_tool: int, rng: random.
 
 
 _JOINS = ("{first} Also, {second}", "{first} And then: {second}", "{first} After that, {second}", "{first} {second}")
+_SAME_TOOL = ("{Purpose} for each of these: {cases}.", "Can you {purpose} for {cases}?",
+              "Please {purpose} several times: {cases}.")
+CALL_COUNTS = (2, 2, 2, 3, 4)
+"""Calls per synthetic parallel example, drawn uniformly (the training-side live_parallel* examples: 2 to 4)."""
+
+
+def _ask_all(entries: Sequence[Mapping[str, Any]], sampled: Sequence[tuple[dict[str, Any], str]],
+             rng: random.Random) -> str:
+    """One user message asking for every call: the same tool's cases listed after its purpose once (half of the
+    same-tool examples), else each call's own sentence joined to the next."""
+    if len({e["name"] for e in entries}) == 1 and all(args for args, _ in sampled) and rng.random() < 0.5:
+        purpose = _purpose(entries[0]["name"], entries[0]["description"])
+        cases = "; ".join(_phrase_arguments(args, rng) for args, _ in sampled)
+        return rng.choice(_SAME_TOOL).format(purpose=purpose, Purpose=purpose[:1].upper() + purpose[1:], cases=cases)
+    message = sampled[0][1]
+    for _, next_message in sampled[1:]:
+        message = rng.choice(_JOINS).format(first=message, second=next_message[:1].lower() + next_message[1:])
+    return message
 
 
 def synthesize_parallel(tools: Sequence[Mapping[str, Any]], count: int, rng: random.Random) -> list[Example]:
-    """`count` two-call examples (source `synthetic_parallel`): half the same tool twice with different
-    arguments (BFCL "parallel"), half two different tools ("parallel_multiple"); one user message asks for both.
-    Every call validates; a draw whose calls cannot be sampled, or come out identical, is skipped."""
+    """`count` multi-call examples (source `synthetic_parallel`, 2 to 4 calls, see `CALL_COUNTS`): half the same
+    tool called with different arguments (BFCL "parallel"), half as many different tools ("parallel_multiple");
+    one user message asks for all of them. Every call validates; a draw whose calls cannot be sampled, or repeat
+    the same arguments, is skipped."""
     entries = [_entry(tool) for tool in tools]
     examples: list[Example] = []
     for index in range(count):
-        first = rng.choice(entries)
-        second = first if index % 2 == 0 else rng.choice([e for e in entries if e["name"] != first["name"]])
-        calls = [_sample_call(first, rng), _sample_call(second, rng)]
-        if None in calls or (first is second and calls[0][0] == calls[1][0]):
+        n_calls = rng.choice(CALL_COUNTS)
+        chosen = [rng.choice(entries)] * n_calls if index % 2 == 0 else rng.sample(entries, n_calls)
+        if len({entry["name"] for entry in chosen}) not in (1, n_calls):  # two schemas sharing a name
             continue
-        (args_a, message_a), (args_b, message_b) = calls
-        message = rng.choice(_JOINS).format(first=message_a, second=message_b[:1].lower() + message_b[1:])
-        own = [first] if first is second else [first, second]
+        sampled = [_sample_call(entry, rng) for entry in chosen]
+        if None in sampled or len({orjson.dumps(s[0], option=orjson.OPT_SORT_KEYS) for s in sampled}) < n_calls:
+            continue
+        own = list({entry["name"]: entry for entry in chosen}.values())
         examples.append(Example(
             id=f"synthetic_parallel:{index}", source="synthetic_parallel", tools=own,
-            messages=[{"role": "user", "content": message}],
-            calls=[GoldCall(name=first["name"], arguments=args_a), GoldCall(name=second["name"], arguments=args_b)],
+            messages=[{"role": "user", "content": _ask_all(chosen, sampled, rng)}],
+            calls=[GoldCall(name=entry["name"], arguments=args) for entry, (args, _) in zip(chosen, sampled)],
         ))
     return examples
