@@ -5,10 +5,12 @@ curriculum's `selection` stage trains it (`CurriculumModel.selection_loss`, ever
 the checkpoint's fixed gists) on the training examples whose calls name no held-out tool, with the held-out
 tools removed from their lists. It is then measured on the training-side BFCL examples (train + validation)
 whose calls all name held-out tools, each among its own tools plus held-out distractors up to 20 and 200:
-recall@1 of the first call's tool under score = selector logit + w x BM25 (`LexicalMatcher`), for each w.
-This is how `lexical_weight` is chosen; the BFCL test categories are not read.
+recall@1 of the first call's tool under score = selector logit + w x BM25 (`LexicalMatcher`), for each w, and,
+at the config's `lexical_weight`, how often every tool the example calls is among the k best scores (k of
+`--top-k`; for a multi-call example all its tools must be). This is how `lexical_weight` and
+`later_call_candidates` are chosen; the BFCL test categories are not read.
 
-    python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--out FILE]
+    python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--top-k 1,2,3,5] [--out FILE]
 
 Prints a JSON document and a table. Caveat: the gists (and the decoder) were trained with these tools in the
 data; only the selector has not seen them.
@@ -85,6 +87,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weights", default="0,0.5,1,2,4,8")
+    parser.add_argument("--top-k", default="1,2,3,5", help="k of 'every called tool among the k best'")
     parser.add_argument("--tool-counts", default="20,200")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="at most this many evaluation examples")
@@ -99,13 +102,17 @@ def main() -> None:
     curriculum = Curriculum(config, router, kept)
     train_fresh_selector(curriculum, args.steps, args.batch_size, args.lr, args.seed)
     router.model.eval()
+    shipped_weight = config.router.get("lexical_weight", 0.0)
     router.config.lexical_weight = 0.0
     weights = [float(w) for w in args.weights.split(",")]
-    rows = []
+    top_ks = [int(k) for k in args.top_k.split(",")]
+    rows, top_k_rows = [], []
     for count in (int(c) for c in args.tool_counts.split(",")):
         hits = {w: 0 for w in weights}
         hits["bm25"] = 0
         n = 0
+        within = {(k, multi): 0 for k in top_ks for multi in (False, True)}
+        n_multi = 0
         for example in evaluation:
             try:
                 tools = router.prepare_tools(active_tools(example, count, pool, args.seed))
@@ -119,13 +126,24 @@ def main() -> None:
             for w in weights:
                 hits[w] += tools[int((selector + w * lexical).argmax())].name == gold
             hits["bm25"] += tools[int(lexical.argmax())].name == gold
+            ranked = [tools[i].name for i in (selector + shipped_weight * lexical).argsort(descending=True, stable=True).tolist()]
+            multi = len({call.name for call in example.calls}) > 1
+            n_multi += multi
+            for k in top_ks:
+                within[k, multi] += {call.name for call in example.calls} <= set(ranked[:k])
         rows.append({"tools": count, "n": n, **{f"w={w:g}": round(hits[w] / n, 3) for w in weights},
                      "bm25 alone": round(hits["bm25"] / n, 3)})
+        for multi, examples in ((False, n - n_multi), (True, n_multi)):
+            if examples:
+                top_k_rows.append({"tools": count, "calls": "several tools" if multi else "one tool", "n": examples,
+                                   **{f"k={k}": round(within[k, multi] / examples, 3) for k in top_ks}})
     result = {"machine": machine(), "held_out_tools": len({t["name"] for t in pool}), "training_examples": len(kept),
               "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
-              "wall_s": round(time.perf_counter() - started, 1), "recall_at_1": rows}
+              "wall_s": round(time.perf_counter() - started, 1), "recall_at_1": rows,
+              "lexical_weight": shipped_weight, "all_called_tools_in_top_k": top_k_rows}
     print(json.dumps(result, indent=2))
     print_table(rows, list(rows[0]))
+    print_table(top_k_rows, list(top_k_rows[0]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

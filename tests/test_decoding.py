@@ -73,21 +73,43 @@ def test_tool_choice_modes_are_enforced(router_family, tokenizer):
         router.route("x", tools=tools, tool_choice="delete_everything")
 
 
-def test_first_call_steering_spells_the_chosen_name_only():
-    from toolformer_router.decoding import FirstCallSteering
+def test_call_name_prefix_finds_a_listed_call_name_but_not_an_argument_called_name():
+    from toolformer_router.decoding import call_name_prefix
 
-    texts = ['[{"name":"', "get", "_", "weather", "stock", ".price", '"', "get_", "st", '",', "x", '"}']
-    steering, allowed = FirstCallSteering(texts), torch.ones(len(texts), dtype=torch.bool)
-    kept = lambda ids, name: [texts[i] for i in steering.restrict(ids, name, allowed).nonzero().flatten().tolist()]
+    assert call_name_prefix('[{"name": "get_w') == (0, "get_w")
+    assert call_name_prefix('[{"name":"f","arguments":{"x":1}}, {"name": "') == (1, "")
+    assert call_name_prefix('[{"name":"f","arguments":{"x":"}, {\\"name\\": \\"a"}}, {"name":"g') == (1, "g")
+    assert call_name_prefix('[{"name":"f","arguments":{"user":{"name":"Bo') is None  # an argument
+    assert call_name_prefix('[{"name":"f"') is None and call_name_prefix('[{"name":"f","arguments":{"name":"') is None
+    assert call_name_prefix('Hello {"name": "x') is None  # not a call list
+
+
+def test_call_name_steering_spells_the_first_name_then_one_of_the_later_candidates():
+    from toolformer_router.decoding import CallNameSteering
+
+    texts = ['[{"name":"', "get", "_", "weather", "stock", ".price", '"', "get_", "st", '",', "x", '"}',
+             '"arguments":{}},{"name":"', "send"]
+    steering, allowed = CallNameSteering(texts), torch.ones(len(texts), dtype=torch.bool)
+
+    def kept(ids, first, later=None):
+        return [texts[i] for i in steering.restrict(ids, first, later, allowed).nonzero().flatten().tolist()]
+
     assert kept([0], "get_weather") == ["get", "get_"]
     assert kept([0, 7], "get_weather") == ["weather"]
-    assert kept([0, 1, 2, 3], "get_weather") == ['"', '",', '"}']  # the name is complete: only its quote
+    assert kept([0, 1, 2, 3], "get_weather") == ['"', '",', '"}', texts[12]]  # the name is complete: its quote
     assert kept([0], "stock.price") == ["stock", "st"]
     no_get = allowed.clone()
     no_get[[1, 7]] = False  # the grammar rules the name out: the decoder's choice stands
-    assert steering.restrict([0], "get_weather", no_get) is None
-    assert steering.restrict([0, 4, 5, 6], "get_weather", allowed) is None  # past the first name
-    assert steering.restrict([10], "get_weather", allowed) is None  # a text answer
+    assert steering.restrict([0], "get_weather", None, no_get) is None
+    assert steering.restrict([0, 4, 5, 6], "get_weather", None, allowed) is None  # past the first name
+    assert steering.restrict([10], "get_weather", None, allowed) is None  # a text answer
+    second_call = [0, 4, 5, 9, 12]
+    assert steering.restrict(second_call, "stock.price", None, allowed) is None  # later calls free
+    assert kept(second_call, "stock.price", frozenset({"stock.price", "get_weather"})) == ["get", "stock", "get_",
+                                                                                           "st"]
+    assert kept(second_call + [4], "stock.price", frozenset({"stock.price", "get_weather"})) == [".price"]
+    assert steering.restrict([0], None, frozenset({"stock.price"}), allowed) is None  # the first call is free
+    assert steering.restrict(second_call + [13], "x", frozenset({"stock.price"}), allowed) is None  # left behind
 
 
 def test_selector_names_the_first_call_and_decoder_mode_does_not_depend_on_it(make_router, tokenizer):
@@ -110,6 +132,31 @@ def test_selector_names_the_first_call_and_decoder_mode_does_not_depend_on_it(ma
     forced = router.route("x", tools=tools, tool_choice="send_email", max_new_tokens=200,
                           logits_processor=finishing_sampler(tokenizer, 0))
     assert {c.name for c in forced.calls} == {"send_email"}
+
+
+def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
+    router = make_router(later_call_candidates=2)
+    topics = ["weather", "email", "stock", "flight", "hotel", "music", "timer", "lights", "news", "recipe"]
+    tools = router.prepare_tools([{"name": f"{topic}_now", "description": f"Everything about {topic}.",
+                                   "parameters": {"type": "object", "properties": {}}} for topic in topics])
+    more_calls = torch.zeros(len(tokenizer))  # no arguments: a "," can only open the next call
+    for token, i in tokenizer.get_vocab().items():
+        more_calls[i] = 12.0 if tokenizer.convert_tokens_to_string([token]).startswith(",") else 0.0
+
+    def later_names(query: str, seed: int) -> list[str]:
+        sampler = finishing_sampler(tokenizer, seed)
+        result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=80,
+                              logits_processor=lambda logits: sampler(logits) + more_calls)
+        return [call.name for call in result.calls[1:]]
+
+    queries = ["weather in Paris and mail bob", "AAPL price, then the news", "book a flight and a hotel"]
+    best = {q: {name for name, _ in router.rank_tools(q, tools)[:2]} for q in queries}
+    restricted = {(q, seed): later_names(q, seed) for q in queries for seed in range(3)}
+    assert sum(map(len, restricted.values())) >= 6  # later calls were made
+    assert all(set(names) <= best[q] for (q, _), names in restricted.items())
+    router.config.later_call_candidates = 0
+    free = {(q, seed): later_names(q, seed) for q in queries for seed in range(3)}
+    assert any(not set(names) <= best[q] for (q, _), names in free.items())  # the candidates did the narrowing
 
 
 def test_a_call_list_with_an_out_of_range_number_is_not_a_call():

@@ -43,9 +43,13 @@ class RouterConfig(BaseModel):
     """Width of the `ToolSelector` that scores tools against the query."""
     selector_heads: int = Field(4, ge=1)
     tool_selection: Literal["selector", "decoder"] = "selector"
-    """Which tool a call names: "selector" — the first call names the tool the `ToolSelector` scores highest
-    (the grammar and `tool_choice` still apply; later calls of a list are the decoder's); "decoder" — the
-    decoder picks every name token by token from the gists."""
+    """Which tool a call names: "selector" — the first call names the tool with the best selection score
+    (`ToolSelector` logit + the word match; the grammar and `tool_choice` still apply), later calls of a list
+    are the decoder's among `later_call_candidates`; "decoder" — the decoder picks every name token by token
+    from the gists."""
+    later_call_candidates: int = Field(0, ge=0)
+    """In "selector" mode, the calls after the first name one of this many tools with the best selection scores
+    (the first call's among them); 0 leaves every active tool to the decoder."""
     lexical_weight: float = Field(0.0, ge=0.0)
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector

@@ -39,7 +39,9 @@ class DecodeRequest:
     max_text_tokens: int | None = None
     """A tighter budget once the output turns out to be a text answer rather than calls (0: stop there)."""
     first_call_tool: str | None = None
-    """The tool the first call names, if the grammar allows it (the `ToolSelector`'s pick); None: free."""
+    """The tool the first call names, if the grammar allows it (the best selection score); None: free."""
+    later_call_tools: frozenset[str] | None = None
+    """The tools later calls of the list may name, where the grammar allows one of them; None: free."""
 
 
 @dataclass
@@ -81,30 +83,52 @@ class CallCloser:
         return self.string_closers if inside_string else self.structure_closers
 
 
-_FIRST_CALL_NAME = re.compile(r'\s*\[\s*\{\s*"name"\s*:\s*"([^"\\]*)')
+_CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
 
 
-class FirstCallSteering:
-    """Inside the first call's `"name": "` string, keeps only the allowed tokens that continue a chosen
-    tool's name (or close it). Built once per tokenizer from each token's text."""
+def call_name_prefix(text: str) -> tuple[int, str] | None:
+    """(index of the call, its name so far) when a call list's `text` ends inside a call's `"name"` string
+    (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
+    depth, in_string, escaped, calls, start = 0, False, False, 0, -1
+    for index, char in enumerate(text):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth == 2 and char == "{":
+                calls, start = calls + 1, index
+        elif char in "]}":
+            depth -= 1
+    match = _CALL_NAME.fullmatch(text, start) if in_string and depth == 2 and start >= 0 else None
+    return (calls - 1, match.group(1)) if match else None
+
+
+class CallNameSteering:
+    """Inside a call's `"name": "` string, keeps only the allowed tokens that continue a name the request
+    allows there (or close it): the first call its `first_call_tool`, later calls its `later_call_tools`.
+    Built once per tokenizer from each token's text."""
 
     def __init__(self, token_texts: list[str]):
         self.token_texts = token_texts
 
-    def restrict(self, token_ids: list[int], tool_name: str, allowed: torch.Tensor) -> torch.Tensor | None:
-        """(vocab,) bool subset of `allowed` that spells on `tool_name`; None outside that string, once the
-        name has been left behind, or when the grammar allows no such token."""
-        match = _FIRST_CALL_NAME.fullmatch("".join(self.token_texts[i] for i in token_ids))
-        if match is None:
+    def restrict(self, token_ids: list[int], first_call_tool: str | None, later_call_tools: frozenset[str] | None,
+                 allowed: torch.Tensor) -> torch.Tensor | None:
+        """(vocab,) bool subset of `allowed` that spells on one of the names; None outside a call's name, when
+        that call is free, when its name so far leaves the names behind, or when the grammar allows none."""
+        position = call_name_prefix("".join(self.token_texts[i] for i in token_ids))
+        if position is None:
             return None
-        target = tool_name + '"'
-        if not target.startswith(match.group(1)):
+        index, prefix = position
+        names = (first_call_tool,) if index == 0 and first_call_tool is not None else later_call_tools if index else ()
+        rests = [target[len(prefix):] for target in (f'{name}"' for name in names or ()) if target.startswith(prefix)]
+        if not rests:
             return None
-        rest = target[len(match.group(1)) :]
         keep = torch.zeros_like(allowed)
         for token in allowed.nonzero().flatten().tolist():
             text = self.token_texts[token]
-            if text and (rest.startswith(text) or text.startswith(rest)):
+            if text and any(rest.startswith(text) or text.startswith(rest) for rest in rests):
                 keep[token] = True
         return keep if keep.any() else None
 
@@ -160,7 +184,7 @@ def constrained_greedy_decode(
     logits_processor: LogitsProcessor | None = None,
     loop_guard: LoopGuard | None = None,
     closer: CallCloser | None = None,
-    steering: FirstCallSteering | None = None,
+    steering: CallNameSteering | None = None,
     call_bias: float = 0.0,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
@@ -169,7 +193,7 @@ def constrained_greedy_decode(
     `call_opening_tokens`: ids whose text starts with "[": an output starting otherwise is a text answer.
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
     `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end;
-    `steering` spells each request's `first_call_tool` once its output opens a call.
+    `steering` keeps each call's name to the request's `first_call_tool` / `later_call_tools`.
     `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls.
     """
     device = memory_template.device
@@ -218,8 +242,10 @@ def constrained_greedy_decode(
                     output.call_margin = (logits[row][calls].max() - logits[row][texts].max()).item()
                     logits[row, calls] += call_bias
             is_call = bool(output.token_ids) and output.token_ids[0] in call_opening_tokens
-            if steering is not None and is_call and requests[b].first_call_tool is not None:
-                spelled = steering.restrict(output.token_ids, requests[b].first_call_tool, allowed[row])
+            request = requests[b]
+            if steering is not None and is_call and (request.first_call_tool or request.later_call_tools):
+                spelled = steering.restrict(output.token_ids, request.first_call_tool, request.later_call_tools,
+                                            allowed[row])
                 if spelled is not None:
                     allowed[row] = spelled
             if closer is not None and is_call and closer.engaged(budget[b] - len(output.token_ids), budget[b]):

@@ -28,7 +28,7 @@ from .decoding import (
     CallCloser,
     DecodeOutput,
     DecodeRequest,
-    FirstCallSteering,
+    CallNameSteering,
     LogitsProcessor,
     LoopGuard,
     constrained_greedy_decode,
@@ -168,7 +168,7 @@ class ToolRouter:
         reserve, min_span = self.config.closing_reserve_tokens, self.config.loop_guard_min_span
         self._closer = CallCloser(token_texts, reserve) if reserve else None
         self._loop_guard = LoopGuard(min_span) if min_span else None
-        self._steering = FirstCallSteering(token_texts)
+        self._steering = CallNameSteering(token_texts)
         self.lexical = LexicalMatcher()
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
@@ -537,8 +537,8 @@ class ToolRouter:
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
-            for decode_request, tool in zip(decode_requests, self._first_call_tools(requests, gist_sets)):
-                decode_request.first_call_tool = tool
+            for decode_request, (first, later) in zip(decode_requests, self._call_names(requests, gist_sets)):
+                decode_request.first_call_tool, decode_request.later_call_tools = first, later
             outputs = self._decode(decode_requests, logits_processor)
             self._second_pass(requests, outputs, usages, logits_processor)
         latency = time.perf_counter() - started
@@ -571,17 +571,21 @@ class ToolRouter:
                       for s, text, tools in zip(scores, texts, tool_lists)]
         return scores
 
-    def _first_call_tools(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[str | None]:
-        """The tool each request's first call names in "selector" mode: the selector's best (None where the
-        decoder names it — "decoder" mode, no tools, or a `tool_choice` that forces a tool or no call)."""
-        chosen: list[str | None] = [None] * len(requests)
+    def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]
+                    ) -> list[tuple[str | None, frozenset[str] | None]]:
+        """Per request, in "selector" mode, (the tool its first call names: the best selection score, the tools
+        its later calls may name: the `later_call_candidates` best or None for any); (None, None) where the
+        decoder names every call — "decoder" mode, no tools, or a `tool_choice` that forces a tool or no call."""
+        chosen: list[tuple[str | None, frozenset[str] | None]] = [(None, None)] * len(requests)
         rows = [i for i, r in enumerate(requests) if self.config.tool_selection == "selector" and r.tools
                 and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
         if rows:
             scores = self._selection_scores([requests[i].messages for i in rows], [requests[i].tools for i in rows],
                                             [gist_sets[i] for i in rows])
             for i, row_scores in zip(rows, scores):
-                chosen[i] = requests[i].tools[int(row_scores.argmax())].name
+                ranked = [requests[i].tools[j].name for j in row_scores.argsort(descending=True, stable=True).tolist()]
+                later = self.config.later_call_candidates
+                chosen[i] = ranked[0], frozenset(ranked[:later]) if later else None
         return chosen
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],

@@ -82,6 +82,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="override the checkpoint's tool-selection mode")
     evaluate.add_argument("--lexical-weight", type=float, default=None,
                           help="override the checkpoint's lexical_weight (BM25 share of the selection score)")
+    evaluate.add_argument("--later-call-candidates", type=int, default=None,
+                          help="override the checkpoint's later_call_candidates (0: later calls name any tool)")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")

@@ -258,6 +258,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
         if args.lexical_weight < 0:
             raise SystemExit(f"--lexical-weight must be >= 0, got {args.lexical_weight}")
         router.config.lexical_weight = args.lexical_weight
+    if args.later_call_candidates is not None:
+        if args.later_call_candidates < 0:
+            raise SystemExit(f"--later-call-candidates must be >= 0, got {args.later_call_candidates}")
+        router.config.later_call_candidates = args.later_call_candidates
     summaries, records = {}, {}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
@@ -274,7 +278,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
             "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
-            "call_bias": router.config.call_bias,
+            "later_call_candidates": router.config.later_call_candidates, "call_bias": router.config.call_bias,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
     print(markdown_table(summaries))
