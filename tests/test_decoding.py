@@ -159,6 +159,39 @@ def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
     assert any(not set(names) <= best[q] for (q, _), names in free.items())  # the candidates did the narrowing
 
 
+def test_closer_ends_a_list_that_could_not_hold_another_call():
+    from toolformer_router.decoding import CallCloser
+
+    texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", '"}']
+    closer = CallCloser(texts, reserve=4)
+    one_call = [0, 1, 2, 3, 4, 5, 6]  # [{"name":"f","arguments":{"x":"a,b"}}  — a call of 6 tokens
+    assert closer._scan(one_call) == (False, 1, 6)
+    assert closer.list_full(one_call, remaining=9) and not closer.list_full(one_call, remaining=10)
+    assert closer.list_full(one_call[:-1], remaining=8)  # its arguments closed (5 tokens): "}" then "]"
+    assert not closer.list_full(one_call[:-2], remaining=1)  # arguments still open: `engaged` handles it
+    assert not closer.list_full(one_call[:4], remaining=1)  # inside a string ("a,b" is no list comma)
+    assert not closer.list_full([0, 1], remaining=1)  # no complete call yet: nothing to measure
+    second = one_call + [7, 1, 2, 3, 4, 8]  # a second call of 6 tokens, closed with "}},"
+    assert closer._scan(second)[1:] == (1, 6)
+    assert closer.preferred(one_call[:4]).tolist() == closer.string_closers.tolist()
+
+
+def test_a_list_is_closed_instead_of_opening_a_call_the_budget_cannot_hold(make_router, tokenizer):
+    router = make_router()
+    settings = {f"setting_number_{i}": {"type": "string", "enum": ["alpha_option", "beta_option"]} for i in range(4)}
+    tool = {"name": "configure_device", "description": "Configure the device.",
+            "parameters": {"type": "object", "properties": settings, "required": list(settings)}}
+    more_calls = torch.zeros(len(tokenizer))  # enum values only: a "," can only separate keys or open a call
+    for token, i in tokenizer.get_vocab().items():
+        more_calls[i] = 30.0 if "," in tokenizer.convert_tokens_to_string([token]) else 0.0
+    for seed in range(3):
+        sampler = finishing_sampler(tokenizer, seed)
+        result = router.route("configure", tools=[tool], tool_choice="required", max_new_tokens=120,
+                              logits_processor=lambda logits: sampler(logits) + more_calls)
+        # a call is ~55 tokens: a second would leave less than the 24-token reserve, so the list ends after one
+        assert result.finish_reason == "stop" and len(result.calls) == 1, result.raw
+
+
 def test_a_call_list_with_an_out_of_range_number_is_not_a_call():
     from toolformer_router.router import _parse_call_list
 

@@ -58,8 +58,10 @@ class DecodeOutput:
 
 
 class CallCloser:
-    """Near the end of a call's budget, prefers tokens that only close: a quote ending the open string, or
-    `]`/`}` outside strings. Built once per tokenizer from each token's text."""
+    """Keeps call lists inside their budget: near the end (`engaged`) it prefers tokens that only close — a quote
+    ending the open string, or `]`/`}` outside strings — and between calls it closes the list when the rest of
+    the budget would not hold another call as long as the longest so far plus the reserve (`list_full`).
+    Built once per tokenizer from each token's text."""
 
     def __init__(self, token_texts: list[str], reserve: int):
         self.token_texts, self.reserve = token_texts, reserve
@@ -70,17 +72,39 @@ class CallCloser:
         """True within the reserve (at most a quarter of the budget) of the end."""
         return remaining <= min(self.reserve, budget // 4)
 
+    def _scan(self, token_ids: list[int]) -> tuple[bool, int, int]:
+        """(inside a string, bracket depth, tokens of the longest call so far — the open one too once its
+        arguments have closed — or 0 while a call's arguments are open) at the end of `token_ids`."""
+        inside_string, escaped, depth, opened_at, longest, arguments_closed = False, False, 0, 0, 0, False
+        for position, token in enumerate(token_ids):
+            for char in self.token_texts[token]:
+                if inside_string:
+                    escaped, inside_string = (False, True) if escaped else (char == "\\", char != '"')
+                elif char == '"':
+                    inside_string = True
+                elif char in "[{":
+                    depth += 1
+                    if depth == 2:
+                        opened_at, arguments_closed = position, False
+                elif char in "]}":
+                    depth -= 1
+                    arguments_closed = arguments_closed or depth == 2
+                    if depth == 1:
+                        longest = max(longest, position + 1 - opened_at)
+        if depth == 2 and arguments_closed:
+            longest = max(longest, len(token_ids) - opened_at)
+        return inside_string, depth, longest if depth == 1 or arguments_closed else 0
+
+    def list_full(self, token_ids: list[int], remaining: int) -> bool:
+        """True where a call list can end (between calls, or a call's arguments just closed) when `remaining`
+        tokens cannot hold another call as long as the longest so far plus the reserve: the list should close
+        rather than open a call it cannot finish."""
+        inside_string, depth, longest = self._scan(token_ids)
+        return not inside_string and depth in (1, 2) and longest > 0 and remaining < longest + self.reserve
+
     def preferred(self, token_ids: list[int]) -> torch.Tensor:
         """(vocab,) bool mask of the closing tokens that fit after `token_ids`."""
-        inside_string, escaped = False, False
-        for char in "".join(self.token_texts[i] for i in token_ids):
-            if inside_string and char == "\\":
-                escaped = not escaped
-                continue
-            if char == '"' and not escaped:
-                inside_string = not inside_string
-            escaped = False
-        return self.string_closers if inside_string else self.structure_closers
+        return self.string_closers if self._scan(token_ids)[0] else self.structure_closers
 
 
 _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
@@ -248,10 +272,15 @@ def constrained_greedy_decode(
                                             allowed[row])
                 if spelled is not None:
                     allowed[row] = spelled
-            if closer is not None and is_call and closer.engaged(budget[b] - len(output.token_ids), budget[b]):
+            left = budget[b] - len(output.token_ids)
+            if closer is not None and is_call and closer.engaged(left, budget[b]):
                 output.closed_early = True
                 closing = allowed[row] & closer.preferred(output.token_ids).to(device)
                 if closing.any():
+                    allowed[row] = closing
+            elif closer is not None and is_call and closer.list_full(output.token_ids, left):
+                closing = allowed[row] & closer.structure_closers.to(device)
+                if closing.any():  # "]" rather than "," and a call cut by the budget
                     allowed[row] = closing
             if loop_guard is not None:
                 vetoed = list(loop_guard.vetoed(output.token_ids))
