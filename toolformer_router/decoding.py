@@ -57,6 +57,29 @@ class DecodeOutput:
     choice between calling and answering); `call_bias` is added before deciding."""
 
 
+@dataclass
+class _JsonState:
+    """Bracket depth and string state of partial JSON text, fed one character at a time."""
+
+    depth: int = 0
+    in_string: bool = False
+    escaped: bool = False
+
+    def feed(self, char: str) -> int:
+        """Take one character; +1 when it opens an array or object, -1 when it closes one, 0 otherwise."""
+        if self.in_string:
+            self.escaped, self.in_string = (False, True) if self.escaped else (char == "\\", char != '"')
+        elif char == '"':
+            self.in_string = True
+        elif char in "[{":
+            self.depth += 1
+            return 1
+        elif char in "]}":
+            self.depth -= 1
+            return -1
+        return 0
+
+
 class CallCloser:
     """Keeps call lists inside their budget: near the end (`engaged`) it prefers tokens that only close — a quote
     ending the open string, or `]`/`}` outside strings — and between calls it closes the list when the rest of
@@ -75,25 +98,19 @@ class CallCloser:
     def _scan(self, token_ids: list[int]) -> tuple[bool, int, int]:
         """(inside a string, bracket depth, tokens of the longest call so far — the open one too once its
         arguments have closed — or 0 while a call's arguments are open) at the end of `token_ids`."""
-        inside_string, escaped, depth, opened_at, longest, arguments_closed = False, False, 0, 0, 0, False
+        state, opened_at, longest, arguments_closed = _JsonState(), 0, 0, False
         for position, token in enumerate(token_ids):
             for char in self.token_texts[token]:
-                if inside_string:
-                    escaped, inside_string = (False, True) if escaped else (char == "\\", char != '"')
-                elif char == '"':
-                    inside_string = True
-                elif char in "[{":
-                    depth += 1
-                    if depth == 2:
-                        opened_at, arguments_closed = position, False
-                elif char in "]}":
-                    depth -= 1
-                    arguments_closed = arguments_closed or depth == 2
-                    if depth == 1:
+                change = state.feed(char)
+                if change > 0 and state.depth == 2:
+                    opened_at, arguments_closed = position, False
+                elif change < 0:
+                    arguments_closed = arguments_closed or state.depth == 2
+                    if state.depth == 1:
                         longest = max(longest, position + 1 - opened_at)
-        if depth == 2 and arguments_closed:
+        if state.depth == 2 and arguments_closed:
             longest = max(longest, len(token_ids) - opened_at)
-        return inside_string, depth, longest if depth == 1 or arguments_closed else 0
+        return state.in_string, state.depth, longest if state.depth == 1 or arguments_closed else 0
 
     def list_full(self, token_ids: list[int], remaining: int) -> bool:
         """True where a call list can end (between calls, or a call's arguments just closed) when `remaining`
@@ -113,19 +130,11 @@ _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
 def call_name_prefix(text: str) -> tuple[int, str] | None:
     """(index of the call, its name so far) when a call list's `text` ends inside a call's `"name"` string
     (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
-    depth, in_string, escaped, calls, start = 0, False, False, 0, -1
+    state, calls, start = _JsonState(), 0, -1
     for index, char in enumerate(text):
-        if in_string:
-            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth == 2 and char == "{":
-                calls, start = calls + 1, index
-        elif char in "]}":
-            depth -= 1
-    match = _CALL_NAME.fullmatch(text, start) if in_string and depth == 2 and start >= 0 else None
+        if state.feed(char) > 0 and state.depth == 2 and char == "{":
+            calls, start = calls + 1, index
+    match = _CALL_NAME.fullmatch(text, start) if state.in_string and state.depth == 2 and start >= 0 else None
     return (calls - 1, match.group(1)) if match else None
 
 
