@@ -126,7 +126,8 @@ def main() -> None:
             for w in weights:
                 hits[w] += tools[int((selector + w * lexical).argmax())].name == gold
             hits["bm25"] += tools[int(lexical.argmax())].name == gold
-            ranked = [tools[i].name for i in (selector + shipped_weight * lexical).argsort(descending=True, stable=True).tolist()]
+            order = (selector + shipped_weight * lexical).argsort(descending=True, stable=True)
+            ranked = [tools[i].name for i in order.tolist()]
             multi = len({call.name for call in example.calls}) > 1
             n_multi += multi
             for k in top_ks:

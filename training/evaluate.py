@@ -254,14 +254,12 @@ def run_eval_command(args: argparse.Namespace) -> None:
         router.config.argument_filling = args.argument_filling
     if args.tool_selection:
         router.config.tool_selection = args.tool_selection
-    if args.lexical_weight is not None:
-        if args.lexical_weight < 0:
-            raise SystemExit(f"--lexical-weight must be >= 0, got {args.lexical_weight}")
-        router.config.lexical_weight = args.lexical_weight
-    if args.later_call_candidates is not None:
-        if args.later_call_candidates < 0:
-            raise SystemExit(f"--later-call-candidates must be >= 0, got {args.later_call_candidates}")
-        router.config.later_call_candidates = args.later_call_candidates
+    for setting in ("lexical_weight", "later_call_candidates"):  # non-negative overrides of the checkpoint
+        value = getattr(args, setting)
+        if value is not None:
+            if value < 0:
+                raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
+            setattr(router.config, setting, value)
     summaries, records = {}, {}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
