@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from conftest import EMAIL, STOCK, TINY_ROUTER_CONFIG, WEATHER, tiny_backbone
 from toolformer_router import RouterConfig, ToolRouter
 from toolformer_router.training.config import StageConfig, TrainConfig
-from toolformer_router.training.curriculum import Curriculum
+from toolformer_router.training.curriculum import Curriculum, list_step_positions
 from toolformer_router.training.data import Example, GoldCall
 
 
@@ -134,3 +134,42 @@ def test_resume_without_state_is_a_clear_error(tmp_path, backbone_dir):
     config = TrainConfig(output_dir=str(tmp_path), stages=[StageConfig(name="autoencode", steps=1)])
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         Curriculum(config, _router(backbone_dir), _examples()).run(resume=True)
+
+
+def test_list_step_positions_mark_the_token_after_each_call():
+    """The token holding the `,` or `]` after a call object: merged with the call's brace or on its own;
+    commas and brackets inside arguments (strings, nested lists and objects) are not list steps."""
+    merged = ['[', '{"', 'name', '":', ' "', 'a', '",', ' "', 'arguments', '":', ' {"', 'x', '":', ' [', '1', ',',
+              ' 2', ']', '}', '},', ' {"', 'name', '":', ' "', 'b', '",', ' "', 'arguments', '":', ' {}', '}]']
+    assert list_step_positions(merged) == [19, 30]
+    apart = ['[', '{"', 'name', '":', ' "', 'a', '",', ' "', 'arguments', '":', ' {"', 'q', '":', ' "', '}, ]"',
+             '}}', ']', '<eos>']
+    assert list_step_positions(apart) == [16]
+    assert list_step_positions([]) == []
+
+
+def test_list_step_weight_trains_where_a_call_list_goes_on(tmp_path, backbone_dir):
+    two_calls = Example(id="p", source="test", tools=[WEATHER["function"], EMAIL],
+                        messages=[{"role": "user", "content": "weather in Paris and Rome"}],
+                        calls=[GoldCall(name="get_weather", arguments={"city": "Paris"}),
+                               GoldCall(name="get_weather", arguments={"city": "Rome"})])
+    stage = StageConfig(name="calling", steps=12, lr=1e-2, batch_size=2, warmup_steps=0, list_step_weight=1.0)
+    config = TrainConfig(output_dir=str(tmp_path), trainable="full", log_every=1, checkpoint_every=100,
+                         stages=[stage])
+    curriculum = Curriculum(config, _router(backbone_dir), [two_calls, _examples()[2]])
+    assert [len(e.list_steps) for e in curriculum.examples] == [2, 0]
+    curriculum.run()
+    losses = _losses(tmp_path / "log.jsonl", "calling", "list_step")
+    assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
+
+
+def test_max_minutes_ends_a_stage_early_and_the_run_goes_on(tmp_path, backbone_dir):
+    stages = [StageConfig(name="calling", steps=50, lr=1e-3, batch_size=2, warmup_steps=0, max_minutes=1e-6),
+              StageConfig(name="selection", steps=2, lr=1e-3, batch_size=2, warmup_steps=0)]
+    config = TrainConfig(output_dir=str(tmp_path), log_every=1, checkpoint_every=100, stages=stages)
+    Curriculum(config, _router(backbone_dir), _examples()).run()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    ends = {r["stage"]: r for r in records if r.get("event") == "stage_end"}
+    assert ends["calling"]["steps_this_run"] == 1 and ends["calling"]["cut_by_max_minutes"]
+    assert ends["selection"]["steps_this_run"] == 2 and not ends["selection"]["cut_by_max_minutes"]
+    assert (tmp_path / "checkpoint" / "router.safetensors").is_file()

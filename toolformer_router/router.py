@@ -163,7 +163,8 @@ class ToolRouter:
         self.batch_wait_s = batch_wait_s
         self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features)
         self._eos_token_id = self.grammar.ll_tokenizer.eos_token
-        token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        self.token_texts = token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+        """Each token id's text, decoded on its own."""
         self._call_opening_tokens = frozenset(i for i, text in enumerate(token_texts) if text.startswith("["))
         reserve, min_span = self.config.closing_reserve_tokens, self.config.loop_guard_min_span
         self._closer = CallCloser(token_texts, reserve) if reserve else None

