@@ -116,7 +116,7 @@ class EncoderStateBank:
                 ids, mask = pad_right([self._ids[k] for k in chunk], device=self.router.device)
                 states = model.encoder_states(ids, mask)
                 for row, key in enumerate(chunk):
-                    self._states[key] = states[row, : len(self._ids[key])].to("cpu", self.storage_dtype)
+                    self._states[key] = states[row, : len(self._ids[key])].to(dtype=self.storage_dtype)
                 progress.update(len(chunk))
 
     def batch(self, keys: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -337,6 +337,7 @@ class Curriculum:
         self.accelerator = Accelerator(
             mixed_precision=precision, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
         )
+        router.model.to(self.accelerator.device)  # the encoder-state bank is computed and kept there
         self._set_trainable()
         if config.gradient_checkpointing and config.trainable != "new_modules":
             router.model.set_gradient_checkpointing(True)
