@@ -39,7 +39,7 @@ fi
 tar -xJf "$STASH/bfcl.tar.xz" -C /tmp/site/bfcl_eval
 mkdir -p data && tar -xJf "$STASH/data.tar.xz" -C data
 export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1 TOOLFORMER_ROUTER_HOME=/tmp/tfr OMP_NUM_THREADS=2
-TFR="python3 -m toolformer_router.cli"
+TFR="python3 -P -m toolformer_router.cli"  # -P: not the checkout's toolformer_router folder
 [ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/run.log"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
     | tee -a "$OUT/run.log"
@@ -47,13 +47,13 @@ python3 -c "from toolformer_router.backbone import load_backbone; load_backbone(
 say "setup done"
 
 # ---------------------------------------------------------------- 1. engine speed, the GPU to itself
-timeout 100 python3 benchmarks/bench_engine.py --device "$DEVICE" --tool-counts 5,20,200,1000 --repeats 10 \
+[ -n "${SKIP_BENCH:-}" ] || timeout 100 python3 benchmarks/bench_engine.py --device "$DEVICE" --tool-counts 5,20,200,1000 --repeats 10 \
     --out reports/bench_engine_gpu.json > reports/bench_engine_gpu.txt 2>&1
 say "bench_engine exit $?"
 tail -8 reports/bench_engine_gpu.txt | tee -a "$OUT/run.log"
 
 # ---------------------------------------------------------------- 2 + 3. GPU tests and the three recipes
-(timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > reports/pytest_gpu.txt 2>&1;
+(timeout 200 python3 -P -m pytest -q -p no:cacheprovider tests/test_gpu.py > reports/pytest_gpu.txt 2>&1;
  echo "pytest exit $?" >> reports/pytest_gpu.txt) &
 evaluate() {  # variant checkpoint: validation@20, then test@20 and test@200 while time is left
     local name=$1 checkpoint=$2 splits=$3

@@ -173,3 +173,19 @@ def test_max_minutes_ends_a_stage_early_and_the_run_goes_on(tmp_path, backbone_d
     assert ends["calling"]["steps_this_run"] == 1 and ends["calling"]["cut_by_max_minutes"]
     assert ends["selection"]["steps_this_run"] == 2 and not ends["selection"]["cut_by_max_minutes"]
     assert (tmp_path / "checkpoint" / "router.safetensors").is_file()
+
+
+def test_end_at_step_replays_a_cut_stage_on_its_full_schedule(tmp_path, backbone_dir):
+    """`end_at_step` stops where `max_minutes` cut a stage, with the learning rates of the full schedule."""
+    def run(folder, **cut):
+        stage = StageConfig(name="calling", steps=6, lr=1e-3, batch_size=2, warmup_steps=1, **cut)
+        config = TrainConfig(output_dir=str(folder), log_every=1, checkpoint_every=100, stages=[stage])
+        Curriculum(config, _router(backbone_dir), _examples()).run()
+        return _losses(folder / "log.jsonl", "calling", "lr"), load_file(folder / "checkpoint" / "router.safetensors")
+
+    full_rates, _ = run(tmp_path / "full")
+    cut_rates, cut_weights = run(tmp_path / "cut", end_at_step=3)
+    assert len(full_rates) == 6 and cut_rates == full_rates[:3]
+    _, again = run(tmp_path / "again", end_at_step=3)
+    for name in cut_weights:
+        torch.testing.assert_close(again[name], cut_weights[name])

@@ -40,6 +40,9 @@ class StageConfig(BaseModel):
     """Weight of the extra cross-entropy at the tokens where a call list goes on (`,`) or ends (`]`)."""
     max_minutes: float | None = Field(None, gt=0)
     """Wall-time cap of the stage (a lease on a lent device): it ends early, saved, and the log says where."""
+    end_at_step: int | None = Field(None, ge=1)
+    """End the stage after this many steps while its learning-rate schedule still spans all of them: replays,
+    on any machine, a stage that `max_minutes` cut at that step."""
     gate_lr: float | None = None
     """Learning rate of the tanh gates (default: `lr`); gates start at 0 and move slowly at a low lr."""
     negatives: int = 7

@@ -509,9 +509,10 @@ class Curriculum:
 
     def _run_stage(self, stage_index: int, stage: StageConfig, start: int, progress: dict, stop_after: int | None,
                    taken_before: int) -> int:
-        total = self.stage_steps(stage)
+        total = self.stage_steps(stage)  # what the learning-rate schedule spans
+        end = min(total, stage.end_at_step or total)
         self.router.model.train()
-        bar = tqdm(range(start, total), initial=start, total=total, desc=f"stage {stage.name}", unit="step",
+        bar = tqdm(range(start, end), initial=start, total=end, desc=f"stage {stage.name}", unit="step",
                    disable=not self.accelerator.is_local_main_process)
         taken, started, out_of_time = 0, time.perf_counter(), False
         for step in bar:
@@ -542,14 +543,14 @@ class Curriculum:
                             elapsed_s=progress["elapsed_s"] + seconds)
             taken += 1
             bar.set_postfix(loss=f"{parts_sum['loss']:.3f}")
-            if (step + 1) % self.config.log_every == 0 or step + 1 == total or step == start:
+            if (step + 1) % self.config.log_every == 0 or step + 1 == end or step == start:
                 self._log({"stage": stage.name, "step": step + 1, "stage_steps": total, **progress,
                            **{k: round(v, 5) for k, v in parts_sum.items()}, "lr": self.scheduler.get_last_lr()[0],
                            "gates": [round(math.tanh(float(b.gate.detach())), 5) for b in self.router.model.cross_attention.values()],
                            "examples_per_s": examples / seconds, "tokens_per_s": tokens / seconds})
             last = stop_after is not None and taken_before + taken >= stop_after
             out_of_time = stage.max_minutes is not None and time.perf_counter() - started > 60 * stage.max_minutes
-            if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == total or last or out_of_time:
+            if (step + 1) % self.config.checkpoint_every == 0 or step + 1 == end or last or out_of_time:
                 self._save_state(progress)
             if last or out_of_time:
                 break
