@@ -144,9 +144,15 @@ def test_call_bias_calibration_scores_each_threshold_from_one_pass():
     at_zero = score_with_bias(records, 0.0)
     assert (at_zero["FPR"]["value"], at_zero["FNR"]["value"], at_zero["AST"]["value"]) == (1 / 3, 0.5, 0.6)
     rows = sweep_call_bias(records)
-    assert [row["call_bias"] for row in rows] == [0.0, -0.501, -2.001]
+    assert [row["call_bias"] for row in rows] == [0.0, -0.501, -2.001, 0.201, 1.001]
     chosen = choose_call_bias(rows, max_fnr=0.5)
     assert chosen["call_bias"] == -0.501 and (chosen["FPR"], chosen["FNR"], chosen["AST"]) == (0.0, 0.5, 0.8)
-    assert choose_call_bias(rows, max_fnr=0.15)["call_bias"] == 0.0  # nothing qualifies: leave it at 0
+    # above 0 the false negative (margin -0.2) calls, then the right "no call" (margin -1.0) too
+    assert [(row["FPR"], row["FNR"], row["AST"]) for row in rows[3:]] == [(1 / 3, 0.0, None), (2 / 3, 0.0, None)]
+    assert choose_call_bias(rows, max_fnr=0.15)["call_bias"] == 0.201
+    assert choose_call_bias(rows[:3], max_fnr=0.15)["call_bias"] == 0.0  # nothing qualifies: leave it at 0
+    tied = [{"call_bias": 0.0, "FPR": 0.2, "FNR": 0.3}, {"call_bias": 0.5, "FPR": 0.3, "FNR": 0.14},
+            {"call_bias": 0.6, "FPR": 0.3, "FNR": 0.1}]
+    assert choose_call_bias(tied, max_fnr=0.15)["call_bias"] == 0.6  # the same FPR with fewer misses
     with pytest.raises(ValueError):
         score_with_bias(records, 0.5)
