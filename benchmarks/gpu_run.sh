@@ -65,7 +65,7 @@ evaluate() {  # name checkpoint "split@tools ...": each evaluation while time is
         timeout "$seconds" $TFR eval --checkpoint "$checkpoint" --data-dir data/prepared_synthetic --split "$split" \
             --tools-per-query "$tools" --device "$DEVICE" --batch-size 32 \
             --out "reports/$name/${split}_$tools/summary.json" > "reports/$name.${split}_$tools.txt" 2>&1
-        say "$name $run eval exit $? $(grep -o '"bfcl_ast_accuracy": [0-9.]*' "reports/$name/${split}_$tools/summary.json" 2>/dev/null | head -1)"
+        say "$name $run eval exit $?"
     done
 }
 for variant in default gpu_parallel gpu_lora; do

@@ -58,7 +58,7 @@ class DecodeOutput:
 
 
 @dataclass
-class _JsonState:
+class JsonState:
     """Bracket depth and string state of partial JSON text, fed one character at a time."""
 
     depth: int = 0
@@ -98,7 +98,7 @@ class CallCloser:
     def _scan(self, token_ids: list[int]) -> tuple[bool, int, int]:
         """(inside a string, bracket depth, tokens of the longest call so far — the open one too once its
         arguments have closed — or 0 while a call's arguments are open) at the end of `token_ids`."""
-        state, opened_at, longest, arguments_closed = _JsonState(), 0, 0, False
+        state, opened_at, longest, arguments_closed = JsonState(), 0, 0, False
         for position, token in enumerate(token_ids):
             for char in self.token_texts[token]:
                 change = state.feed(char)
@@ -130,7 +130,7 @@ _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
 def call_name_prefix(text: str) -> tuple[int, str] | None:
     """(index of the call, its name so far) when a call list's `text` ends inside a call's `"name"` string
     (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
-    state, calls, start = _JsonState(), 0, -1
+    state, calls, start = JsonState(), 0, -1
     for index, char in enumerate(text):
         if state.feed(char) > 0 and state.depth == 2 and char == "{":
             calls, start = calls + 1, index

@@ -37,7 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from toolformer_router import Tool, ToolRouter, ToolRouterError
 from toolformer_router.checkpoint import save_checkpoint
-from toolformer_router.decoding import _JsonState
+from toolformer_router.decoding import JsonState
 from toolformer_router.modeling import GistMemory, pad_right
 from toolformer_router.router import normalize_messages, selection_text
 
@@ -64,7 +64,7 @@ class PreparedExample:
 def list_step_positions(token_texts: Sequence[str]) -> list[int]:
     """Indexes of the tokens that decide, after each call object closes, whether the list goes on (`,`) or
     ends (`]`): the token holding that character, which may also hold the call's closing brace."""
-    state, positions, call_closed = _JsonState(), [], False
+    state, positions, call_closed = JsonState(), [], False
     for position, text in enumerate(token_texts):
         for char in text:
             change = state.feed(char)
