@@ -189,3 +189,33 @@ def test_end_at_step_replays_a_cut_stage_on_its_full_schedule(tmp_path, backbone
     _, again = run(tmp_path / "again", end_at_step=3)
     for name in cut_weights:
         torch.testing.assert_close(again[name], cut_weights[name])
+
+
+def test_abstention_stage_teaches_the_selector_to_score_no_tool(tmp_path, backbone_dir):
+    """Starting from a checkpoint without "no tool" (`init_from`), the stage trains only the selector: "no
+    tool" ends above every tool for the example without a call, and below the gold tool for the calls."""
+    from toolformer_router.training.curriculum import train_from_config
+
+    base = _router(backbone_dir).save_pretrained(tmp_path / "base")
+    stage = StageConfig(name="abstention", steps=30, lr=1e-2, batch_size=4, warmup_steps=0,
+                        selection_candidates="example")
+    config = TrainConfig(backbone=backbone_dir, output_dir=str(tmp_path / "run"), log_every=1,
+                         checkpoint_every=100, router={**TINY_ROUTER_CONFIG, "selector_no_tool": True},
+                         stages=[stage])
+    folder = train_from_config(config, load_examples=lambda _: _examples(), init_from=base)
+    losses = _losses(tmp_path / "run" / "log.jsonl", "abstention", "abstention")
+    assert len(losses) == 30 and sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
+    before, after = load_file(base / "router.safetensors"), load_file(folder / "router.safetensors")
+    changed = {n for n in after if n not in before or not torch.equal(before[n].to(after[n].dtype), after[n])}
+    assert {"selector.no_tool", "selector.no_tool_bias"} <= changed
+    assert all(n.startswith("selector.") for n in changed), changed
+    router = ToolRouter.from_pretrained(folder, disk_cache=False)
+    for example in _examples():
+        result = router.route(example.messages, tools=example.tools, max_new_tokens=4)
+        assert (result.selection_margin > 0) == bool(example.calls), (example.id, result.selection_margin)
+
+
+def test_abstention_stage_needs_a_selector_that_scores_no_tool(tmp_path, backbone_dir):
+    config = TrainConfig(output_dir=str(tmp_path), stages=[StageConfig(name="abstention", steps=1)])
+    with pytest.raises(ValueError, match="selector_no_tool"):
+        Curriculum(config, _router(backbone_dir), _examples())

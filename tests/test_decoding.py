@@ -360,3 +360,37 @@ def test_no_call_answers_are_the_backbones_own_reply_without_the_tools(make_rout
     assert answers[True].raw == tokenizer.decode(plain.token_ids)
     assert answers[True].usage.input_tokens == len(routed_prompt) + len(plain_prompt)
     assert answers[False].usage.input_tokens == len(routed_prompt)
+
+
+def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tokenizer):
+    """With `selector_no_tool`, "auto" calls only where the best tool beats "no tool" by `no_tool_margin`;
+    the decoder's call margin is still measured, and a required call is never declined."""
+    always_call = torch.zeros(len(tokenizer))
+    for token, i in tokenizer.get_vocab().items():
+        if tokenizer.convert_tokens_to_string([token]).startswith("["):
+            always_call[i] = 1e4
+
+    def processor(logits):
+        return logits + always_call
+
+    router = make_router(seed=6, selector_no_tool=True, max_new_tokens=48)
+    with torch.no_grad():
+        router.model.selector.no_tool_bias.fill_(0.05)
+    messages = [{"role": "user", "content": "weather in Paris"}]
+    free = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
+    margin = free.selection_margin
+    assert free.raw.startswith("[") and margin is not None and free.call_margin > 0
+    scores = dict(router.rank_tools(messages, tools=[EMAIL, WEATHER]))  # lexical_weight 0: selector logits
+    no_tool_logit = 0.05 * router.model.selector.logit_scale.exp().item()  # the "no tool" vector is still 0
+    assert margin == pytest.approx(max(scores.values()) - no_tool_logit, abs=1e-4)
+    for threshold, calls in ((margin - 0.01, True), (margin + 0.01, False)):
+        router.config.no_tool_margin = threshold
+        result = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
+        assert result.raw.startswith("[") == calls and result.call_margin == pytest.approx(free.call_margin)
+        assert result.selection_margin == pytest.approx(margin)
+    required = router.route(messages, tools=[EMAIL, WEATHER], tool_choice="required", logits_processor=processor)
+    assert required.calls
+    plain = make_router(seed=6)
+    assert plain.route(messages, tools=[EMAIL, WEATHER], max_new_tokens=8).selection_margin is None
+    with pytest.raises(ValueError, match="selector_no_tool"):
+        make_router(seed=6, no_tool_margin=0.0)

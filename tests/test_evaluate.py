@@ -156,3 +156,36 @@ def test_call_bias_calibration_scores_each_threshold_from_one_pass():
     assert choose_call_bias(tied, max_fnr=0.15)["call_bias"] == 0.6  # the same FPR with fewer misses
     with pytest.raises(ValueError):
         score_with_bias(records, 0.5)
+
+
+def test_calibration_sweeps_the_no_tool_margin_with_the_bias_from_one_pass():
+    """Records decoded at a positive pass bias without the selector's veto: each (bias <= pass, threshold)
+    is scored exactly; the veto drops the calls whose selection margin is below the threshold."""
+    from toolformer_router.training.calibrate import (
+        choose_call_bias, decision_rates, score_with_bias, sweep_call_bias, threshold_candidates)
+
+    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+    call = [{"name": "f", "arguments": {"x": 1}}]
+
+    def record(i, gold, calls, margin, selection):
+        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool], "valid": True,
+                "call_margin": margin, "selection_margin": selection}
+
+    gold = [{"f": {"x": [1]}}]
+    records = [record(0, gold, call, 2.0, 3.0),  # right call, both sure
+               record(1, [], call, 1.5, -1.0),  # false positive the selector doubts
+               record(2, gold, call, -0.5, 0.5),  # a call only thanks to the pass bias 1.0
+               record(3, [], [], -2.0, 2.0)]  # right "no call"
+    at_pass = score_with_bias(records, 1.0, None, pass_bias=1.0)
+    assert (at_pass["FPR"]["value"], at_pass["FNR"]["value"], at_pass["AST"]["value"]) == (0.5, 0.0, 0.75)
+    vetoed = score_with_bias(records, 1.0, 0.0, pass_bias=1.0)
+    assert (vetoed["FPR"]["value"], vetoed["FNR"]["value"], vetoed["AST"]["value"]) == (0.0, 0.0, 1.0)
+    assert decision_rates(records, 1.0, 1.0) == (0.0, 0.5)  # the veto at 1.0 also drops record 2
+    assert threshold_candidates(records)[0] is None and len(threshold_candidates(records)) > 2
+    rows = sweep_call_bias(records, 1.0, [None, 0.0])
+    assert [(r["call_bias"], r["no_tool_margin"]) for r in rows[:4]] == [(1.0, None), (0.499, None), (-1.501, None),
+                                                                          (-2.001, None)]
+    chosen = choose_call_bias(rows, max_fnr=0.15)
+    assert (chosen["call_bias"], chosen["no_tool_margin"], chosen["FPR"], chosen["AST"]) == (1.0, 0.0, 0.0, 1.0)
+    with pytest.raises(ValueError):
+        score_with_bias(records, 1.5, None, pass_bias=1.0)

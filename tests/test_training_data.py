@@ -32,6 +32,7 @@ from toolformer_router.training.data import (
     schema_hash,
     tool_dict,
 )
+from toolformer_router.training.evaluate import active_tools
 from toolformer_router.training.synthetic import synthesize, synthesize_parallel
 
 FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
@@ -159,6 +160,18 @@ def test_distractor_padding_and_no_call(prepared):
             origin = by_id[example["id"].removesuffix(f":{NO_CALL_SOURCE}")]
             assert example["calls"] == [] and len(origin["calls"]) == 1
             assert origin["calls"][0]["name"] not in names
+            assert example["absent_tools"] == [origin["calls"][0]["name"]]
+    validation = {e.id: e for e in load_prepared(out, "validation")}
+    removed = [e for e in validation.values() if e.source == NO_CALL_SOURCE]
+    assert removed and len(removed) == sum(bool(e.calls) for e in validation.values())
+    for example in removed:  # the origin's own tools minus its gold ones; evaluation never adds those back
+        origin = validation[example.id.removesuffix(f":{NO_CALL_SOURCE}")]
+        assert example.absent_tools == sorted({c.name for c in origin.calls})
+        assert sorted(t["name"] for t in example.tools) == sorted(
+            t["name"] for t in origin.tools if t["name"] not in example.absent_tools)
+        for count in (20, 200):
+            active = active_tools(example, count, catalog, seed=0)
+            assert len(active) == count and set(example.absent_tools).isdisjoint(t["name"] for t in active)
 
 
 def test_prepare_is_deterministic_and_counts_match_files(prepared, tmp_path):

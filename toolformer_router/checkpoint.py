@@ -58,8 +58,9 @@ def save_checkpoint(
     return folder
 
 
-def load_weights(model: ToolRouterModel, folder: str | Path) -> None:
-    """Load a checkpoint's tensors into `model`; every new-module tensor must be present and fit."""
+def load_weights(model: ToolRouterModel, folder: str | Path, *, allow_missing: bool = False) -> list[str]:
+    """Load a checkpoint's tensors into `model`; every new-module tensor must be present (unless
+    `allow_missing`: training from a checkpoint onto a model with more modules) and fit. Returns the missing."""
     folder = Path(folder)
     config = read_config(folder)
     expected_signature = config.backbone_signature
@@ -81,7 +82,7 @@ def load_weights(model: ToolRouterModel, folder: str | Path) -> None:
     required = set(model.new_state_dict())
     missing = sorted(required - tensors.keys())
     unknown = sorted(tensors.keys() - own.keys())
-    if missing or unknown:
+    if (missing and not allow_missing) or unknown:
         raise CheckpointError(
             f"checkpoint {path} does not fit this model: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
             f"unknown {unknown[:5]}{'…' if len(unknown) > 5 else ''}"
@@ -93,3 +94,4 @@ def load_weights(model: ToolRouterModel, folder: str | Path) -> None:
     with torch.no_grad():
         for name, tensor in tensors.items():
             own[name].copy_(tensor.to(own[name].dtype))
+    return missing

@@ -42,6 +42,9 @@ class RouterConfig(BaseModel):
     selector_dim: int = Field(256, ge=8)
     """Width of the `ToolSelector` that scores tools against the query."""
     selector_heads: int = Field(4, ge=1)
+    selector_no_tool: bool = False
+    """The `ToolSelector` also scores "no tool" for each query (a learned, query-dependent threshold), trained
+    by the curriculum's `abstention` stage; `no_tool_margin` then lets it decline calls."""
     tool_selection: Literal["selector", "decoder"] = "selector"
     """Which tool a call names: "selector" — the first call names the tool with the best selection score
     (`ToolSelector` logit + the word match; the grammar and `tool_choice` still apply), later calls of a list
@@ -73,6 +76,10 @@ class RouterConfig(BaseModel):
     """Decoding: added to the logits that open a call at the first token; below 0 the router calls less
     often (fewer false positives, more false negatives). Chosen on validation by `toolformer-router
     calibrate`."""
+    no_tool_margin: float | None = None
+    """With `selector_no_tool`, in "selector" mode and `tool_choice` "auto": answer without a call when the best
+    tool's `ToolSelector` logit beats the "no tool" logit by less than this (`RouteResult.selection_margin`);
+    None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
     closing_reserve_tokens: int = Field(24, ge=0)
     """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
     close the call, so it completes instead of being cut; 0 turns this off."""
@@ -86,6 +93,8 @@ class RouterConfig(BaseModel):
     def _check_heads(self) -> RouterConfig:
         if self.cross_attention_heads % self.cross_attention_kv_heads:
             raise ValueError("cross_attention_heads must be a multiple of cross_attention_kv_heads")
+        if self.no_tool_margin is not None and not self.selector_no_tool:
+            raise ValueError("no_tool_margin needs selector_no_tool=True (a selector that scores 'no tool')")
         return self
 
     def resolved_decoder_layers(self, num_backbone_layers: int) -> tuple[int, int]:

@@ -42,6 +42,9 @@ class DecodeRequest:
     """The tool the first call names, if the grammar allows it (the best selection score); None: free."""
     later_call_tools: frozenset[str] | None = None
     """The tools later calls of the list may name, where the grammar allows one of them; None: free."""
+    decline_call: bool = False
+    """Where the first token may open a call or answer, answer (the selector found no tool relevant); the call
+    margin is still measured."""
 
 
 @dataclass
@@ -227,7 +230,8 @@ def constrained_greedy_decode(
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
     `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end;
     `steering` keeps each call's name to the request's `first_call_tool` / `later_call_tools`.
-    `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls.
+    `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; a request's
+    `decline_call` forbids them there instead.
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -273,7 +277,10 @@ def constrained_greedy_decode(
                 calls, texts = allowed[row] & opening, allowed[row] & ~opening
                 if calls.any() and texts.any():
                     output.call_margin = (logits[row][calls].max() - logits[row][texts].max()).item()
-                    logits[row, calls] += call_bias
+                    if requests[b].decline_call:
+                        allowed[row] &= ~opening
+                    else:
+                        logits[row, calls] += call_bias
             is_call = bool(output.token_ids) and output.token_ids[0] in call_opening_tokens
             request = requests[b]
             if steering is not None and is_call and (request.first_call_tool or request.later_call_tools):

@@ -67,6 +67,15 @@ class _Request:
 
 
 @dataclass
+class _Selection:
+    """What the selector decided for one request (all None where it did not take part)."""
+
+    first: str | None = None
+    later: frozenset[str] | None = None
+    margin: float | None = None
+
+
+@dataclass
 class _Job:
     request: _Request
     future: asyncio.Future
@@ -444,7 +453,7 @@ class ToolRouter:
         if not active:
             return []
         with self._model_lock:
-            scores = self._selection_scores([messages], [active], [self._request_memory(active)[1]])[0]
+            scores = self._selection_scores([messages], [active], [self._request_memory(active)[1]])[0][0]
         order = scores.argsort(descending=True).tolist()
         return [(active[i].name, float(scores[i])) for i in order]
 
@@ -538,15 +547,20 @@ class ToolRouter:
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
-            for decode_request, (first, later) in zip(decode_requests, self._call_names(requests, gist_sets)):
-                decode_request.first_call_tool, decode_request.later_call_tools = first, later
+            selections = self._call_names(requests, gist_sets)
+            threshold = self.config.no_tool_margin
+            for decode_request, selection, request in zip(decode_requests, selections, requests):
+                decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
+                decode_request.decline_call = (threshold is not None and selection.margin is not None
+                                               and selection.margin < threshold
+                                               and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
             outputs = self._decode(decode_requests, logits_processor)
             self._second_pass(requests, outputs, usages, logits_processor)
         latency = time.perf_counter() - started
         results = []
-        for output, usage in zip(outputs, usages):
+        for output, usage, selection in zip(outputs, usages, selections):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(output, usage))
+            results.append(self._result(output, usage, selection.margin))
         return results
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
@@ -558,35 +572,40 @@ class ToolRouter:
         )
 
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
-                          gist_sets: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
-        (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message."""
+                          gist_sets: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[float | None]]:
+        """(selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
+        (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message;
+        per conversation, the best tool's `ToolSelector` logit minus its "no tool" logit, or None without one)."""
         texts = [selection_text(messages) for messages in conversations]
         input_ids, mask = pad_right([self.query_token_ids(text) for text in texts], device=self.device)
         selector = self.model.selector
         queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
         scores = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
                   for q, gists in zip(queries, gist_sets)]
+        margins: list[float | None] = [None] * len(scores)
+        if selector.has_no_tool:
+            no_tool = selector.no_tool_scores(queries)
+            margins = [(s.max() - n).item() for s, n in zip(scores, no_tool)]
         if self.config.lexical_weight:
             scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
                       for s, text, tools in zip(scores, texts, tool_lists)]
-        return scores
+        return scores, margins
 
-    def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]
-                    ) -> list[tuple[str | None, frozenset[str] | None]]:
-        """Per request, in "selector" mode, (the tool its first call names: the best selection score, the tools
-        its later calls may name: the `later_call_candidates` best or None for any); (None, None) where the
-        decoder names every call — "decoder" mode, no tools, or a `tool_choice` that forces a tool or no call."""
-        chosen: list[tuple[str | None, frozenset[str] | None]] = [(None, None)] * len(requests)
+    def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[_Selection]:
+        """Per request, in "selector" mode, the tool its first call names (the best selection score), the tools
+        its later calls may name (the `later_call_candidates` best, or None for any) and, with a "no tool"
+        selector, the selection margin; an empty `_Selection` where the decoder names every call — "decoder"
+        mode, no tools, or a `tool_choice` that forces a tool or no call."""
+        chosen = [_Selection() for _ in requests]
         rows = [i for i, r in enumerate(requests) if self.config.tool_selection == "selector" and r.tools
                 and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
         if rows:
-            scores = self._selection_scores([requests[i].messages for i in rows], [requests[i].tools for i in rows],
-                                            [gist_sets[i] for i in rows])
-            for i, row_scores in zip(rows, scores):
+            scores, margins = self._selection_scores([requests[i].messages for i in rows],
+                                                     [requests[i].tools for i in rows], [gist_sets[i] for i in rows])
+            for i, row_scores, margin in zip(rows, scores, margins):
                 ranked = [requests[i].tools[j].name for j in row_scores.argsort(descending=True, stable=True).tolist()]
                 later = self.config.later_call_candidates
-                chosen[i] = ranked[0], frozenset(ranked[:later]) if later else None
+                chosen[i] = _Selection(ranked[0], frozenset(ranked[:later]) if later else None, margin)
         return chosen
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
@@ -656,11 +675,11 @@ class ToolRouter:
             self._assembled.popitem(last=False)
         return *assembled, hits, misses
 
-    def _result(self, output: DecodeOutput, usage: RouteUsage) -> RouteResult:
+    def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
-                             call_margin=output.call_margin)
+                             call_margin=output.call_margin, selection_margin=selection_margin)
         if raw.startswith("["):
             calls = _parse_call_list(raw) if output.stopped else None
             if calls is not None:

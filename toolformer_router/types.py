@@ -48,6 +48,9 @@ class RouteResult(BaseModel):
     call_margin: float | None = None
     """How strongly the model preferred calling over answering at the first token (logit difference before
     `call_bias`); None when `tool_choice` left no such choice."""
+    selection_margin: float | None = None
+    """With a "no tool" selector (`RouterConfig.selector_no_tool`): the best tool's `ToolSelector` logit minus
+    the "no tool" logit; below `no_tool_margin` the router answers instead of calling. None without one."""
     usage: RouteUsage = Field(default_factory=RouteUsage)
 
     @property

@@ -26,7 +26,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig.from_yaml(args.config)
     if args.output_dir:
         config.output_dir = args.output_dir
-    folder = train_from_config(config, stages=args.stage or None, resume=args.resume)
+    folder = train_from_config(config, stages=args.stage or None, resume=args.resume, init_from=args.init_from)
     print(f"checkpoint: {folder}")
 
 
@@ -63,6 +63,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="run only these stages (repeatable)")
     train.add_argument("--resume", action="store_true", help="continue from the last saved state")
     train.add_argument("--output-dir", default=None, help="override the config's output_dir")
+    train.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                       help="start from this checkpoint's weights (e.g. with --stage, a recipe's last stages)")
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on BFCL")
     evaluate.set_defaults(handler=cmd_eval)
@@ -89,7 +91,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
 
-    calibrate = commands.add_parser("calibrate", help="choose call_bias (the call/no-call threshold) on validation")
+    calibrate = commands.add_parser("calibrate", help="choose call_bias and no_tool_margin (the call/no-call thresholds) on validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -99,5 +101,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--batch-size", type=int, default=8)
     calibrate.add_argument("--device", default=None)
     calibrate.add_argument("--max-fnr", type=float, default=0.15, help="the false-negative rate allowed")
+    calibrate.add_argument("--pass-call-bias", type=float, default=0.0,
+                           help="decode at this call_bias: it and every lower bias are scored with AST")
     calibrate.add_argument("--out", required=True, help="the sweep as JSON")
-    calibrate.add_argument("--write", action="store_true", help="store the chosen call_bias in the checkpoint's config.json")
+    calibrate.add_argument("--write", action="store_true", help="store the chosen thresholds in the checkpoint's config.json")

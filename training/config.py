@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-StageName = Literal["autoencode", "contrastive", "calling", "selection"]
+StageName = Literal["autoencode", "contrastive", "calling", "selection", "abstention"]
 Trainable = Literal["new_modules", "lora", "full"]
 
 
@@ -47,8 +47,9 @@ class StageConfig(BaseModel):
     """Learning rate of the tanh gates (default: `lr`); gates start at 0 and move slowly at a low lr."""
     negatives: int = 7
     selection_candidates: Literal["example", "batch"] = "batch"
-    """Stage "selection": score each query against its example's own tools, or against every tool in the
-    batch (more negatives)."""
+    """Stages "selection" and "abstention": score each query against its example's own tools, or against every
+    tool in the batch (more negatives). "abstention" trains the selector with "no tool" as one more candidate
+    (the answer of "no call" examples; needs `router.selector_no_tool`)."""
     temperature: float = 0.07
 
     @model_validator(mode="after")

@@ -217,14 +217,16 @@ class CurriculumModel(nn.Module):
         logits = torch.einsum("bd,bnd->bn", F.normalize(query.float(), dim=-1), F.normalize(pooled.float(), dim=-1))
         return F.cross_entropy(logits / temperature, torch.zeros(len(examples), dtype=torch.long, device=logits.device))
 
-    def selection_loss(self, examples: Sequence[PreparedExample], candidates: str = "batch") -> torch.Tensor:
+    def selection_loss(self, examples: Sequence[PreparedExample], candidates: str = "batch",
+                       no_tool: bool = False) -> torch.Tensor:
         """The `ToolSelector` picks the gold tool(s): cross-entropy of its logits, the gold tools' probabilities
         summed (a parallel call has several). Candidates: each example's own tools ("example"), or every tool
         of the batch ("batch": more negatives per query; other tools named like a gold one are left out).
-        Gists stay fixed."""
+        With `no_tool`, "no tool" is one more candidate, the gold one of "no call" examples. Gists stay fixed."""
         queries, mask = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
         selector = self.model.selector
         query_vectors = selector.query_vectors(queries, mask)  # (B, dim)
+        no_tool_logits = selector.no_tool_scores(query_vectors) if no_tool else None  # (B,)
         if candidates == "batch":
             pool = list({t.schema_hash: t for e in examples for t in e.tools}.values())
             groups = [pool] * len(examples)
@@ -234,12 +236,15 @@ class CurriculumModel(nn.Module):
         row = {t.schema_hash: i for i, t in enumerate(distinct)}
         tool_vectors = selector.tool_vectors(self._fixed_gists(distinct))  # (distinct tools, dim)
         losses = []
-        for example, query, group in zip(examples, query_vectors, groups):
+        for b, (example, query, group) in enumerate(zip(examples, query_vectors, groups)):
             gold = {example.tools[i].schema_hash for i in example.gold_tool_indexes}
             gold_names = {example.tools[i].name for i in example.gold_tool_indexes}
             group = [t for t in group if t.schema_hash in gold or t.name not in gold_names]
             logits = selector.scores(query[None], tool_vectors[[row[t.schema_hash] for t in group]][None])[0]
             positives = [i for i, t in enumerate(group) if t.schema_hash in gold]
+            if no_tool_logits is not None:
+                logits = torch.cat([logits, no_tool_logits[b : b + 1]])
+                positives = positives or [len(group)]
             losses.append(-logits.log_softmax(-1)[positives].logsumexp(-1))
         return torch.stack(losses).mean()
 
@@ -300,8 +305,9 @@ class CurriculumModel(nn.Module):
                 if config.list_step_weight:
                     parts["list_step"] = list_step
                     total = total + config.list_step_weight * list_step
-            elif stage == "selection":
-                parts["selection"] = total = self.selection_loss(examples, config.selection_candidates)
+            elif stage in ("selection", "abstention"):
+                parts[stage] = total = self.selection_loss(examples, config.selection_candidates,
+                                                           no_tool=stage == "abstention")
             else:
                 total = torch.zeros((), device=self.router.device)
             weight = 1.0 if stage == "contrastive" else config.contrastive_weight
@@ -356,6 +362,9 @@ class Curriculum:
             max_seq_len=config.max_seq_len,
         )
         self.module.train()
+        if any(s.name == "abstention" for s in config.stages) and not router.model.selector.has_no_tool:
+            raise ValueError('stage "abstention" needs a selector that scores "no tool": set '
+                             "router: {selector_no_tool: true} in the config")
         self.log_path = self.output_dir / "log.jsonl"
         self._vectors: torch.Tensor | None = None  # catalog mean encoder states, for hard negatives
         self._catalog_index: dict[str, int] = {}
@@ -649,13 +658,22 @@ class Curriculum:
 
 
 def train_from_config(config: TrainConfig, *, stages: Sequence[str] | None = None, resume: bool = False,
-                      load_examples: Callable[[TrainConfig], Sequence[Any]] | None = None) -> Path:
-    """Build the router from `config.backbone`, load the prepared training split, run the curriculum."""
+                      load_examples: Callable[[TrainConfig], Sequence[Any]] | None = None,
+                      init_from: str | Path | None = None) -> Path:
+    """Build the router from `config.backbone`, load the prepared training split, run the curriculum.
+
+    `init_from`: a checkpoint folder whose weights the run starts from (e.g. `stages=["abstention"]` on the
+    checkpoint of the recipe's earlier stages); tensors it lacks keep their initialisation, and are listed."""
     from toolformer_router import RouterConfig
+    from toolformer_router.checkpoint import load_weights
 
     from .data import load_prepared, prepare
 
     router = ToolRouter.from_backbone(config.backbone, config=RouterConfig(backbone=config.backbone, **config.router))
+    if init_from is not None:
+        missing = load_weights(router.model, init_from, allow_missing=True)
+        if missing:
+            print(f"starting from {init_from}; not in it, initialised: {', '.join(missing)}")
     if load_examples is None:
         data_dir = Path(config.data_dir)
         if not (data_dir / "train.jsonl").is_file():

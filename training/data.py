@@ -65,6 +65,9 @@ class Example(BaseModel):
     """Active tools `{"name", "description", "parameters"}`, parameters in strict JSON Schema."""
     messages: list[dict[str, Any]]
     calls: list[GoldCall]
+    absent_tools: list[str] = []
+    """Tool names that must not be among its tools (a "no call" example made by removing its gold tools):
+    distractors never bring them back."""
 
     @field_validator("tools")
     @classmethod
@@ -94,6 +97,8 @@ class Example(BaseModel):
         for call in self.calls:
             if call.name not in names:
                 raise ValueError(f"call names {call.name!r}, which is not among the example's tools")
+        if names & set(self.absent_tools):
+            raise ValueError(f"tools {sorted(names & set(self.absent_tools))} are both active and absent")
         return self
 
     def target_text(self) -> str:
@@ -331,10 +336,11 @@ def pad_with_distractors(
     exclude_names: Iterable[str] = (),
 ) -> Example:
     """Add catalog tools until the example has `target_count` tools (never two with one name, never a
-    name in `exclude_names`), then shuffle the tool order. `rng` defaults to `random.Random(0)`."""
+    name in `exclude_names` or the example's `absent_tools`), then shuffle the tool order. `rng` defaults to
+    `random.Random(0)`."""
     rng = rng or random.Random(0)
     tools = list(example.tools)
-    taken = {tool["name"] for tool in tools} | set(exclude_names)
+    taken = {tool["name"] for tool in tools} | set(exclude_names) | set(example.absent_tools)
     tried: set[int] = set()
     while len(tools) < target_count and len(tried) < len(catalog):
         index = rng.randrange(len(catalog))
@@ -354,13 +360,13 @@ def make_no_call(
     example: Example, catalog: Sequence[dict[str, Any]], target_count: int = 20, rng: random.Random | None = None
 ) -> Example:
     """A "no call" example from a call example: its gold tools removed (and kept out of the distractors
-    by name), padded back to `target_count` tools, `calls=[]`."""
-    gold = {call.name for call in example.calls}
+    by name: `absent_tools`), padded back to `target_count` tools, `calls=[]`."""
+    gold = sorted({call.name for call in example.calls})
     stripped = example.model_copy(update={
-        "id": f"{example.id}:{NO_CALL_SOURCE}", "source": NO_CALL_SOURCE, "calls": [],
+        "id": f"{example.id}:{NO_CALL_SOURCE}", "source": NO_CALL_SOURCE, "calls": [], "absent_tools": gold,
         "tools": [tool for tool in example.tools if tool["name"] not in gold],
     })
-    return pad_with_distractors(stripped, catalog, target_count, rng, exclude_names=gold)
+    return pad_with_distractors(stripped, catalog, target_count, rng)
 
 
 def split_validation(
@@ -400,7 +406,8 @@ def prepare(
 
     Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples:
     `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
-    validation.jsonl and test.jsonl (each example's own tools only: evaluation adds distractors),
+    validation.jsonl (plus a "no call" copy of each call example, its gold tools removed: the shape of BFCL's
+    irrelevance category) and test.jsonl (each example's own tools only: evaluation adds distractors),
     catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json: examples per
     split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
@@ -431,6 +438,8 @@ def prepare(
     test = [example for category in TEST_CATEGORIES for example in load_bfcl(category, stats)]
 
     train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
+    rng = random.Random(f"{seed}:validation_no_call")  # BFCL-irrelevance-like: a task whose tool is missing
+    validation += [make_no_call(e, pool, 0, rng) for e in validation if e.calls]
     if synthetic_per_tool:
         train += synthesize(pool, synthetic_per_tool, random.Random(f"{seed}:synthetic"))
     if synthetic_parallel:

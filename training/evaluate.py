@@ -34,14 +34,21 @@ BatchPredictor = Callable[[list[tuple[list[dict], list[dict]]]], list[dict[str, 
 
 
 def active_tools(example: Example, count: int, pool: Sequence[dict], seed: int) -> list[dict]:
-    """The example's own tools plus distractors from `pool` up to `count`, shuffled (seeded by example id)."""
+    """The example's own tools plus distractors from `pool` up to `count` (never one of its `absent_tools`),
+    shuffled (seeded by example id)."""
     rng = random.Random(f"{seed}:{example.id}")
     own = list(example.tools)
-    names = {t["name"] for t in own} | {c.name for c in example.calls}
+    names = {t["name"] for t in own} | {c.name for c in example.calls} | set(example.absent_tools)
     needed = max(0, count - len(own))
     candidates = [t for t in pool if t["name"] not in names]
+    drawn = rng.sample(candidates, min(len(candidates), needed + 16))
+    if len({t["name"] for t in drawn}) < needed:  # the pool repeats names: draw on through all of it
+        first = {id(t) for t in drawn}
+        rest = [t for t in candidates if id(t) not in first]
+        rng.shuffle(rest)
+        drawn += rest
     chosen: list[dict] = []
-    for tool in rng.sample(candidates, min(len(candidates), needed + 16)):
+    for tool in drawn:
         if len(chosen) == needed:
             break
         if tool["name"] not in names:
@@ -90,7 +97,8 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
     cut_call = result.raw.startswith("[") and not calls
     return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
             "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
-            "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin}
+            "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin,
+            "selection_margin": result.selection_margin}
 
 
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
@@ -156,6 +164,7 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "output": output["raw"], "calls": output["calls"], "gold": gold,
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
+        "selection_margin": output.get("selection_margin"),
         "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
         "_tools": tools,
     }
