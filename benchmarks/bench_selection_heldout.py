@@ -10,6 +10,12 @@ at the config's `lexical_weight`, how often every tool the example calls is amon
 `--top-k`; for a multi-call example all its tools must be). This is how `lexical_weight` and
 `later_call_candidates` are chosen; the BFCL test categories are not read.
 
+With a "no tool" selector and an `abstention` stage in the config, that stage is then run the same way (the
+fresh selector and its "no tool" score, on the same training examples), and the call/no-call decision is
+measured on the held-out call examples and on a "no call" copy of each (its gold tools removed, the shape of
+BFCL's irrelevance category): the AUC of the selection margin, of the best selection score, of the best BM25
+alone and of the decoder's call margin, and FNR / FPR at the checkpoint's `no_tool_margin` and `call_bias`.
+
     python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--top-k 1,2,3,5] [--out FILE]
 
 Prints a JSON document and a table. Caveat: the gists (and the decoder) were trained with these tools in the
@@ -36,7 +42,7 @@ from toolformer_router import ToolRouter, ToolRouterError  # noqa: E402
 from toolformer_router.router import selection_text  # noqa: E402
 from toolformer_router.training.config import TrainConfig  # noqa: E402
 from toolformer_router.training.curriculum import Curriculum  # noqa: E402
-from toolformer_router.training.data import load_prepared  # noqa: E402
+from toolformer_router.training.data import load_prepared, make_no_call  # noqa: E402
 from toolformer_router.training.evaluate import _split_data, active_tools, usable_pool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +84,70 @@ def train_fresh_selector(curriculum: Curriculum, steps: int, batch_size: int, lr
             schedule.step()
 
 
+def train_abstention(curriculum: Curriculum, stage, seed: int) -> None:
+    """The config's `abstention` stage on the held-out split's training examples (the fresh selector and its
+    "no tool" score; AdamW, warm-up, cosine decay, `strip_gold_fraction` of the calls stripped per batch)."""
+    module = curriculum.module
+    selector = module.model.selector
+    optimizer = torch.optim.AdamW(selector.parameters(), lr=stage.lr, weight_decay=0.0)
+    warmup = stage.warmup_steps or 0
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
+                                                 * 0.5 * (1 + math.cos(math.pi * min(s, stage.steps) / stage.steps)))
+    examples = curriculum.examples
+    bank = curriculum.bank
+    bank.precompute([bank.tool_key(t) for e in examples for t in e.tools]
+                    + [bank.text_key(e.query_text) for e in examples])
+    rng = random.Random(f"{seed}:abstention")
+    with torch.enable_grad():
+        for _ in range(stage.steps):
+            batch = [examples[rng.randrange(len(examples))] for _ in range(stage.batch_size)]
+            stripped = [i for i, e in enumerate(batch)
+                        if e.gold_tool_indexes and rng.random() < stage.strip_gold_fraction]
+            loss = module.selection_loss(batch, stage.selection_candidates, no_tool=True, stripped=stripped)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+
+
+def _auc(positives: list[float], negatives: list[float]) -> float:
+    """P(a positive scores above a negative), ties counted half."""
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    return round(sum(pairs) / len(pairs), 3)
+
+
+def abstention_rows(router: ToolRouter, evaluation, pool, counts, seed: int, threshold: float | None,
+                    call_bias: float) -> list[dict]:
+    """Per tool count: the held-out call examples and their "no call" copies (gold tools removed): how well
+    each score separates them (AUC: the selection margin, the best selection score = selector + `lexical_weight`
+    x BM25, the best BM25 alone, the decoder's call margin) and, at the shipped `no_tool_margin` and
+    `call_bias`, FNR and FPR."""
+    rows = []
+    for count in counts:
+        scores = {name: {True: [], False: []} for name in ("selection margin", "selection score", "BM25", "decoder")}
+        decided = {True: [], False: []}
+        for example in evaluation:
+            for is_call, case in ((True, example), (False, make_no_call(example, [], 0))):
+                try:
+                    tools = router.prepare_tools(active_tools(case, count, pool, seed))
+                    result = router.route(case.messages, tools=tools, max_new_tokens=1, max_text_tokens=0)
+                except ToolRouterError:
+                    continue
+                scores["selection margin"][is_call].append(result.selection_margin)
+                scores["selection score"][is_call].append(router.rank_tools(case.messages, tools)[0][1])
+                words = router.lexical.scores(selection_text(case.messages), tools)
+                scores["BM25"][is_call].append(words.max().item())
+                scores["decoder"][is_call].append(result.call_margin if result.call_margin is not None else math.inf)
+                calls = (result.call_margin is None or result.call_margin + call_bias > 0) and (
+                    threshold is None or result.selection_margin >= threshold)
+                decided[is_call].append(calls)
+        rows.append({"tools": count, "n_calls": len(decided[True]), "n_no_call": len(decided[False]),
+                     **{f"AUC {name}": _auc(s[True], s[False]) for name, s in scores.items()},
+                     "FNR": round(1 - sum(decided[True]) / len(decided[True]), 3),
+                     "FPR": round(sum(decided[False]) / len(decided[False]), 3)})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default")
@@ -101,6 +171,9 @@ def main() -> None:
     evaluation = evaluation[: args.limit]
     curriculum = Curriculum(config, router, kept)
     train_fresh_selector(curriculum, args.steps, args.batch_size, args.lr, args.seed)
+    abstention = next((stage for stage in config.stages if stage.name == "abstention"), None)
+    if abstention is not None and router.model.selector.has_no_tool:
+        train_abstention(curriculum, abstention, args.seed)
     router.model.eval()
     shipped_weight = config.router.get("lexical_weight", 0.0)
     router.config.lexical_weight = 0.0
@@ -138,13 +211,22 @@ def main() -> None:
             if examples:
                 top_k_rows.append({"tools": count, "calls": "several tools" if multi else "one tool", "n": examples,
                                    **{f"k={k}": round(within[k, multi] / examples, 3) for k in top_ks}})
+    no_tool_rows = []
+    if abstention is not None and router.model.selector.has_no_tool:
+        router.config.lexical_weight = shipped_weight
+        no_tool_rows = abstention_rows(router, evaluation, pool, [int(c) for c in args.tool_counts.split(",")],
+                                       args.seed, router.config.no_tool_margin, router.config.call_bias)
     result = {"machine": machine(), "held_out_tools": len({t["name"] for t in pool}), "training_examples": len(kept),
               "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
               "wall_s": round(time.perf_counter() - started, 1), "recall_at_1": rows,
-              "lexical_weight": shipped_weight, "all_called_tools_in_top_k": top_k_rows}
+              "lexical_weight": shipped_weight, "all_called_tools_in_top_k": top_k_rows,
+              "no_tool_margin": router.config.no_tool_margin, "call_bias": router.config.call_bias,
+              "call_or_not": no_tool_rows}
     print(json.dumps(result, indent=2))
     print_table(rows, list(rows[0]))
     print_table(top_k_rows, list(top_k_rows[0]))
+    if no_tool_rows:
+        print_table(no_tool_rows, list(no_tool_rows[0]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -123,6 +123,7 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
           "5", "--limit", "1", "--max-fnr", "1.0", "--out", str(tmp_path / "calibration.json"), "--write"])
     calibration = json.loads((tmp_path / "calibration.json").read_text())
     assert calibration["n"] == summary["n"] and calibration["sweep"][0]["call_bias"] == 0.0
+    assert len((tmp_path / "calibration.examples.jsonl").read_text().splitlines()) == calibration["n"]
     assert ToolRouter.from_pretrained(checkpoint, disk_cache=False).config.call_bias == calibration["chosen"]["call_bias"]
 
 

@@ -2,7 +2,8 @@
 "no tool" selector, `no_tool_margin` — the pair with the fewest false positives whose false-negative rate stays
 within `--max-fnr`.
 
-    toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared --out reports/calibration.json [--pass-call-bias 1.0] [--write]
+    toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared \
+        --out reports/calibration.json [--pass-call-bias 1.0] [--write]
 
 One validation pass at `call_bias = --pass-call-bias` (default 0), without the selector's veto, records each
 example's `call_margin` (call-opening logit minus text logit at the first token) and `selection_margin` (best tool
@@ -110,8 +111,11 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     chosen = choose_call_bias(rows, args.max_fnr)
     report = {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": args.tools_per_query,
               "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen, "sweep": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    out.with_suffix(".examples.jsonl").write_bytes(b"".join(
+        orjson.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + b"\n" for r in records))
 
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"

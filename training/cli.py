@@ -91,7 +91,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
 
-    calibrate = commands.add_parser("calibrate", help="choose call_bias and no_tool_margin (the call/no-call thresholds) on validation")
+    calibrate = commands.add_parser(
+        "calibrate", help="choose call_bias and no_tool_margin (the call/no-call thresholds) on validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -103,5 +104,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--max-fnr", type=float, default=0.15, help="the false-negative rate allowed")
     calibrate.add_argument("--pass-call-bias", type=float, default=0.0,
                            help="decode at this call_bias: it and every lower bias are scored with AST")
-    calibrate.add_argument("--out", required=True, help="the sweep as JSON")
+    calibrate.add_argument("--out", required=True, help="the sweep as JSON (the pass's examples beside it, .jsonl)")
     calibrate.add_argument("--write", action="store_true", help="store the chosen thresholds in the checkpoint's config.json")

@@ -50,6 +50,9 @@ class StageConfig(BaseModel):
     """Stages "selection" and "abstention": score each query against its example's own tools, or against every
     tool in the batch (more negatives). "abstention" trains the selector with "no tool" as one more candidate
     (the answer of "no call" examples; needs `router.selector_no_tool`)."""
+    strip_gold_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    """Stage "abstention": this share of the call examples (drawn per batch) lose their gold tools from the
+    candidates and answer "no tool" — a task whose tool is missing, like BFCL's irrelevance category."""
     temperature: float = 0.07
 
     @model_validator(mode="after")

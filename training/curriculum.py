@@ -218,11 +218,12 @@ class CurriculumModel(nn.Module):
         return F.cross_entropy(logits / temperature, torch.zeros(len(examples), dtype=torch.long, device=logits.device))
 
     def selection_loss(self, examples: Sequence[PreparedExample], candidates: str = "batch",
-                       no_tool: bool = False) -> torch.Tensor:
+                       no_tool: bool = False, stripped: Sequence[int] = ()) -> torch.Tensor:
         """The `ToolSelector` picks the gold tool(s): cross-entropy of its logits, the gold tools' probabilities
         summed (a parallel call has several). Candidates: each example's own tools ("example"), or every tool
         of the batch ("batch": more negatives per query; other tools named like a gold one are left out).
-        With `no_tool`, "no tool" is one more candidate, the gold one of "no call" examples. Gists stay fixed."""
+        With `no_tool`, "no tool" is one more candidate, the gold one of "no call" examples and of the
+        `stripped` examples (indexes), whose gold tools are taken out of their candidates. Gists stay fixed."""
         queries, mask = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
         selector = self.model.selector
         query_vectors = selector.query_vectors(queries, mask)  # (B, dim)
@@ -239,6 +240,8 @@ class CurriculumModel(nn.Module):
         for b, (example, query, group) in enumerate(zip(examples, query_vectors, groups)):
             gold = {example.tools[i].schema_hash for i in example.gold_tool_indexes}
             gold_names = {example.tools[i].name for i in example.gold_tool_indexes}
+            if b in stripped:
+                gold = set()
             group = [t for t in group if t.schema_hash in gold or t.name not in gold_names]
             logits = selector.scores(query[None], tool_vectors[[row[t.schema_hash] for t in group]][None])[0]
             positives = [i for i, t in enumerate(group) if t.schema_hash in gold]
@@ -307,7 +310,8 @@ class CurriculumModel(nn.Module):
                     total = total + config.list_step_weight * list_step
             elif stage in ("selection", "abstention"):
                 parts[stage] = total = self.selection_loss(examples, config.selection_candidates,
-                                                           no_tool=stage == "abstention")
+                                                           no_tool=stage == "abstention",
+                                                           stripped=batch.get("stripped", ()))
             else:
                 total = torch.zeros((), device=self.router.device)
             weight = 1.0 if stage == "contrastive" else config.contrastive_weight
@@ -446,6 +450,9 @@ class Curriculum:
                        and (stage.name == "contrastive" or stage.contrastive_weight)]
         batch = {"examples": chosen, "contrastive": contrastive,
                  "negatives": [self._hard_negatives(chosen[i], stage.negatives, rng) for i in contrastive]}
+        if stage.name == "abstention" and stage.strip_gold_fraction:
+            batch["stripped"] = [i for i, e in enumerate(chosen)
+                                 if e.gold_tool_indexes and rng.random() < stage.strip_gold_fraction]
         if stage.ae_weight and rng.random() < stage.ae_fraction:
             batch["ae_tools"] = list({t.schema_hash: t for e in chosen for t in
                                       [e.tools[j] for j in e.gold_tool_indexes]}.values())[:size]
