@@ -63,47 +63,24 @@ def held_out_split(router: ToolRouter, data_dir: Path, fraction: float, seed: in
     return kept, evaluation, [tool for tool in pool if tool["name"] in held_out]
 
 
-def train_fresh_selector(curriculum: Curriculum, steps: int, batch_size: int, lr: float, seed: int) -> None:
-    """Re-initialise the selector and train it alone (AdamW, 20 warm-up steps, cosine decay)."""
+def train_selector(curriculum: Curriculum, examples: list, *, steps: int, batch_size: int, lr: float, warmup: int,
+                   rng: random.Random, candidates: str = "batch", no_tool: bool = False,
+                   strip_gold_fraction: float = 0.0) -> None:
+    """Train the selector alone on batches drawn from `examples` (AdamW, linear warm-up, cosine decay), as the
+    curriculum's `selection` stage does, or with `no_tool` as its `abstention` stage does (`strip_gold_fraction`
+    of the calls of each batch stripped of their gold tools)."""
     module = curriculum.module
-    module.model.init_new_modules(seed, names=["selector"])
-    selector = module.model.selector
-    optimizer = torch.optim.AdamW(selector.parameters(), lr=lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    calls = [e for e in curriculum.examples if e.gold_tool_indexes]
-    bank = curriculum.bank
-    bank.precompute([bank.tool_key(t) for e in calls for t in e.tools] + [bank.text_key(e.query_text) for e in calls])
-    rng = random.Random(seed)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = module.selection_loss([calls[rng.randrange(len(calls))] for _ in range(batch_size)], "batch")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-
-
-def train_abstention(curriculum: Curriculum, stage, seed: int) -> None:
-    """The config's `abstention` stage on the held-out split's training examples (the fresh selector and its
-    "no tool" score; AdamW, warm-up, cosine decay, `strip_gold_fraction` of the calls stripped per batch)."""
-    module = curriculum.module
-    selector = module.model.selector
-    optimizer = torch.optim.AdamW(selector.parameters(), lr=stage.lr, weight_decay=0.0)
-    warmup = stage.warmup_steps or 0
+    optimizer = torch.optim.AdamW(module.model.selector.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
-                                                 * 0.5 * (1 + math.cos(math.pi * min(s, stage.steps) / stage.steps)))
-    examples = curriculum.examples
+                                                 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     bank = curriculum.bank
     bank.precompute([bank.tool_key(t) for e in examples for t in e.tools]
                     + [bank.text_key(e.query_text) for e in examples])
-    rng = random.Random(f"{seed}:abstention")
     with torch.enable_grad():
-        for _ in range(stage.steps):
-            batch = [examples[rng.randrange(len(examples))] for _ in range(stage.batch_size)]
-            stripped = [i for i, e in enumerate(batch)
-                        if e.gold_tool_indexes and rng.random() < stage.strip_gold_fraction]
-            loss = module.selection_loss(batch, stage.selection_candidates, no_tool=True, stripped=stripped)
+        for _ in range(steps):
+            batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
+            stripped = [i for i, e in enumerate(batch) if e.gold_tool_indexes and rng.random() < strip_gold_fraction]
+            loss = module.selection_loss(batch, candidates, no_tool=no_tool, stripped=stripped)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -170,10 +147,16 @@ def main() -> None:
     kept, evaluation, pool = held_out_split(router, Path(config.data_dir), args.held_out_fraction, args.seed)
     evaluation = evaluation[: args.limit]
     curriculum = Curriculum(config, router, kept)
-    train_fresh_selector(curriculum, args.steps, args.batch_size, args.lr, args.seed)
+    curriculum.module.model.init_new_modules(args.seed, names=["selector"])  # a fresh selector
+    train_selector(curriculum, [e for e in curriculum.examples if e.gold_tool_indexes], steps=args.steps,
+                   batch_size=args.batch_size, lr=args.lr, warmup=20, rng=random.Random(args.seed))
     abstention = next((stage for stage in config.stages if stage.name == "abstention"), None)
     if abstention is not None and router.model.selector.has_no_tool:
-        train_abstention(curriculum, abstention, args.seed)
+        train_selector(curriculum, curriculum.examples, steps=abstention.steps, batch_size=abstention.batch_size,
+                       lr=abstention.lr, warmup=abstention.warmup_steps or 0,
+                       rng=random.Random(f"{args.seed}:abstention"),
+                       candidates=abstention.selection_candidates, no_tool=True,
+                       strip_gold_fraction=abstention.strip_gold_fraction)
     router.model.eval()
     shipped_weight = config.router.get("lexical_weight", 0.0)
     router.config.lexical_weight = 0.0
