@@ -333,14 +333,12 @@ def pad_with_distractors(
     catalog: Sequence[dict[str, Any]],
     target_count: int = 20,
     rng: random.Random | None = None,
-    exclude_names: Iterable[str] = (),
 ) -> Example:
-    """Add catalog tools until the example has `target_count` tools (never two with one name, never a
-    name in `exclude_names` or the example's `absent_tools`), then shuffle the tool order. `rng` defaults to
-    `random.Random(0)`."""
+    """Add catalog tools until the example has `target_count` tools (never two with one name, never one of
+    its `absent_tools`), then shuffle the tool order. `rng` defaults to `random.Random(0)`."""
     rng = rng or random.Random(0)
     tools = list(example.tools)
-    taken = {tool["name"] for tool in tools} | set(exclude_names) | set(example.absent_tools)
+    taken = {tool["name"] for tool in tools} | set(example.absent_tools)
     tried: set[int] = set()
     while len(tools) < target_count and len(tried) < len(catalog):
         index = rng.randrange(len(catalog))
