@@ -163,6 +163,31 @@ def test_list_step_weight_trains_where_a_call_list_goes_on(tmp_path, backbone_di
     assert len(losses) == 12 and losses[-1] < 0.5 * losses[0], losses
 
 
+def test_composed_examples_join_the_calling_stage_and_train_only_keeps_the_rest(tmp_path, backbone_dir):
+    """`composed_examples` adds two-call examples (both requests in one message) to the calling stage's items;
+    `train_only: [cross_attention]` changes the cross-attention and leaves the gists and the selector as they were."""
+    from toolformer_router.training.curriculum import train_from_config
+
+    base = _router(backbone_dir).save_pretrained(tmp_path / "base")
+    stage = StageConfig(name="calling", steps=4, lr=1e-2, batch_size=4, warmup_steps=0, list_step_weight=1.0,
+                        composed_examples=2, train_only=["cross_attention"])
+    config = TrainConfig(backbone=backbone_dir, output_dir=str(tmp_path / "run"), log_every=1,
+                         checkpoint_every=100, router=TINY_ROUTER_CONFIG, stages=[stage])
+    rome = Example(id="t4", source="test", tools=[WEATHER["function"], EMAIL], calls=[GoldCall(
+        name="get_weather", arguments={"city": "Rome"})], messages=[{"role": "user", "content": "Rome weather?"}])
+    examples = [*_examples(), rome]  # one pair of the same tool, one of two tools
+    curriculum = Curriculum(config, _router(backbone_dir), examples)
+    items = curriculum._stage_items(stage)
+    composed = items[len(curriculum.examples):]
+    assert len(items) == len(curriculum.examples) + 2 and [len(e.list_steps) for e in composed] == [2, 2]
+    assert all(" Also, " in e.query_text for e in composed)
+    assert sorted(len({e.tools[i].name for i in e.gold_tool_indexes}) for e in composed) == [1, 2]
+    folder = train_from_config(config, load_examples=lambda _: examples, init_from=base)
+    before, after = load_file(base / "router.safetensors"), load_file(folder / "router.safetensors")
+    changed = {n for n in after if not torch.equal(before[n].to(after[n].dtype), after[n])}
+    assert changed and all(n.startswith("cross_attention.") for n in changed), changed
+
+
 def test_max_minutes_ends_a_stage_early_and_the_run_goes_on(tmp_path, backbone_dir):
     stages = [StageConfig(name="calling", steps=50, lr=1e-3, batch_size=2, warmup_steps=0, max_minutes=1e-6),
               StageConfig(name="selection", steps=2, lr=1e-3, batch_size=2, warmup_steps=0)]

@@ -160,20 +160,51 @@ def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
 
 
 def test_closer_ends_a_list_that_could_not_hold_another_call():
-    from toolformer_router.decoding import CallCloser
+    from toolformer_router.decoding import CallCloser, scan_call_list
 
     texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", '"}']
     closer = CallCloser(texts, reserve=4)
     one_call = [0, 1, 2, 3, 4, 5, 6]  # [{"name":"f","arguments":{"x":"a,b"}}  — a call of 6 tokens
-    assert closer._scan(one_call) == (False, 1, 6)
+    assert scan_call_list(texts, one_call) == (False, 1, 6)
     assert closer.list_full(one_call, remaining=9) and not closer.list_full(one_call, remaining=10)
     assert closer.list_full(one_call[:-1], remaining=8)  # its arguments closed (5 tokens): "}" then "]"
     assert not closer.list_full(one_call[:-2], remaining=1)  # arguments still open: `engaged` handles it
     assert not closer.list_full(one_call[:4], remaining=1)  # inside a string ("a,b" is no list comma)
     assert not closer.list_full([0, 1], remaining=1)  # no complete call yet: nothing to measure
     second = one_call + [7, 1, 2, 3, 4, 8]  # a second call of 6 tokens, closed with "}},"
-    assert closer._scan(second)[1:] == (1, 6)
+    assert scan_call_list(texts, second)[1:] == (1, 6)
     assert closer.preferred(one_call[:4]).tolist() == closer.string_closers.tolist()
+
+
+def test_list_continuation_finds_the_tokens_that_go_on_with_a_call_list():
+    from toolformer_router.decoding import ListContinuation
+
+    texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", "}]", "]", ", {", "},", "}}]"]
+    continuation = ListContinuation(texts)
+    goes_on = lambda mask: [texts[i] for i in mask.nonzero().flatten().tolist()]  # noqa: E731
+    assert goes_on(continuation.continuing([0, 1, 2, 3, 4])) == ["}},"]  # in the arguments: depth 3
+    assert goes_on(continuation.continuing([0, 1, 2, 3, 4, 5])) == ["},"]  # arguments closed: depth 2
+    assert goes_on(continuation.continuing([0, 1, 2, 3, 4, 5, 6])) == [",", ", {"]  # the call closed: depth 1
+    assert continuation.continuing([0, 1, 2, 3]) is None  # inside a string ("a,b" is no list comma)
+    assert continuation.continuing([0]) is None  # no call yet
+
+
+def test_list_bias_lengthens_call_lists(make_router, tokenizer):
+    router = make_router()
+    tool = {"name": "get_weather", "description": "Weather of a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                           "required": ["city"]}}
+    counts = {}
+    for bias in (0.0, 1000.0):
+        router.config.list_bias = bias
+        counts[bias] = [len(router.route("weather in Paris and Rome", tools=[tool], tool_choice="required",
+                                         max_new_tokens=80, logits_processor=finishing_sampler(tokenizer, seed)).calls)
+                        for seed in range(3)]
+    router.config.list_bias = 0.0
+    assert counts[0.0] == [1, 1, 1]  # the sampler favours "]" over ","
+    assert all(count >= 2 for count in counts[1000.0]), counts
+    # a list step is the only place the bias acts: the calls it adds are still valid calls of the tool
+    assert counts[1000.0] != counts[0.0]
 
 
 def test_a_list_is_closed_instead_of_opening_a_call_the_budget_cannot_hold(make_router, tokenizer):

@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 
 from toolformer_router import normalize_tool
 from toolformer_router.training.data import (
+    COMPOSED_SOURCES,
     NO_CALL_SOURCE,
     TEST_CATEGORIES,
     TRAIN_CATEGORIES,
@@ -22,6 +23,7 @@ from toolformer_router.training.data import (
     GoldCall,
     bfcl_functions,
     call_errors,
+    compose_multi_call,
     gold_arguments,
     load_bfcl,
     load_jsonl,
@@ -35,7 +37,7 @@ from toolformer_router.training.data import (
 from toolformer_router.training.evaluate import active_tools
 from toolformer_router.training.synthetic import synthesize, synthesize_parallel
 
-FILES = ("train.jsonl", "validation.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
+FILES = ("train.jsonl", "validation.jsonl", "validation_multi.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -177,7 +179,7 @@ def test_distractor_padding_and_no_call(prepared):
 def test_prepare_is_deterministic_and_counts_match_files(prepared, tmp_path):
     out, counts = prepared
     assert orjson.loads((out / "counts.json").read_bytes()) == counts
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "validation_multi", "test"):
         rows = read_jsonl(out / f"{split}.jsonl")
         assert len(rows) == counts[split] > 0
         assert Counter(r["source"] for r in rows) == {k.split("/", 1)[1]: v for k, v in counts.items()
@@ -244,6 +246,29 @@ def test_synthetic_parallel_examples_ask_for_several_valid_calls(prepared):
             assert len(example.tools) == 1
         else:
             assert [t["name"] for t in example.tools] == names and len(set(names)) == len(names)
+
+
+def test_composed_validation_asks_for_both_calls_of_two_validation_examples(prepared):
+    out, counts = prepared
+    validation = {e.id: e for e in load_prepared(out, "validation")}
+    composed = load_prepared(out, "validation_multi")  # loading validates every gold call against the tools
+    assert len(composed) == counts["validation_multi"] >= 50
+    assert {e.source for e in composed} == set(COMPOSED_SOURCES)
+    used = Counter()
+    for example in composed:
+        first, second = (validation[part] for part in example.id.split("+"))
+        used.update([(example.source, first.id), (example.source, second.id)])
+        assert example.calls == [*first.calls, *second.calls]
+        same_tool = first.calls[0].name == second.calls[0].name
+        assert same_tool == (example.source == COMPOSED_SOURCES[0])
+        assert first.calls[0].arguments != second.calls[0].arguments
+        assert {t["name"] for t in example.tools} == {t["name"] for t in first.tools + second.tools}
+        text = example.messages[0]["content"]
+        assert text.startswith(first.messages[0]["content"].rstrip()) and " Also, " in text
+        assert text.endswith(second.messages[0]["content"][1:])
+    assert max(used.values()) == 1  # each validation example at most once per kind
+    assert compose_multi_call(list(validation.values()), 10, random.Random(5)) == compose_multi_call(
+        list(validation.values()), 10, random.Random(5))
 
 
 def test_load_jsonl_roundtrip_and_errors_name_the_line(tmp_path):

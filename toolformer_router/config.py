@@ -76,6 +76,9 @@ class RouterConfig(BaseModel):
     """Decoding: added to the logits that open a call at the first token; below 0 the router calls less
     often (fewer false positives, more false negatives). Chosen on validation by `toolformer-router
     calibrate`."""
+    list_bias: float = 0.0
+    """Decoding: added, wherever a call list may go on or end, to the logits of the tokens that go on with it;
+    above 0 the router makes more calls per list (queries that ask for several). Chosen on validation."""
     no_tool_margin: float | None = None
     """With `selector_no_tool`, in "selector" mode and `tool_choice` "auto": answer without a call when the best
     tool's `ToolSelector` logit beats the "no tool" logit by less than this (`RouteResult.selection_margin`);

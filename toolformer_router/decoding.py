@@ -83,6 +83,24 @@ class JsonState:
         return 0
 
 
+def scan_call_list(token_texts: list[str], token_ids: list[int]) -> tuple[bool, int, int]:
+    """(inside a string, bracket depth, tokens of the longest call so far — the open one too once its arguments
+    have closed — or 0 while a call's arguments are open) at the end of a call list's `token_ids`."""
+    state, opened_at, longest, arguments_closed = JsonState(), 0, 0, False
+    for position, token in enumerate(token_ids):
+        for char in token_texts[token]:
+            change = state.feed(char)
+            if change > 0 and state.depth == 2:
+                opened_at, arguments_closed = position, False
+            elif change < 0:
+                arguments_closed = arguments_closed or state.depth == 2
+                if state.depth == 1:
+                    longest = max(longest, position + 1 - opened_at)
+    if state.depth == 2 and arguments_closed:
+        longest = max(longest, len(token_ids) - opened_at)
+    return state.in_string, state.depth, longest if state.depth == 1 or arguments_closed else 0
+
+
 class CallCloser:
     """Keeps call lists inside their budget: near the end (`engaged`) it prefers tokens that only close — a quote
     ending the open string, or `]`/`}` outside strings — and between calls it closes the list when the rest of
@@ -98,33 +116,41 @@ class CallCloser:
         """True within the reserve (at most a quarter of the budget) of the end."""
         return remaining <= min(self.reserve, budget // 4)
 
-    def _scan(self, token_ids: list[int]) -> tuple[bool, int, int]:
-        """(inside a string, bracket depth, tokens of the longest call so far — the open one too once its
-        arguments have closed — or 0 while a call's arguments are open) at the end of `token_ids`."""
-        state, opened_at, longest, arguments_closed = JsonState(), 0, 0, False
-        for position, token in enumerate(token_ids):
-            for char in self.token_texts[token]:
-                change = state.feed(char)
-                if change > 0 and state.depth == 2:
-                    opened_at, arguments_closed = position, False
-                elif change < 0:
-                    arguments_closed = arguments_closed or state.depth == 2
-                    if state.depth == 1:
-                        longest = max(longest, position + 1 - opened_at)
-        if state.depth == 2 and arguments_closed:
-            longest = max(longest, len(token_ids) - opened_at)
-        return state.in_string, state.depth, longest if state.depth == 1 or arguments_closed else 0
-
     def list_full(self, token_ids: list[int], remaining: int) -> bool:
         """True where a call list can end (between calls, or a call's arguments just closed) when `remaining`
         tokens cannot hold another call as long as the longest so far plus the reserve: the list should close
         rather than open a call it cannot finish."""
-        inside_string, depth, longest = self._scan(token_ids)
+        inside_string, depth, longest = scan_call_list(self.token_texts, token_ids)
         return not inside_string and depth in (1, 2) and longest > 0 and remaining < longest + self.reserve
 
     def preferred(self, token_ids: list[int]) -> torch.Tensor:
         """(vocab,) bool mask of the closing tokens that fit after `token_ids`."""
-        return self.string_closers if self._scan(token_ids)[0] else self.structure_closers
+        return self.string_closers if scan_call_list(self.token_texts, token_ids)[0] else self.structure_closers
+
+
+def _goes_on_with_list(text: str, depth: int) -> bool:
+    """True when `text`, read at bracket `depth` of a call list (1: between calls, 2: in a call whose arguments
+    closed, 3: in its arguments), closes the call and reaches the "," that goes on with the list."""
+    head, comma, _ = text.partition(",")
+    return bool(comma) and "".join(head.split()) == "}" * (depth - 1)
+
+
+class ListContinuation:
+    """Where a call list may go on or end, the tokens that go on with it: a `,` between calls, possibly after the
+    braces that close the call (`}},` from inside its arguments, `},` once they closed, `,` after the call).
+    Built once per tokenizer from each token's text."""
+
+    def __init__(self, token_texts: list[str]):
+        self.token_texts = token_texts
+        self.continuers = {depth: torch.tensor([_goes_on_with_list(t, depth) for t in token_texts])
+                           for depth in (1, 2, 3)}
+
+    def continuing(self, token_ids: list[int]) -> torch.Tensor | None:
+        """(vocab,) bool mask of the tokens that would go on with the list after `token_ids` (the grammar decides
+        which are allowed); None inside a string, a call's name or a nested value, and before the first call."""
+        inside_string, depth, longest = scan_call_list(self.token_texts, token_ids)
+        at_list_step = depth == 3 or (depth in (1, 2) and longest > 0)
+        return self.continuers[depth] if at_list_step and not inside_string else None
 
 
 _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
@@ -222,6 +248,8 @@ def constrained_greedy_decode(
     closer: CallCloser | None = None,
     steering: CallNameSteering | None = None,
     call_bias: float = 0.0,
+    continuation: ListContinuation | None = None,
+    list_bias: float = 0.0,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
 
@@ -231,7 +259,8 @@ def constrained_greedy_decode(
     `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end;
     `steering` keeps each call's name to the request's `first_call_tool` / `later_call_tools`.
     `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; a request's
-    `decline_call` forbids them there instead.
+    `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
+    tokens `continuation` finds going on with it: above 0, longer lists.
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -288,6 +317,10 @@ def constrained_greedy_decode(
                                             allowed[row])
                 if spelled is not None:
                     allowed[row] = spelled
+            if continuation is not None and list_bias and is_call:
+                goes_on = continuation.continuing(output.token_ids)
+                if goes_on is not None:
+                    logits[row, goes_on.to(device)] += list_bias
             left = budget[b] - len(output.token_ids)
             if closer is not None and is_call and closer.engaged(left, budget[b]):
                 output.closed_early = True

@@ -26,6 +26,7 @@ from .checkpoint import load_weights, read_config, save_checkpoint
 from .config import RouterConfig
 from .decoding import (
     CallCloser,
+    ListContinuation,
     DecodeOutput,
     DecodeRequest,
     CallNameSteering,
@@ -177,6 +178,7 @@ class ToolRouter:
         self._call_opening_tokens = frozenset(i for i, text in enumerate(token_texts) if text.startswith("["))
         reserve, min_span = self.config.closing_reserve_tokens, self.config.loop_guard_min_span
         self._closer = CallCloser(token_texts, reserve) if reserve else None
+        self._continuation = ListContinuation(token_texts)
         self._loop_guard = LoopGuard(min_span) if min_span else None
         self._steering = CallNameSteering(token_texts)
         self.lexical = LexicalMatcher()
@@ -569,6 +571,7 @@ class ToolRouter:
             call_opening_tokens=self._call_opening_tokens,
             pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
             loop_guard=self._loop_guard, closer=self._closer, steering=self._steering, call_bias=self.config.call_bias,
+            continuation=self._continuation, list_bias=self.config.list_bias,
         )
 
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],

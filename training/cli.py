@@ -15,7 +15,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
     counts = prepare(args.out, seed=args.seed, tools_per_example=args.tools_per_example,
                      validation_fraction=args.validation_fraction, no_call_fraction=args.no_call_fraction,
-                     synthetic_per_tool=args.synthetic_per_tool, synthetic_parallel=args.synthetic_parallel)
+                     synthetic_per_tool=args.synthetic_per_tool, synthetic_parallel=args.synthetic_parallel,
+                     composed_validation=args.composed_validation)
     print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -55,6 +56,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--no-call-fraction", type=float, default=0.1)
     prepare.add_argument("--synthetic-per-tool", type=int, default=0)
     prepare.add_argument("--synthetic-parallel", type=int, default=0, help="synthetic examples of 2-4 calls to add")
+    prepare.add_argument("--composed-validation", type=int, default=100,
+                         help="two-call validation examples composed from validation's one-call examples")
 
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)
@@ -71,7 +74,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", default="default")
     evaluate.add_argument("--suite", default="bfcl", choices=["bfcl"])
     evaluate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
-    evaluate.add_argument("--split", action="append", choices=["validation", "test"], help="default: test")
+    evaluate.add_argument("--split", action="append", choices=["validation", "validation_multi", "test"],
+                          help="default: test; validation_multi: two-call examples composed from validation's")
     evaluate.add_argument("--tools-per-query", type=int, default=20)
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
     evaluate.add_argument("--seed", type=int, default=0)
@@ -86,6 +90,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="override the checkpoint's lexical_weight (BM25 share of the selection score)")
     evaluate.add_argument("--later-call-candidates", type=int, default=None,
                           help="override the checkpoint's later_call_candidates (0: later calls name any tool)")
+    evaluate.add_argument("--list-bias", type=float, default=None,
+                          help="override the checkpoint's list_bias (above 0: longer call lists)")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")

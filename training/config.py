@@ -38,6 +38,13 @@ class StageConfig(BaseModel):
     train it, with weight 1, and calls learn it from their first token's cross-entropy)."""
     list_step_weight: float = 0.0
     """Weight of the extra cross-entropy at the tokens where a call list goes on (`,`) or ends (`]`)."""
+    composed_examples: int = Field(0, ge=0)
+    """Stage "calling": this many two-call examples, each two one-call training examples' requests in one user
+    message (`training.data.compose_multi_call`, seeded), join the stage's examples (the live data has few
+    multi-call examples, and a decoder trained on it ends every list after one call)."""
+    train_only: list[Literal["gist_pooling", "cross_attention", "selector"]] | None = None
+    """The new modules this stage updates (None: every trainable parameter). E.g. ["cross_attention"] keeps the
+    gists, and so a selector trained on them, as they are."""
     max_minutes: float | None = Field(None, gt=0)
     """Wall-time cap of the stage (a lease on a lent device): it ends early, saved, and the log says where."""
     end_at_step: int | None = Field(None, ge=1)

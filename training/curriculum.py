@@ -42,6 +42,7 @@ from toolformer_router.modeling import GistMemory, pad_right
 from toolformer_router.router import normalize_messages, selection_text
 
 from .config import StageConfig, TrainConfig
+from .data import compose_multi_call
 
 IGNORE_INDEX = -100
 AE_INSTRUCTION = "Write out the JSON schema of the available tool."
@@ -355,6 +356,8 @@ class Curriculum:
         self.bank = EncoderStateBank(router, frozen=frozen_encoder)
         self._usable: dict[str, bool] = {}
         self.dropped: dict[str, int] = {}
+        self.raw_examples = list(train_examples)
+        self._composed_examples: dict[int, list[PreparedExample]] = {}
         self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
@@ -381,9 +384,16 @@ class Curriculum:
                              if layer_id >= self.router.config.encoder_layers for name in self.config.lora.target_modules]
             model.add_lora(r=self.config.lora.r, alpha=self.config.lora.alpha, modules=above_encoder,
                            dropout=self.config.lora.dropout)
-        new = {id(p) for m in model.new_modules().values() for p in m.parameters()}
+        self._select_trainable(None)
+
+    def _select_trainable(self, only: Sequence[str] | None) -> None:
+        """Set `requires_grad` from the config's `trainable`, narrowed to the new modules named in `only`."""
+        model = self.router.model
+        modules = {name: module for name, module in model.new_modules().items() if only is None or name in only}
+        new = {id(p) for m in modules.values() for p in m.parameters()}
         for name, parameter in model.named_parameters():
-            parameter.requires_grad_(self.config.trainable == "full" or id(parameter) in new or ".lora_" in name)
+            trainable = self.config.trainable == "full" or id(parameter) in new or ".lora_" in name
+            parameter.requires_grad_(id(parameter) in new if only is not None else trainable)
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.router.model.named_parameters() if p.requires_grad]
@@ -423,7 +433,16 @@ class Curriculum:
             return self.catalog
         if stage.name in ("contrastive", "selection"):
             return [e for e in self.examples if e.gold_tool_indexes]
+        if stage.name == "calling" and stage.composed_examples:
+            return self.examples + self._composed(stage.composed_examples)
         return self.examples
+
+    def _composed(self, count: int) -> list[PreparedExample]:
+        """`count` two-call examples composed from the training examples (seeded; prepared once per count)."""
+        if count not in self._composed_examples:
+            raw = compose_multi_call(self.raw_examples, count, random.Random(f"{self.config.seed}:composed:{count}"))
+            self._composed_examples[count] = [p for p in map(self._prepare, raw) if p is not None]
+        return self._composed_examples[count]
 
     def stage_steps(self, stage: StageConfig) -> int:
         if stage.steps is not None:
@@ -511,6 +530,7 @@ class Curriculum:
         self.bank.precompute(keys)
 
     def _new_optimizer(self, stage: StageConfig) -> None:
+        self._select_trainable(stage.train_only)
         total = self.stage_steps(stage)
         warmup = stage.warmup_steps if stage.warmup_steps is not None else int(stage.warmup_ratio * total)
         named = self.trainable_parameters()

@@ -29,10 +29,12 @@ from toolformer_router.schema import Tool, canonical_json, normalize_tool
 
 TRAIN_CATEGORIES = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance")
 TEST_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
-SPLITS = ("train", "validation", "test", "irrelevance")
+SPLITS = ("train", "validation", "validation_multi", "test", "irrelevance")
 """Named views: training examples; held-out queries on seen tools; the test categories (unseen tools);
 the no-call examples of the test side."""
 NO_CALL_SOURCE = "no_call"
+COMPOSED_SOURCES = ("composed_same_tool", "composed_two_tools")
+"""Sources of the composed multi-call validation examples (`compose_multi_call`)."""
 """Source of the no-call examples made by removing the gold tool from a single-call example."""
 
 _ROLES = {"system", "user", "assistant", "tool"}
@@ -367,6 +369,56 @@ def make_no_call(
     return pad_with_distractors(stripped, catalog, target_count, rng)
 
 
+def _join_requests(first: str, second: str) -> str:
+    """Two user requests as one message: "<first> Also, <second>" (the second's capital lowered where it starts
+    an ordinary word)."""
+    if second[:1].isupper() and second[1:2].islower():
+        second = second[0].lower() + second[1:]
+    return f"{first.rstrip()} Also, {second}"
+
+
+def _tools_agree(first: Example, second: Example) -> bool:
+    """True when the two examples' tools of one name have one schema (their union is a valid tool set)."""
+    schemas = {tool["name"]: schema_hash(tool) for tool in first.tools}
+    return all(schemas.get(tool["name"], schema_hash(tool)) == schema_hash(tool) for tool in second.tools)
+
+
+def compose_multi_call(examples: Sequence[Example], count: int, rng: random.Random) -> list[Example]:
+    """Up to `count` two-call examples, each two one-call examples' user requests in one message, their tools
+    together and both calls as gold: half of them two calls of one tool with other arguments (source
+    `composed_same_tool`, BFCL's "parallel" shape), half calls of two tools (`composed_two_tools`, "parallel
+    multiple"). Only examples whose conversation is a single user message and whose tools of one name agree
+    are paired; each example is used once per kind."""
+    single = [e for e in examples if len(e.calls) == 1 and [m["role"] for m in e.messages] == ["user"]]
+    by_tool: dict[str, list[Example]] = defaultdict(list)
+    for example in single:
+        by_tool[example.calls[0].name].append(example)
+    same = []
+    for group in by_tool.values():
+        free = list(group)
+        while free:
+            first = free.pop(0)
+            partner = next((e for e in free if _tools_agree(first, e)
+                            and e.calls[0].arguments != first.calls[0].arguments), None)
+            if partner is not None:
+                free.remove(partner)
+                same.append((first, partner))
+    shuffled = rng.sample(single, len(single))
+    mixed = [(a, b) for a, b in zip(shuffled[::2], shuffled[1::2])
+             if a.calls[0].name != b.calls[0].name and _tools_agree(a, b)]
+    pairs = ([(COMPOSED_SOURCES[0], a, b) for a, b in rng.sample(same, min(len(same), count // 2))]
+             + [(COMPOSED_SOURCES[1], a, b) for a, b in rng.sample(mixed, min(len(mixed), count - count // 2))])
+    composed = []
+    for source, a, b in pairs:
+        names = {tool["name"] for tool in a.tools}
+        composed.append(Example(
+            id=f"{a.id}+{b.id}", source=source, calls=[*a.calls, *b.calls],
+            tools=[*a.tools, *(tool for tool in b.tools if tool["name"] not in names)],
+            messages=[{"role": "user", "content": _join_requests(a.messages[0]["content"], b.messages[0]["content"])}],
+        ))
+    return composed
+
+
 def split_validation(
     examples: Sequence[Example], fraction: float, rng: random.Random
 ) -> tuple[list[Example], list[Example]]:
@@ -399,13 +451,15 @@ def prepare(
     no_call_fraction: float = 0.1,
     synthetic_per_tool: int = 0,
     synthetic_parallel: int = 0,
+    composed_validation: int = 100,
 ) -> dict[str, int]:
     """Build the training, validation and test files under `out_dir` and return their counts.
 
     Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples:
     `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
     validation.jsonl (plus a "no call" copy of each call example, its gold tools removed: the shape of BFCL's
-    irrelevance category) and test.jsonl (each example's own tools only: evaluation adds distractors),
+    irrelevance category), validation_multi.jsonl (`composed_validation` two-call examples composed from the
+    validation call examples: `compose_multi_call`), test.jsonl (each example's own tools only: evaluation adds distractors),
     catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json: examples per
     split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
@@ -437,6 +491,7 @@ def prepare(
 
     train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
     rng = random.Random(f"{seed}:validation_no_call")  # BFCL-irrelevance-like: a task whose tool is missing
+    validation_multi = compose_multi_call(validation, composed_validation, random.Random(f"{seed}:composed"))
     validation += [make_no_call(e, pool, 0, rng) for e in validation if e.calls]
     if synthetic_per_tool:
         train += synthesize(pool, synthetic_per_tool, random.Random(f"{seed}:synthetic"))
@@ -449,7 +504,7 @@ def prepare(
     rng = random.Random(f"{seed}:distractors")
     train = [pad_with_distractors(e, pool, tools_per_example, rng) for e in train] + no_call
 
-    views = {"train": train, "validation": validation, "test": test}
+    views = {"train": train, "validation": validation, "validation_multi": validation_multi, "test": test}
     for name, rows in views.items():
         _write_jsonl(out / f"{name}.jsonl", (example.model_dump() for example in rows))
     _write_jsonl(out / "catalog_train.jsonl", ({"schema_hash": h, **t} for h, t in train_catalog.items()))
@@ -469,7 +524,8 @@ def prepare(
 
 
 def load_prepared(directory: str | Path, split: str) -> list[Example]:
-    """One named split of a `prepare`d folder: train, validation, test, or irrelevance (no-call test examples)."""
+    """One named split of a `prepare`d folder: train, validation, validation_multi (composed two-call examples), test,
+    or irrelevance (no-call test examples)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     file = "test" if split == "irrelevance" else split
