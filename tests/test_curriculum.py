@@ -188,6 +188,27 @@ def test_composed_examples_join_the_calling_stage_and_train_only_keeps_the_rest(
     assert changed and all(n.startswith("cross_attention.") for n in changed), changed
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_split_list_steps_puts_each_list_decision_on_its_own_token(tmp_path, backbone_dir, split):
+    two_calls = Example(id="p", source="test", tools=[WEATHER["function"], EMAIL],
+                        messages=[{"role": "user", "content": "weather in Paris and Rome"}],
+                        calls=[GoldCall(name="get_weather", arguments={"city": "Paris"}),
+                               GoldCall(name="get_weather", arguments={"city": "Rome"})])
+    config = TrainConfig(output_dir=str(tmp_path), split_list_steps=split,
+                         stages=[StageConfig(name="calling", steps=1)])
+    curriculum = Curriculum(config, _router(backbone_dir), [two_calls, _examples()[0]])
+    for example, prepared in zip([two_calls, _examples()[0]], curriculum.examples):
+        texts = [curriculum.router.token_texts[i] for i in prepared.target_ids[:-1]]  # without EOS
+        assert "".join(texts) == example.target_text()  # the same answer text either way
+        steps = [texts[i] for i in prepared.list_steps]
+        assert len(steps) == len(example.calls)
+        if split:
+            assert steps == [","] * (len(steps) - 1) + ["]"]
+    tokenizer = curriculum.router.tokenizer
+    merged = tokenizer(two_calls.target_text(), add_special_tokens=False)["input_ids"]
+    assert (curriculum.examples[0].target_ids[:-1] == merged) == (not split)
+
+
 def test_max_minutes_ends_a_stage_early_and_the_run_goes_on(tmp_path, backbone_dir):
     stages = [StageConfig(name="calling", steps=50, lr=1e-3, batch_size=2, warmup_steps=0, max_minutes=1e-6),
               StageConfig(name="selection", steps=2, lr=1e-3, batch_size=2, warmup_steps=0)]

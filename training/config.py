@@ -101,6 +101,11 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     """"auto": bf16 on a GPU, fp32 on the CPU."""
     max_seq_len: int = 2048
+    split_list_steps: bool = False
+    """Tokenize each answer's calls apart from the `,` and `]` between and after them, so that a call list goes on
+    or ends at one token after the call (`"}}` `,` / `]`). Otherwise BPE merges fold the decision into the token
+    that closes the last value (`"}` before `},` against `"` before `}}]`), and a decoder trained on one-call lists
+    learns to end every list there."""
     checkpoint_every: int = Field(50, ge=1)
     log_every: int = Field(10, ge=1)
     stages: list[StageConfig]

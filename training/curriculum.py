@@ -420,12 +420,22 @@ class Curriculum:
         messages = normalize_messages(example.messages)
         target = example.target_text()
         eos = self.router.tokenizer.eos_token_id
-        target_ids = self.router.tokenizer(target, add_special_tokens=False)["input_ids"] + [eos] if target else []
+        target_ids = self._answer_ids(target) + [eos] if target else []
         names = [t.name for t in tools]
         gold = [names.index(c.name) for c in example.calls if c.name in names]
         list_steps = list_step_positions([self.router.token_texts[i] for i in target_ids])
         return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, selection_text(messages),
                                list_steps)
+
+    def _answer_ids(self, target: str) -> list[int]:
+        """Token ids of a call list's text; with `split_list_steps`, "[call", ",call"… and "]" tokenized apart."""
+        if not self.config.split_list_steps:
+            return self.router.tokenizer(target, add_special_tokens=False)["input_ids"]
+        calls = [orjson.dumps(call).decode() for call in orjson.loads(target)]
+        pieces = ["[" + calls[0], *("," + call for call in calls[1:]), "]"]
+        if "".join(pieces) != target:
+            raise ValueError(f"a call list renders differently on its own: {target[:80]!r}")
+        return [i for piece in pieces for i in self.router.tokenizer(piece, add_special_tokens=False)["input_ids"]]
 
     # ------------------------------------------------------------------------------------ batches
     def _stage_items(self, stage: StageConfig) -> list:
