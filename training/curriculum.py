@@ -391,9 +391,10 @@ class Curriculum:
         model = self.router.model
         modules = {name: module for name, module in model.new_modules().items() if only is None or name in only}
         new = {id(p) for m in modules.values() for p in m.parameters()}
+        everything = self.config.trainable == "full" and only is None
         for name, parameter in model.named_parameters():
-            trainable = self.config.trainable == "full" or id(parameter) in new or ".lora_" in name
-            parameter.requires_grad_(id(parameter) in new if only is not None else trainable)
+            adapter = ".lora_" in name and only is None
+            parameter.requires_grad_(everything or adapter or id(parameter) in new)
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.router.model.named_parameters() if p.requires_grad]
