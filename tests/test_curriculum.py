@@ -209,6 +209,17 @@ def test_split_list_steps_puts_each_list_decision_on_its_own_token(tmp_path, bac
     assert (curriculum.examples[0].target_ids[:-1] == merged) == (not split)
 
 
+def test_a_stage_can_be_chosen_by_position(tmp_path, backbone_dir):
+    """Two stages of one name: `stages=["2"]` runs the second alone, with its own position's batches."""
+    stages = [StageConfig(name="calling", steps=2, lr=1e-3, batch_size=2, warmup_steps=0),
+              StageConfig(name="calling", steps=3, lr=1e-3, batch_size=2, warmup_steps=0)]
+    config = TrainConfig(output_dir=str(tmp_path), log_every=1, checkpoint_every=100, stages=stages)
+    Curriculum(config, _router(backbone_dir), _examples()).run(stages=["2"])
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert {r["stage_index"] for r in records if "step" in r} == {1}
+    assert [r["step"] for r in records if "step" in r] == [1, 2, 3]
+
+
 def test_max_minutes_ends_a_stage_early_and_the_run_goes_on(tmp_path, backbone_dir):
     stages = [StageConfig(name="calling", steps=50, lr=1e-3, batch_size=2, warmup_steps=0, max_minutes=1e-6),
               StageConfig(name="selection", steps=2, lr=1e-3, batch_size=2, warmup_steps=0)]

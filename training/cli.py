@@ -25,6 +25,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .curriculum import train_from_config
 
     config = TrainConfig.from_yaml(args.config)
+    known = set(get_args(StageName)) | {str(i + 1) for i in range(len(config.stages))}
+    unknown = sorted(set(args.stage or ()) - known)
+    if unknown:
+        raise SystemExit(f"--stage {', '.join(unknown)}: not a stage name or a position 1-{len(config.stages)}")
     if args.output_dir:
         config.output_dir = args.output_dir
     folder = train_from_config(config, stages=args.stage or None, resume=args.resume, init_from=args.init_from)
@@ -62,8 +66,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)
     train.add_argument("--config", required=True)
-    train.add_argument("--stage", action="append", choices=get_args(StageName),
-                       help="run only these stages (repeatable)")
+    train.add_argument("--stage", action="append", metavar="NAME_OR_POSITION",
+                       help="run only these stages (repeatable): a name, e.g. calling, or a position in the config, "
+                            "from 1")
     train.add_argument("--resume", action="store_true", help="continue from the last saved state")
     train.add_argument("--output-dir", default=None, help="override the config's output_dir")
     train.add_argument("--init-from", default=None, metavar="CHECKPOINT",

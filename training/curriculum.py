@@ -510,13 +510,15 @@ class Curriculum:
     # ------------------------------------------------------------------------------------ run
     def run(self, *, stages: Sequence[str] | None = None, resume: bool = False,
             stop_after_steps: int | None = None) -> Path:
-        """Train the selected stages (all by default) and write the final checkpoint; returns its folder.
+        """Train the selected stages (all by default; by name, or by position from "1") and write the final
+        checkpoint; returns its folder.
 
         `stop_after_steps` ends the run after that many optimizer steps in this call (as if the process
         were killed right after a checkpoint; used by tests and time-boxed runs).
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        selected = [i for i, s in enumerate(self.config.stages) if stages is None or s.name in stages]
+        selected = [i for i, s in enumerate(self.config.stages)
+                    if stages is None or s.name in stages or str(i + 1) in stages]
         progress = self._load_state() if resume else {"stage_index": selected[0] if selected else 0, "step": 0,
                                                       "global_step": 0, "elapsed_s": 0.0}
         self._precompute_bank()
