@@ -220,6 +220,30 @@ def test_a_stage_can_be_chosen_by_position(tmp_path, backbone_dir):
     assert [r["step"] for r in records if "step" in r] == [1, 2, 3]
 
 
+def test_a_recipe_built_on_another_trains_that_one_first(tmp_path, backbone_dir):
+    """`init_from: base.yaml`: one call trains the base recipe (its checkpoint is missing), then this recipe's
+    stages from the base's weights; the second call finds the base's checkpoint and does not train it again."""
+    import yaml
+
+    from toolformer_router.training.curriculum import train_from_config
+
+    common = {"backbone": backbone_dir, "router": TINY_ROUTER_CONFIG, "log_every": 1, "checkpoint_every": 100}
+    stage = {"name": "calling", "steps": 2, "lr": 1e-3, "batch_size": 2, "warmup_steps": 0}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**common, "output_dir": "runs/base", "stages": [stage]}))
+    (tmp_path / "top.yaml").write_text(yaml.safe_dump({**common, "output_dir": "runs/top", "init_from": "base.yaml",
+                                                       "stages": [{**stage, "train_only": ["cross_attention"]}]}))
+    top = TrainConfig.from_yaml(tmp_path / "top.yaml")
+    assert top.init_from == str(tmp_path / "base.yaml")
+    folder = train_from_config(top, load_examples=lambda _: _examples())
+    base = load_file(tmp_path / "runs" / "base" / "checkpoint" / "router.safetensors")
+    after = load_file(folder / "router.safetensors")
+    assert all(torch.equal(base[n], after[n]) for n in after if not n.startswith("cross_attention."))
+    assert any(not torch.equal(base[n], after[n]) for n in after if n.startswith("cross_attention."))
+    stamp = (tmp_path / "runs" / "base" / "log.jsonl").stat().st_mtime_ns
+    train_from_config(top, load_examples=lambda _: _examples())
+    assert (tmp_path / "runs" / "base" / "log.jsonl").stat().st_mtime_ns == stamp
+
+
 def test_max_minutes_ends_a_stage_early_and_the_run_goes_on(tmp_path, backbone_dir):
     stages = [StageConfig(name="calling", steps=50, lr=1e-3, batch_size=2, warmup_steps=0, max_minutes=1e-6),
               StageConfig(name="selection", steps=2, lr=1e-3, batch_size=2, warmup_steps=0)]

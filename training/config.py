@@ -89,6 +89,9 @@ class TrainConfig(BaseModel):
     prepare: dict[str, Any] = Field(default_factory=dict)
     """Arguments of `training.data.prepare` when `data_dir` has not been prepared yet."""
     output_dir: str = "runs/default"
+    init_from: str | None = None
+    """Start from these weights: a checkpoint folder, or another recipe's YAML, whose checkpoint is trained first
+    when it is missing (a recipe that builds on another: one command trains both)."""
     seed: int = 0
     trainable: Trainable = "new_modules"
     """What the optimizer updates: only the new modules (frozen backbone), + LoRA adapters, or everything."""
@@ -115,7 +118,9 @@ class TrainConfig(BaseModel):
         path = Path(path)
         raw = yaml.safe_load(path.read_text()) or {}
         config = cls.model_validate(raw)
-        for field in ("data_dir", "output_dir"):
+        for field in ("data_dir", "output_dir", "init_from"):
+            if getattr(config, field) is None:
+                continue
             value = Path(getattr(config, field))
             if not value.is_absolute():
                 setattr(config, field, str((path.parent / value).resolve()))

@@ -702,13 +702,24 @@ def train_from_config(config: TrainConfig, *, stages: Sequence[str] | None = Non
                       init_from: str | Path | None = None) -> Path:
     """Build the router from `config.backbone`, load the prepared training split, run the curriculum.
 
-    `init_from`: a checkpoint folder whose weights the run starts from (e.g. `stages=["abstention"]` on the
-    checkpoint of the recipe's earlier stages); tensors it lacks keep their initialisation, and are listed."""
+    `init_from` (default: `config.init_from`): a checkpoint folder whose weights the run starts from (e.g.
+    `stages=["abstention"]` on the checkpoint of the recipe's earlier stages), or another recipe's YAML, trained
+    first when its checkpoint is missing; tensors it lacks keep their initialisation, and are listed."""
     from toolformer_router import RouterConfig
     from toolformer_router.checkpoint import load_weights
 
     from .data import load_prepared, prepare
 
+    init_from = init_from if init_from is not None else config.init_from
+    if init_from is not None and Path(init_from).suffix in (".yaml", ".yml"):
+        base = TrainConfig.from_yaml(init_from)
+        checkpoint = Path(base.output_dir) / "checkpoint"
+        if not (checkpoint / "router.safetensors").is_file():
+            print(f"training {init_from} first: this recipe starts from its checkpoint")
+            train_from_config(base, resume=resume and (Path(base.output_dir) / "state").is_dir(),
+                              load_examples=load_examples)
+            resume = False  # this recipe's own stages start now
+        init_from = checkpoint
     router = ToolRouter.from_backbone(config.backbone, config=RouterConfig(backbone=config.backbone, **config.router))
     if init_from is not None:
         missing = load_weights(router.model, init_from, allow_missing=True)
