@@ -76,12 +76,14 @@ def test_tool_choice_modes_are_enforced(router_family, tokenizer):
 def test_call_name_prefix_finds_a_listed_call_name_but_not_an_argument_called_name():
     from toolformer_router.decoding import call_name_prefix
 
-    assert call_name_prefix('[{"name": "get_w') == (0, "get_w")
-    assert call_name_prefix('[{"name":"f","arguments":{"x":1}}, {"name": "') == (1, "")
-    assert call_name_prefix('[{"name":"f","arguments":{"x":"}, {\\"name\\": \\"a"}}, {"name":"g') == (1, "g")
+    assert call_name_prefix('[{"name": "get_w') == ([], "get_w")
+    assert call_name_prefix('[{"name":"f","arguments":{"x":1}}, {"name": "') == (["f"], "")
+    assert call_name_prefix('[{"name":"f","arguments":{"x":"}, {\\"name\\": \\"a"}}, {"name":"g') == (["f"], "g")
     assert call_name_prefix('[{"name":"f","arguments":{"user":{"name":"Bo') is None  # an argument
     assert call_name_prefix('[{"name":"f"') is None and call_name_prefix('[{"name":"f","arguments":{"name":"') is None
     assert call_name_prefix('Hello {"name": "x') is None  # not a call list
+    assert call_name_prefix('[{"name":"f","arguments":{}},{"name":"g","arguments":{"name":"z"}},{"name":"') == (
+        ["f", "g"], "")
 
 
 def test_call_name_steering_spells_the_first_name_then_one_of_the_later_candidates():
@@ -91,8 +93,8 @@ def test_call_name_steering_spells_the_first_name_then_one_of_the_later_candidat
              '"arguments":{}},{"name":"', "send"]
     steering, allowed = CallNameSteering(texts), torch.ones(len(texts), dtype=torch.bool)
 
-    def kept(ids, first, later=None):
-        return [texts[i] for i in steering.restrict(ids, first, later, allowed).nonzero().flatten().tolist()]
+    def kept(ids, first, later=None, planned=()):
+        return [texts[i] for i in steering.restrict(ids, first, later, allowed, planned).nonzero().flatten().tolist()]
 
     assert kept([0], "get_weather") == ["get", "get_"]
     assert kept([0, 7], "get_weather") == ["weather"]
@@ -110,6 +112,12 @@ def test_call_name_steering_spells_the_first_name_then_one_of_the_later_candidat
     assert kept(second_call + [4], "stock.price", frozenset({"stock.price", "get_weather"})) == [".price"]
     assert steering.restrict([0], None, frozenset({"stock.price"}), allowed) is None  # the first call is free
     assert steering.restrict(second_call + [13], "x", frozenset({"stock.price"}), allowed) is None  # left behind
+    # a plan names its tools not named yet first, then the later candidates apply
+    planned = ("get_weather", "stock.price")
+    assert kept(second_call[:-1] + [12], "x", None, planned) == ["get", "get_"]  # call 2 of [stock.price, …]
+    assert kept([0, 1, 2, 3, 9, 12], "x", frozenset({"get_weather"}), planned) == ["stock", "st"]
+    assert kept([0, 4, 5, 9, 12, 1, 2, 3, 9, 12], "x", frozenset({"stock.price"}), planned) == ["stock", "st"]
+    assert steering.restrict([0, 4, 5, 9, 12, 1, 2, 3, 9, 12], "x", None, allowed, planned) is None  # then free
 
 
 def test_selector_names_the_first_call_and_decoder_mode_does_not_depend_on_it(make_router, tokenizer):
@@ -157,6 +165,46 @@ def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
     router.config.later_call_candidates = 0
     free = {(q, seed): later_names(q, seed) for q in queries for seed in range(3)}
     assert any(not set(names) <= best[q] for (q, _), names in free.items())  # the candidates did the narrowing
+
+
+def test_split_clauses_cuts_sentences_and_connectives():
+    from toolformer_router.router import split_clauses
+
+    assert split_clauses("Find a movie with Bret McKenzie. Could you suggest options? Also, book a table for 2") == [
+        "Find a movie with Bret McKenzie.", "Could you suggest options?", "book a table for 2"]
+    assert split_clauses("Get the weather in Paris, and then the news; play jazz too") == [
+        "Get the weather in Paris", "the news", "play jazz too"]
+    assert split_clauses("Weather in Paris and Rome") == ["Weather in Paris and Rome"]
+    assert split_clauses("Pay $3.50 to Bo, also") == ["Pay $3.50 to Bo"]
+
+
+def test_clause_plan_names_each_requested_tool_before_repeating_one(make_router, tokenizer):
+    router = make_router(lexical_weight=50.0)
+    topics = ["weather", "email", "stock", "flight", "hotel", "music", "timer", "lights", "news", "recipe"]
+    tools = router.prepare_tools([{"name": f"{topic}_now", "description": f"Everything about {topic}.",
+                                   "parameters": {"type": "object", "properties": {}}} for topic in topics])
+    more_calls = torch.zeros(len(tokenizer))  # no arguments: a "," can only open the next call
+    for token, i in tokenizer.get_vocab().items():
+        more_calls[i] = 12.0 if tokenizer.convert_tokens_to_string([token]).startswith(",") else 0.0
+    requests = {"What is the weather today? Then play some music.": {"weather_now", "music_now"},
+                "Check the stock. Also, any news?": {"stock_now", "news_now"},
+                "Find a hotel; and a flight": {"hotel_now", "flight_now"}}
+
+    def first_two(query: str, seed: int) -> list[str]:
+        sampler = finishing_sampler(tokenizer, seed)
+        result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=80,
+                              logits_processor=lambda logits: sampler(logits) + more_calls)
+        return [call.name for call in result.calls[:2]]
+
+    router.config.clause_plan_gap = 0.0
+    planned = {(q, seed): first_two(q, seed) for q in requests for seed in range(3)}
+    assert all(set(names) == requests[q] for (q, _), names in planned.items()), planned
+    router.config.clause_plan_gap = 1e9  # no clause leads by that much: no plan
+    assert router._clause_plans([router._request(q, tools, "auto", True, 80) for q in requests],
+                                [router._request_memory(tools)[1]] * 3) == [()] * 3
+    router.config.clause_plan_gap = None
+    free = {(q, seed): first_two(q, seed) for q in requests for seed in range(3)}
+    assert any(set(names) != requests[q] for (q, _), names in free.items())  # the plan did the naming
 
 
 def test_closer_ends_a_list_that_could_not_hold_another_call():

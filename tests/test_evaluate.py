@@ -112,9 +112,10 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     out = tmp_path / "report" / "summary.json"
     main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--experiments", "order",
-          "--lexical-weight", "3", "--later-call-candidates", "2"])
+          "--lexical-weight", "3", "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4"])
     meta = json.loads(out.read_text())["meta"]
     assert meta["lexical_weight"] == 3.0 and meta["later_call_candidates"] == 2
+    assert meta["call_bias"] == 0.5 and meta["clause_plan_gap"] == 4.0
     summary = json.loads(out.read_text())["systems"]["router/validation"]
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
     assert summary["overall"]["validity"]["value"] is not None

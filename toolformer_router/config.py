@@ -53,6 +53,11 @@ class RouterConfig(BaseModel):
     later_call_candidates: int = Field(0, ge=0)
     """In "selector" mode, the calls after the first name one of this many tools with the best selection scores
     (the first call's among them); 0 leaves every active tool to the decoder."""
+    clause_plan_gap: float | None = None
+    """In "selector" mode, plan the calls after the first from the request's clauses (`split_clauses` of the
+    last user message): a clause whose best selection score leads its second by at least this asks for a call
+    of that tool, and each later call names the first such tool no call has named yet (a request for two
+    different tools gets both, not the first twice). None: no plan. Chosen on validation_multi."""
     lexical_weight: float = Field(0.0, ge=0.0)
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector

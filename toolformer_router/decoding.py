@@ -15,7 +15,7 @@ strings, lists and objects, so the call completes and validates instead of being
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import llguidance
@@ -42,6 +42,9 @@ class DecodeRequest:
     """The tool the first call names, if the grammar allows it (the best selection score); None: free."""
     later_call_tools: frozenset[str] | None = None
     """The tools later calls of the list may name, where the grammar allows one of them; None: free."""
+    planned_call_tools: tuple[str, ...] = ()
+    """Tools the request's clauses ask for: each later call names the first of them not named yet, before
+    `later_call_tools` apply."""
     decline_call: bool = False
     """Where the first token may open a call or answer, answer (the selector found no tool relevant); the call
     margin is still measured."""
@@ -156,35 +159,43 @@ class ListContinuation:
 _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
 
 
-def call_name_prefix(text: str) -> tuple[int, str] | None:
-    """(index of the call, its name so far) when a call list's `text` ends inside a call's `"name"` string
-    (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
-    state, calls, start = JsonState(), 0, -1
+def call_name_prefix(text: str) -> tuple[list[str], str] | None:
+    """(names of the earlier calls, this call's name so far) when a call list's `text` ends inside a call's
+    `"name"` string (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
+    state, starts = JsonState(), []
     for index, char in enumerate(text):
         if state.feed(char) > 0 and state.depth == 2 and char == "{":
-            calls, start = calls + 1, index
-    match = _CALL_NAME.fullmatch(text, start) if state.in_string and state.depth == 2 and start >= 0 else None
-    return (calls - 1, match.group(1)) if match else None
+            starts.append(index)
+    match = _CALL_NAME.fullmatch(text, starts[-1]) if state.in_string and state.depth == 2 and starts else None
+    if match is None:
+        return None
+    earlier = [_CALL_NAME.match(text, start) for start in starts[:-1]]
+    return [name.group(1) for name in earlier if name is not None], match.group(1)
 
 
 class CallNameSteering:
     """Inside a call's `"name": "` string, keeps only the allowed tokens that continue a name the request
-    allows there (or close it): the first call its `first_call_tool`, later calls its `later_call_tools`.
+    allows there (or close it): the first call its `first_call_tool`; a later call the first of the
+    `planned_call_tools` no call has named yet, or, with none left, its `later_call_tools`.
     Built once per tokenizer from each token's text."""
 
     def __init__(self, token_texts: list[str]):
         self.token_texts = token_texts
 
     def restrict(self, token_ids: list[int], first_call_tool: str | None, later_call_tools: frozenset[str] | None,
-                 allowed: torch.Tensor) -> torch.Tensor | None:
+                 allowed: torch.Tensor, planned_call_tools: Sequence[str] = ()) -> torch.Tensor | None:
         """(vocab,) bool subset of `allowed` that spells on one of the names; None outside a call's name, when
         that call is free, when its name so far leaves the names behind, or when the grammar allows none."""
         position = call_name_prefix("".join(self.token_texts[i] for i in token_ids))
         if position is None:
             return None
-        index, prefix = position
-        names = (first_call_tool,) if index == 0 and first_call_tool is not None else later_call_tools if index else ()
-        rests = [target[len(prefix):] for target in (f'{name}"' for name in names or ()) if target.startswith(prefix)]
+        earlier, prefix = position
+        if not earlier:
+            names = (first_call_tool,) if first_call_tool is not None else ()
+        else:
+            unnamed = [name for name in planned_call_tools if name not in earlier]
+            names = unnamed[:1] or later_call_tools or ()
+        rests = [target[len(prefix):] for target in (f'{name}"' for name in names) if target.startswith(prefix)]
         if not rests:
             return None
         keep = torch.zeros_like(allowed)
@@ -312,9 +323,10 @@ def constrained_greedy_decode(
                         logits[row, calls] += call_bias
             is_call = bool(output.token_ids) and output.token_ids[0] in call_opening_tokens
             request = requests[b]
-            if steering is not None and is_call and (request.first_call_tool or request.later_call_tools):
+            if steering is not None and is_call and (request.first_call_tool or request.later_call_tools
+                                                     or request.planned_call_tools):
                 spelled = steering.restrict(output.token_ids, request.first_call_tool, request.later_call_tools,
-                                            allowed[row])
+                                            allowed[row], request.planned_call_tools)
                 if spelled is not None:
                     allowed[row] = spelled
             if continuation is not None and list_bias and is_call:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -74,6 +75,7 @@ class _Selection:
     first: str | None = None
     later: frozenset[str] | None = None
     margin: float | None = None
+    planned: tuple[str, ...] = ()
 
 
 @dataclass
@@ -140,6 +142,15 @@ def _parse_call_list(raw: str) -> list[dict[str, Any]] | None:
 def selection_text(messages: list[dict[str, Any]]) -> str:
     """The text the `ToolSelector` reads: the last user message (the last message when there is none)."""
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
+
+
+_CLAUSE_BREAK = re.compile(r"(?<=[.?!])\s+|;\s*|,?\s+(?:and\s+)?then\s+|,?\s*\balso\b,?\s*", re.IGNORECASE)
+
+
+def split_clauses(text: str) -> list[str]:
+    """The clauses of a request: its sentences, also cut at ";" and at "then" / "also" connectives — each
+    possibly asking for a call of its own (`RouterConfig.clause_plan_gap`)."""
+    return [clause.strip() for clause in _CLAUSE_BREAK.split(text) if clause and clause.strip(" ,.?!")]
 
 
 class ToolRouter:
@@ -553,6 +564,7 @@ class ToolRouter:
             threshold = self.config.no_tool_margin
             for decode_request, selection, request in zip(decode_requests, selections, requests):
                 decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
+                decode_request.planned_call_tools = selection.planned
                 decode_request.decline_call = (threshold is not None and selection.margin is not None
                                                and selection.margin < threshold
                                                and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
@@ -596,20 +608,44 @@ class ToolRouter:
 
     def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[_Selection]:
         """Per request, in "selector" mode, the tool its first call names (the best selection score), the tools
-        its later calls may name (the `later_call_candidates` best, or None for any) and, with a "no tool"
-        selector, the selection margin; an empty `_Selection` where the decoder names every call — "decoder"
-        mode, no tools, or a `tool_choice` that forces a tool or no call."""
+        its later calls may name (the `later_call_candidates` best, or None for any), the tools its clauses
+        plan (`clause_plan_gap`) and, with a "no tool" selector, the selection margin; an empty `_Selection`
+        where the decoder names every call — "decoder" mode, no tools, or a `tool_choice` that forces a tool
+        or no call."""
         chosen = [_Selection() for _ in requests]
         rows = [i for i, r in enumerate(requests) if self.config.tool_selection == "selector" and r.tools
                 and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
-        if rows:
-            scores, margins = self._selection_scores([requests[i].messages for i in rows],
-                                                     [requests[i].tools for i in rows], [gist_sets[i] for i in rows])
-            for i, row_scores, margin in zip(rows, scores, margins):
-                ranked = [requests[i].tools[j].name for j in row_scores.argsort(descending=True, stable=True).tolist()]
-                later = self.config.later_call_candidates
-                chosen[i] = _Selection(ranked[0], frozenset(ranked[:later]) if later else None, margin)
+        if not rows:
+            return chosen
+        scores, margins = self._selection_scores([requests[i].messages for i in rows],
+                                                 [requests[i].tools for i in rows], [gist_sets[i] for i in rows])
+        plans = self._clause_plans([requests[i] for i in rows], [gist_sets[i] for i in rows])
+        for i, row_scores, margin, plan in zip(rows, scores, margins, plans):
+            ranked = [requests[i].tools[j].name for j in row_scores.argsort(descending=True, stable=True).tolist()]
+            later = self.config.later_call_candidates
+            chosen[i] = _Selection(ranked[0], frozenset(ranked[:later]) if later else None, margin, plan)
         return chosen
+
+    def _clause_plans(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[tuple[str, ...]]:
+        """Per request, the tools its clauses ask for, in order and each once: a clause's best-scored tool where
+        that score leads the clause's second best by at least `clause_plan_gap` (empty with no gap set, one
+        clause, fewer than two tools, or parallel calls off)."""
+        gap = self.config.clause_plan_gap
+        clauses = [split_clauses(selection_text(r.messages))
+                   if gap is not None and r.parallel_tool_calls and len(r.tools) > 1 else [] for r in requests]
+        owners = [i for i, found in enumerate(clauses) if len(found) > 1 for _ in found]
+        plans: list[list[str]] = [[] for _ in requests]
+        if not owners:
+            return [()] * len(requests)
+        texts = [clause for found in clauses if len(found) > 1 for clause in found]
+        scores, _ = self._selection_scores([[{"role": "user", "content": t}] for t in texts],
+                                           [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
+        for i, clause_scores in zip(owners, scores):
+            best = clause_scores.topk(2)
+            name = requests[i].tools[int(best.indices[0])].name
+            if best.values[0] - best.values[1] >= gap and name not in plans[i]:
+                plans[i].append(name)
+        return [tuple(plan) for plan in plans]
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
                      logits_processor: LogitsProcessor | None) -> None:

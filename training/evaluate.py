@@ -269,8 +269,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if value < 0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
             setattr(router.config, setting, value)
-    if args.list_bias is not None:
-        router.config.list_bias = args.list_bias
+    for setting in ("list_bias", "call_bias", "clause_plan_gap"):  # any-value overrides
+        value = getattr(args, setting)
+        if value is not None:
+            setattr(router.config, setting, value)
     summaries, records = {}, {}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
@@ -288,7 +290,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
             "later_call_candidates": router.config.later_call_candidates, "call_bias": router.config.call_bias,
-            "list_bias": router.config.list_bias, "limit_per_category": args.limit, "device": str(router.device)}
+            "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
+            "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
     print(markdown_table(summaries))
     experiments = set(filter(None, args.experiments.split(",")))
