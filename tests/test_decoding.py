@@ -199,6 +199,10 @@ def test_clause_plan_names_each_requested_tool_before_repeating_one(make_router,
     router.config.clause_plan_gap = 0.0
     planned = {(q, seed): first_two(q, seed) for q in requests for seed in range(3)}
     assert all(set(names) == requests[q] for (q, _), names in planned.items()), planned
+    no_push = {q: [call.name for call in router.route(q, tools=tools, tool_choice="required", max_new_tokens=80,
+                                                      logits_processor=finishing_sampler(tokenizer, 0)).calls]
+               for q in requests}
+    assert all(set(names[:2]) == requests[q] for q, names in no_push.items()), no_push  # the plan kept lists going
     router.config.clause_plan_gap = 1e9  # no clause leads by that much: no plan
     assert router._clause_plans([router._request(q, tools, "auto", True, 80) for q in requests],
                                 [router._request_memory(tools)[1]] * 3) == [()] * 3
@@ -224,17 +228,22 @@ def test_closer_ends_a_list_that_could_not_hold_another_call():
     assert closer.preferred(one_call[:4]).tolist() == closer.string_closers.tolist()
 
 
-def test_list_continuation_finds_the_tokens_that_go_on_with_a_call_list():
+def test_list_continuation_finds_the_tokens_that_go_on_with_a_call_list_or_end_it():
     from toolformer_router.decoding import ListContinuation
 
     texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", "}]", "]", ", {", "},", "}}]"]
     continuation = ListContinuation(texts)
-    goes_on = lambda mask: [texts[i] for i in mask.nonzero().flatten().tolist()]  # noqa: E731
-    assert goes_on(continuation.continuing([0, 1, 2, 3, 4])) == ["}},"]  # in the arguments: depth 3
-    assert goes_on(continuation.continuing([0, 1, 2, 3, 4, 5])) == ["},"]  # arguments closed: depth 2
-    assert goes_on(continuation.continuing([0, 1, 2, 3, 4, 5, 6])) == [",", ", {"]  # the call closed: depth 1
-    assert continuation.continuing([0, 1, 2, 3]) is None  # inside a string ("a,b" is no list comma)
-    assert continuation.continuing([0]) is None  # no call yet
+    listed = lambda mask: [texts[i] for i in mask.nonzero().flatten().tolist()]  # noqa: E731
+    goes_on = lambda ids: listed(continuation.continuers[continuation.list_step(ids)])  # noqa: E731
+    ends = lambda ids: listed(continuation.enders[continuation.list_step(ids)])  # noqa: E731
+    assert goes_on([0, 1, 2, 3, 4]) == ["}},"] and ends([0, 1, 2, 3, 4]) == ["}}]"]  # in the arguments: depth 3
+    assert goes_on([0, 1, 2, 3, 4, 5]) == ["},"] and ends([0, 1, 2, 3, 4, 5]) == ["}]"]  # arguments closed
+    assert goes_on([0, 1, 2, 3, 4, 5, 6]) == [",", ", {"] and ends([0, 1, 2, 3, 4, 5, 6]) == ["]"]  # call closed
+    assert continuation.list_step([0, 1, 2, 3]) is None  # inside a string ("a,b" is no list comma)
+    assert continuation.list_step([0]) is None  # no call yet
+    one_call = [0, 1, 2, 3, 4, 5, 6]
+    assert continuation.plan_unfinished(one_call, ("f", "g")) and not continuation.plan_unfinished(one_call, ("f",))
+    assert not continuation.plan_unfinished(one_call, ())
 
 
 def test_list_bias_lengthens_call_lists(make_router, tokenizer):

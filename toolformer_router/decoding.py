@@ -138,39 +138,64 @@ def _goes_on_with_list(text: str, depth: int) -> bool:
     return bool(comma) and "".join(head.split()) == "}" * (depth - 1)
 
 
+def _ends_list(text: str, depth: int) -> bool:
+    """True when `text`, read at bracket `depth` of a call list (as above), closes the call and the list."""
+    return "".join(text.split()).startswith("}" * (depth - 1) + "]")
+
+
 class ListContinuation:
-    """Where a call list may go on or end, the tokens that go on with it: a `,` between calls, possibly after the
-    braces that close the call (`}},` from inside its arguments, `},` once they closed, `,` after the call).
-    Built once per tokenizer from each token's text."""
+    """Where a call list may go on or end, the tokens that go on with it — a `,` between calls, possibly after the
+    braces that close the call (`}},` from inside its arguments, `},` once they closed, `,` after the call) —
+    and those that end it (the same braces, then `]`). Built once per tokenizer from each token's text."""
 
     def __init__(self, token_texts: list[str]):
         self.token_texts = token_texts
         self.continuers = {depth: torch.tensor([_goes_on_with_list(t, depth) for t in token_texts])
                            for depth in (1, 2, 3)}
+        self.enders = {depth: torch.tensor([_ends_list(t, depth) for t in token_texts]) for depth in (1, 2, 3)}
 
-    def continuing(self, token_ids: list[int]) -> torch.Tensor | None:
-        """(vocab,) bool mask of the tokens that would go on with the list after `token_ids` (the grammar decides
-        which are allowed); None inside a string, a call's name or a nested value, and before the first call."""
+    def list_step(self, token_ids: list[int]) -> int | None:
+        """The bracket depth (1-3) where the list may go on or end after `token_ids` (the grammar decides which
+        tokens are allowed); None inside a string, a call's name or a nested value, and before the first call."""
         inside_string, depth, longest = scan_call_list(self.token_texts, token_ids)
         at_list_step = depth == 3 or (depth in (1, 2) and longest > 0)
-        return self.continuers[depth] if at_list_step and not inside_string else None
+        return depth if at_list_step and not inside_string else None
+
+    def plan_unfinished(self, token_ids: list[int], planned_call_tools: Sequence[str]) -> bool:
+        """True while a tool of `planned_call_tools` has no call in the list so far."""
+        if not planned_call_tools:
+            return False
+        named = set(list_call_names("".join(self.token_texts[i] for i in token_ids)))
+        return any(name not in named for name in planned_call_tools)
 
 
 _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
 
 
-def call_name_prefix(text: str) -> tuple[list[str], str] | None:
-    """(names of the earlier calls, this call's name so far) when a call list's `text` ends inside a call's
-    `"name"` string (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
+def _call_starts(text: str) -> tuple[list[int], JsonState]:
+    """(offsets of the call objects directly in a call list's `text`, the JSON state at its end)."""
     state, starts = JsonState(), []
     for index, char in enumerate(text):
         if state.feed(char) > 0 and state.depth == 2 and char == "{":
             starts.append(index)
+    return starts, state
+
+
+def list_call_names(text: str) -> list[str]:
+    """The complete names of the calls in a call list's `text` so far, in order."""
+    starts, _ = _call_starts(text)
+    names = [_CALL_NAME.match(text, start) for start in starts]
+    return [name.group(1) for name in names if name is not None and text[name.end():name.end() + 1] == '"']
+
+
+def call_name_prefix(text: str) -> tuple[list[str], str] | None:
+    """(names of the earlier calls, this call's name so far) when a call list's `text` ends inside a call's
+    `"name"` string (a call object directly in the list, not a `"name"` key among its arguments); None otherwise."""
+    starts, state = _call_starts(text)
     match = _CALL_NAME.fullmatch(text, starts[-1]) if state.in_string and state.depth == 2 and starts else None
     if match is None:
         return None
-    earlier = [_CALL_NAME.match(text, start) for start in starts[:-1]]
-    return [name.group(1) for name in earlier if name is not None], match.group(1)
+    return list_call_names(text[:starts[-1]]), match.group(1)
 
 
 class CallNameSteering:
@@ -271,7 +296,8 @@ def constrained_greedy_decode(
     `steering` keeps each call's name to the request's `first_call_tool` / `later_call_tools`.
     `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; a request's
     `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
-    tokens `continuation` finds going on with it: above 0, longer lists.
+    tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
+    are not all called, its list does not end (unless the budget's closing rules need it to).
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -329,10 +355,10 @@ def constrained_greedy_decode(
                                             allowed[row], request.planned_call_tools)
                 if spelled is not None:
                     allowed[row] = spelled
-            if continuation is not None and list_bias and is_call:
-                goes_on = continuation.continuing(output.token_ids)
-                if goes_on is not None:
-                    logits[row, goes_on.to(device)] += list_bias
+            depth = (continuation.list_step(output.token_ids)
+                     if continuation is not None and is_call and (list_bias or request.planned_call_tools) else None)
+            if depth is not None and list_bias:
+                logits[row, continuation.continuers[depth].to(device)] += list_bias
             left = budget[b] - len(output.token_ids)
             if closer is not None and is_call and closer.engaged(left, budget[b]):
                 output.closed_early = True
@@ -343,6 +369,10 @@ def constrained_greedy_decode(
                 closing = allowed[row] & closer.structure_closers.to(device)
                 if closing.any():  # "]" rather than "," and a call cut by the budget
                     allowed[row] = closing
+            elif depth is not None and continuation.plan_unfinished(output.token_ids, request.planned_call_tools):
+                going_on = allowed[row] & ~continuation.enders[depth].to(device)
+                if going_on.any():  # a planned tool is still to be called: the list does not end here
+                    allowed[row] = going_on
             if loop_guard is not None:
                 vetoed = list(loop_guard.vetoed(output.token_ids))
                 if vetoed:
