@@ -119,7 +119,12 @@ def test_resume_after_a_stop_reproduces_the_uninterrupted_run(tmp_path, backbone
         meta = json.loads((stopped / "state" / "progress.json").read_text())
         del meta["optimizer_names"]
         (stopped / "state" / "progress.json").write_text(json.dumps(meta))
+    with (stopped / "log.jsonl").open("ab") as log:  # a step logged after the checkpoint, then the process died
+        log.write(json.dumps({"stage": "calling", "step": 3, "global_step": 7, "loss": 9.9}).encode() + b"\n")
     Curriculum(config(stopped), _router(backbone_dir), _examples()).run(resume=True)  # a fresh process's view
+    logged = lambda folder: [(r["stage"], r["global_step"], r["step"]) for r in map(  # noqa: E731
+        json.loads, (folder / "log.jsonl").read_text().splitlines()) if "global_step" in r]
+    assert logged(stopped) == logged(straight)  # one history: the lost step's record replaced by its rerun
 
     final = json.loads((stopped / "state" / "progress.json").read_text())["progress"]
     assert final["global_step"] == 9

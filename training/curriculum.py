@@ -521,6 +521,8 @@ class Curriculum:
                     if stages is None or s.name in stages or str(i + 1) in stages]
         progress = self._load_state() if resume else {"stage_index": selected[0] if selected else 0, "step": 0,
                                                       "global_step": 0, "elapsed_s": 0.0}
+        if resume:
+            self._trim_log(progress["global_step"])
         self._precompute_bank()
         taken = 0
         for stage_index in selected:
@@ -608,6 +610,18 @@ class Curriculum:
         self._log({"stage": stage.name, "event": "stage_end", "steps_this_run": taken,
                    "wall_s": time.perf_counter() - started, "cut_by_max_minutes": out_of_time})
         return taken
+
+    def _trim_log(self, global_step: int) -> None:
+        """Drop the log records from the first one past `global_step` on: steps logged after the saved state
+        by the interrupted process (run again now) and anything after them, so the log holds one history."""
+        if not self.accelerator.is_main_process or not self.log_path.is_file():
+            return
+        kept = []
+        for line in self.log_path.read_bytes().splitlines(keepends=True):
+            if orjson.loads(line).get("global_step", 0) > global_step:
+                break
+            kept.append(line)
+        self.log_path.write_bytes(b"".join(kept))
 
     def _log(self, record: dict) -> None:
         if not self.accelerator.is_main_process:
