@@ -136,6 +136,10 @@ def write_experiments(folder: Path, results: dict[str, Any]) -> None:
     (folder / "experiments.md").write_text("\n".join(lines) + "\n")
 
 
+_NOT_LOSSES = frozenset({"time", "step", "stage_steps", "stage_index", "global_step", "elapsed_s", "lr",
+                         "examples_per_s", "tokens_per_s"})
+
+
 def plot_training_log(log_path: Path, png_path: Path) -> None:
     """Loss curves (every logged loss part, per stage, against the global step) and gate values."""
     import matplotlib
@@ -146,7 +150,9 @@ def plot_training_log(log_path: Path, png_path: Path) -> None:
     records = [orjson.loads(line) for line in Path(log_path).read_bytes().splitlines() if line.strip()]
     records = [r for r in records if "global_step" in r and "loss" in r]
     figure, (losses, gates) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("loss", "calling", "decision", "contrastive", "ae", "selection"):
+    parts = dict.fromkeys(key for r in records for key, value in r.items()
+                          if isinstance(value, float | int) and key not in _NOT_LOSSES)
+    for key in parts:
         points = [(r["global_step"], r[key]) for r in records if key in r]
         if points:
             losses.plot(*zip(*points), label=key, linewidth=1)
