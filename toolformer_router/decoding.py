@@ -293,7 +293,8 @@ def constrained_greedy_decode(
     `call_opening_tokens`: ids whose text starts with "[": an output starting otherwise is a text answer.
     `logits_processor` may adjust the (A, vocab) float logits before masking (e.g. a logit bias).
     `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end;
-    `steering` keeps each call's name to the request's `first_call_tool` / `later_call_tools`.
+    `steering` keeps each call's name to the request's `first_call_tool` / `planned_call_tools` /
+    `later_call_tools`.
     `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; a request's
     `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
     tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
