@@ -142,21 +142,32 @@ def test_selector_names_the_first_call_and_decoder_mode_does_not_depend_on_it(ma
     assert {c.name for c in forced.calls} == {"send_email"}
 
 
-def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
-    router = make_router(later_call_candidates=2)
-    topics = ["weather", "email", "stock", "flight", "hotel", "music", "timer", "lights", "news", "recipe"]
-    tools = router.prepare_tools([{"name": f"{topic}_now", "description": f"Everything about {topic}.",
-                                   "parameters": {"type": "object", "properties": {}}} for topic in topics])
-    more_calls = torch.zeros(len(tokenizer))  # no arguments: a "," can only open the next call
+TOPICS = ["weather", "email", "stock", "flight", "hotel", "music", "timer", "lights", "news", "recipe"]
+
+
+def topic_tools() -> list[dict]:
+    """One argument-less `<topic>_now` tool per `TOPICS` entry."""
+    return [{"name": f"{topic}_now", "description": f"Everything about {topic}.",
+             "parameters": {"type": "object", "properties": {}}} for topic in TOPICS]
+
+
+def listed_names(router, tokenizer, query: str, seed: int) -> list[str]:
+    """The names of a required call list over `topic_tools()`, sampled with a push on "," (which can only open
+    the next call), so lists run long."""
+    tools = topic_tools()
+    more_calls = torch.zeros(len(tokenizer))
     for token, i in tokenizer.get_vocab().items():
         more_calls[i] = 12.0 if tokenizer.convert_tokens_to_string([token]).startswith(",") else 0.0
+    sampler = finishing_sampler(tokenizer, seed)
+    result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=80,
+                          logits_processor=lambda logits: sampler(logits) + more_calls)
+    return [call.name for call in result.calls]
 
-    def later_names(query: str, seed: int) -> list[str]:
-        sampler = finishing_sampler(tokenizer, seed)
-        result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=80,
-                              logits_processor=lambda logits: sampler(logits) + more_calls)
-        return [call.name for call in result.calls[1:]]
 
+def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
+    router = make_router(later_call_candidates=2)
+    later_names = lambda query, seed: listed_names(router, tokenizer, query, seed)[1:]  # noqa: E731
+    tools = topic_tools()
     queries = ["weather in Paris and mail bob", "AAPL price, then the news", "book a flight and a hotel"]
     best = {q: {name for name, _ in router.rank_tools(q, tools)[:2]} for q in queries}
     restricted = {(q, seed): later_names(q, seed) for q in queries for seed in range(3)}
@@ -180,21 +191,12 @@ def test_split_clauses_cuts_sentences_and_connectives():
 
 def test_clause_plan_names_each_requested_tool_before_repeating_one(make_router, tokenizer):
     router = make_router(lexical_weight=50.0)
-    topics = ["weather", "email", "stock", "flight", "hotel", "music", "timer", "lights", "news", "recipe"]
-    tools = router.prepare_tools([{"name": f"{topic}_now", "description": f"Everything about {topic}.",
-                                   "parameters": {"type": "object", "properties": {}}} for topic in topics])
-    more_calls = torch.zeros(len(tokenizer))  # no arguments: a "," can only open the next call
-    for token, i in tokenizer.get_vocab().items():
-        more_calls[i] = 12.0 if tokenizer.convert_tokens_to_string([token]).startswith(",") else 0.0
+    tools = router.prepare_tools(topic_tools())
     requests = {"What is the weather today? Then play some music.": {"weather_now", "music_now"},
                 "Check the stock. Also, any news?": {"stock_now", "news_now"},
                 "Find a hotel; and a flight": {"hotel_now", "flight_now"}}
 
-    def first_two(query: str, seed: int) -> list[str]:
-        sampler = finishing_sampler(tokenizer, seed)
-        result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=80,
-                              logits_processor=lambda logits: sampler(logits) + more_calls)
-        return [call.name for call in result.calls[:2]]
+    first_two = lambda query, seed: listed_names(router, tokenizer, query, seed)[:2]  # noqa: E731
 
     router.config.clause_plan_gap = 0.0
     planned = {(q, seed): first_two(q, seed) for q in requests for seed in range(3)}
