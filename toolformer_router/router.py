@@ -633,13 +633,13 @@ class ToolRouter:
         gap = self.config.clause_plan_gap
         clauses = [split_clauses(selection_text(r.messages))
                    if gap is not None and r.parallel_tool_calls and len(r.tools) > 1 else [] for r in requests]
-        owners = [i for i, found in enumerate(clauses) if len(found) > 1 for _ in found]
-        plans: list[list[str]] = [[] for _ in requests]
-        if not owners:
+        pairs = [(i, clause) for i, found in enumerate(clauses) if len(found) > 1 for clause in found]
+        if not pairs:
             return [()] * len(requests)
-        texts = [clause for found in clauses if len(found) > 1 for clause in found]
-        scores, _ = self._selection_scores([[{"role": "user", "content": t}] for t in texts],
+        owners = [i for i, _ in pairs]
+        scores, _ = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
                                            [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
+        plans: list[list[str]] = [[] for _ in requests]
         for i, clause_scores in zip(owners, scores):
             best = clause_scores.topk(2)
             name = requests[i].tools[int(best.indices[0])].name
