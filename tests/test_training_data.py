@@ -37,7 +37,7 @@ from toolformer_router.training.data import (
 from toolformer_router.training.evaluate import active_tools
 from toolformer_router.training.synthetic import synthesize, synthesize_parallel
 
-FILES = ("train.jsonl", "validation.jsonl", "validation_multi.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
+FILES = ("train.jsonl", "validation.jsonl", "validation_multi.jsonl", "validation_parallel.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -179,7 +179,7 @@ def test_distractor_padding_and_no_call(prepared):
 def test_prepare_is_deterministic_and_counts_match_files(prepared, tmp_path):
     out, counts = prepared
     assert orjson.loads((out / "counts.json").read_bytes()) == counts
-    for split in ("train", "validation", "validation_multi", "test"):
+    for split in ("train", "validation", "validation_multi", "validation_parallel", "test"):
         rows = read_jsonl(out / f"{split}.jsonl")
         assert len(rows) == counts[split] > 0
         assert Counter(r["source"] for r in rows) == {k.split("/", 1)[1]: v for k, v in counts.items()
@@ -246,6 +246,33 @@ def test_synthetic_parallel_examples_ask_for_several_valid_calls(prepared):
             assert len(example.tools) == 1
         else:
             assert [t["name"] for t in example.tools] == names and len(set(names)) == len(names)
+
+
+def test_synthetic_parallel_never_mixes_two_schemas_of_one_name():
+    seats = {"type": "object", "required": ["seats"], "properties": {"seats": {"type": "integer"}}}
+    catalog = [
+        {"name": "book_table", "description": "Book a table.", "parameters": seats},
+        {"name": "book_table", "description": "Book a table.", "parameters": {
+            **seats, "properties": {"seats": {"type": "integer", "enum": [1, 2, 3]}}}},
+        *({"name": f"tool_{i}", "description": f"Tool number {i}.", "parameters": seats} for i in range(4)),
+    ]
+    examples = synthesize_parallel(catalog, 200, random.Random(3))
+    assert len(examples) > 100
+    for example in examples:
+        assert not call_errors(example), (example.id, call_errors(example))
+
+
+def test_validation_parallel_lists_calls_to_validation_tools_only(prepared):
+    out, counts = prepared
+    validation = load_prepared(out, "validation")
+    gold_names = {call.name for example in validation for call in example.calls}
+    lists = load_prepared(out, "validation_parallel")  # loading validates every gold call against the tools
+    assert len(lists) == counts["validation_parallel"] >= 80
+    assert all(2 <= len(e.calls) <= 4 and {c.name for c in e.calls} <= gold_names for e in lists)
+    assert all({t["name"] for t in e.tools} == {c.name for c in e.calls} for e in lists)  # eval adds distractors
+    same_tool = [e for e in lists if len({c.name for c in e.calls}) == 1]
+    assert 0.3 < len(same_tool) / len(lists) < 0.7
+    assert len({e.id for e in lists}) == len(lists) and all(e.id.startswith("validation_") for e in lists)
 
 
 def test_composed_validation_asks_for_both_calls_of_two_validation_examples(prepared):

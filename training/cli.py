@@ -16,7 +16,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     counts = prepare(args.out, seed=args.seed, tools_per_example=args.tools_per_example,
                      validation_fraction=args.validation_fraction, no_call_fraction=args.no_call_fraction,
                      synthetic_per_tool=args.synthetic_per_tool, synthetic_parallel=args.synthetic_parallel,
-                     composed_validation=args.composed_validation)
+                     composed_validation=args.composed_validation, validation_parallel=args.validation_parallel)
     print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -62,6 +62,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--synthetic-parallel", type=int, default=0, help="synthetic examples of 2-4 calls to add")
     prepare.add_argument("--composed-validation", type=int, default=100,
                          help="two-call validation examples composed from validation's one-call examples")
+    prepare.add_argument("--validation-parallel", type=int, default=100,
+                         help="synthetic validation examples of 2-4 calls to validation's tools")
 
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)
@@ -79,8 +81,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--checkpoint", default="default")
     evaluate.add_argument("--suite", default="bfcl", choices=["bfcl"])
     evaluate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
-    evaluate.add_argument("--split", action="append", choices=["validation", "validation_multi", "test"],
-                          help="default: test; validation_multi: two-call examples composed from validation's")
+    evaluate.add_argument("--split", action="append", choices=["validation", "validation_multi", "validation_parallel", "test"],
+                          help="default: test; validation_multi: two-call examples composed from validation's; "
+                               "validation_parallel: synthetic lists of 2-4 calls to validation's tools")
     evaluate.add_argument("--tools-per-query", type=int, default=20)
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
     evaluate.add_argument("--seed", type=int, default=0)

@@ -29,7 +29,7 @@ from toolformer_router.schema import Tool, canonical_json, normalize_tool
 
 TRAIN_CATEGORIES = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance")
 TEST_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
-SPLITS = ("train", "validation", "validation_multi", "test", "irrelevance")
+SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "test", "irrelevance")
 """Named views: training examples; held-out queries on seen tools; the test categories (unseen tools);
 the no-call examples of the test side."""
 NO_CALL_SOURCE = "no_call"
@@ -452,6 +452,7 @@ def prepare(
     synthetic_per_tool: int = 0,
     synthetic_parallel: int = 0,
     composed_validation: int = 100,
+    validation_parallel: int = 100,
 ) -> dict[str, int]:
     """Build the training, validation and test files under `out_dir` and return their counts.
 
@@ -459,7 +460,9 @@ def prepare(
     `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
     validation.jsonl (plus a "no call" copy of each call example, its gold tools removed: the shape of BFCL's
     irrelevance category), validation_multi.jsonl (`composed_validation` two-call examples composed from the
-    validation call examples: `compose_multi_call`), test.jsonl (each example's own tools only: evaluation adds distractors),
+    validation call examples: `compose_multi_call`), validation_parallel.jsonl (`validation_parallel` synthetic
+    examples of 2-4 calls to validation's gold tools, the `synthesize_parallel` shapes; own tools only: evaluation
+    adds distractors), test.jsonl (each example's own tools only: evaluation adds distractors),
     catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json: examples per
     split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
@@ -492,6 +495,12 @@ def prepare(
     train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
     rng = random.Random(f"{seed}:validation_no_call")  # BFCL-irrelevance-like: a task whose tool is missing
     validation_multi = compose_multi_call(validation, composed_validation, random.Random(f"{seed}:composed"))
+    gold_tools = {schema_hash(t): t for e in validation for t in e.tools if t["name"] in {c.name for c in e.calls}}
+    validation_lists = [
+        example.model_copy(update={"id": f"validation_{example.id}"})
+        for example in synthesize_parallel(list(gold_tools.values()), validation_parallel,
+                                           random.Random(f"{seed}:validation_parallel"))
+    ]
     validation += [make_no_call(e, pool, 0, rng) for e in validation if e.calls]
     if synthetic_per_tool:
         train += synthesize(pool, synthetic_per_tool, random.Random(f"{seed}:synthetic"))
@@ -504,7 +513,8 @@ def prepare(
     rng = random.Random(f"{seed}:distractors")
     train = [pad_with_distractors(e, pool, tools_per_example, rng) for e in train] + no_call
 
-    views = {"train": train, "validation": validation, "validation_multi": validation_multi, "test": test}
+    views = {"train": train, "validation": validation, "validation_multi": validation_multi,
+             "validation_parallel": validation_lists, "test": test}
     for name, rows in views.items():
         _write_jsonl(out / f"{name}.jsonl", (example.model_dump() for example in rows))
     _write_jsonl(out / "catalog_train.jsonl", ({"schema_hash": h, **t} for h, t in train_catalog.items()))
@@ -524,8 +534,8 @@ def prepare(
 
 
 def load_prepared(directory: str | Path, split: str) -> list[Example]:
-    """One named split of a `prepare`d folder: train, validation, validation_multi (composed two-call examples), test,
-    or irrelevance (no-call test examples)."""
+    """One named split of a `prepare`d folder: train, validation, validation_multi (composed two-call examples),
+    validation_parallel (synthetic lists of 2-4 calls), test, or irrelevance (no-call test examples)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     file = "test" if split == "irrelevance" else split

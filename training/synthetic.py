@@ -307,8 +307,9 @@ def synthesize_parallel(tools: Sequence[Mapping[str, Any]], count: int, rng: ran
     examples: list[Example] = []
     for index in range(count):
         n_calls = rng.choice(CALL_COUNTS)
-        chosen = [rng.choice(entries)] * n_calls if index % 2 == 0 else rng.sample(entries, n_calls)
-        if len({entry["name"] for entry in chosen}) not in (1, n_calls):  # two schemas sharing a name
+        same_tool = index % 2 == 0
+        chosen = [rng.choice(entries)] * n_calls if same_tool else rng.sample(entries, n_calls)
+        if not same_tool and len({entry["name"] for entry in chosen}) < n_calls:  # schemas sharing a name
             continue
         sampled = [_sample_call(entry, rng) for entry in chosen]
         if None in sampled or len({orjson.dumps(s[0], option=orjson.OPT_SORT_KEYS) for s in sampled}) < n_calls:
