@@ -63,6 +63,25 @@ def test_scripted_predictions_are_scored_by_bfcl_rules(tmp_path):
     assert "| scripted | simple_python |" in markdown_table({"scripted": summary})
 
 
+def test_gold_without_allowed_values_scores_nested_objects_exactly():
+    tool = {"name": "order", "description": "Order food.", "parameters": {
+        "type": "object", "required": ["item"], "properties": {
+            "item": {"type": "object", "properties": {"dish": {"type": "string"}, "count": {"type": "integer"}}}}}}
+    example = _example(2, [tool], "two pizzas and one soup", [{"name": "order", "arguments": {"item": {
+        "dish": "pizza", "count": 2}}}, {"name": "order", "arguments": {"item": {"dish": "soup", "count": 1}}}],
+        source="synthetic_parallel")
+    both = [{"name": "order", "arguments": {"item": {"dish": "soup", "count": 1}}},
+            {"name": "order", "arguments": {"item": {"dish": "Pizza", "count": 2}}}]
+
+    def scripted(calls):
+        return lambda messages, tools: {"calls": calls, "raw": "", "latency_s": 0.0, "prompt_tokens": 1, "valid": True}
+
+    assert evaluate(scripted(both), [example], tools_per_query=1, pool=POOL)[0]["ast_ok"]
+    wrong_count = [both[0], {"name": "order", "arguments": {"item": {"dish": "pizza", "count": 3}}}]
+    assert not evaluate(scripted(wrong_count), [example], tools_per_query=1, pool=POOL)[0]["ast_ok"]
+    assert not evaluate(scripted(both[:1]), [example], tools_per_query=1, pool=POOL)[0]["ast_ok"]
+
+
 def test_router_outputs_are_counted_valid(make_router):
     router = make_router()
     records = evaluate(router_predictor(router, max_new_tokens=40), EXAMPLES, tools_per_query=4, pool=POOL)

@@ -59,9 +59,18 @@ def active_tools(example: Example, count: int, pool: Sequence[dict], seed: int) 
     return tools
 
 
+def _allowed_values(value: Any) -> list[Any]:
+    """One argument value as BFCL's list of allowed values; a dict's own values are such lists too (one level
+    deep, as BFCL's `dict_checker` reads them)."""
+    if isinstance(value, dict):
+        return [{key: [inner] for key, inner in value.items()}]
+    return [value]
+
+
 def gold_form(example: Example) -> list[dict]:
-    """BFCL `ground_truth` form of the gold calls ([] = no call)."""
-    return [{c.name: c.allowed if c.allowed is not None else {k: [v] for k, v in c.arguments.items()}}
+    """BFCL `ground_truth` form of the gold calls ([] = no call); calls without BFCL's `allowed` values
+    (synthetic, composed) allow exactly their own arguments."""
+    return [{c.name: c.allowed if c.allowed is not None else {k: _allowed_values(v) for k, v in c.arguments.items()}}
             for c in example.calls]
 
 
