@@ -58,6 +58,9 @@ class RouterConfig(BaseModel):
     last user message): a clause whose best selection score leads its second by at least this asks for a call
     of that tool, and each later call names the first such tool no call has named yet (a request for two
     different tools gets both, not the first twice). None: no plan. Chosen on validation_multi."""
+    cover_enumerations: bool = False
+    """While the calls take some items of an enumeration in the last user message ("Paris and Rome",
+    "2 and 4": `find_enumerations`) and not others, the call list does not end: one call per item."""
     lexical_weight: float = Field(0.0, ge=0.0)
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector

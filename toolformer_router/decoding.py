@@ -22,6 +22,7 @@ import llguidance
 import llguidance.torch
 import torch
 
+from .enumerations import Enumeration, enumeration_unfinished, parse_call_list_prefix
 from .modeling import GistMemory, ToolRouterModel
 
 LogitsProcessor = Callable[[torch.Tensor], torch.Tensor]
@@ -45,6 +46,9 @@ class DecodeRequest:
     planned_call_tools: tuple[str, ...] = ()
     """Tools the request's clauses ask for: each later call names the first of them not named yet, before
     `later_call_tools` apply."""
+    enumerations: tuple[Enumeration, ...] = ()
+    """The request's enumerations ("Paris and Rome"): while the calls take some items of one and not others,
+    the list does not end (`enumeration_unfinished`)."""
     decline_call: bool = False
     """Where the first token may open a call or answer, answer (the selector found no tool relevant); the call
     margin is still measured."""
@@ -167,6 +171,14 @@ class ListContinuation:
             return False
         named = set(list_call_names("".join(self.token_texts[i] for i in token_ids)))
         return any(name not in named for name in planned_call_tools)
+
+    def items_unfinished(self, token_ids: list[int], depth: int, enumerations: Sequence[Enumeration]) -> bool:
+        """True while the calls so far (the list cut at this step of bracket `depth`) take some items of one of
+        `enumerations` and not others, the last call taking a new one (`enumeration_unfinished`)."""
+        if not enumerations:
+            return False
+        calls = parse_call_list_prefix("".join(self.token_texts[i] for i in token_ids), depth)
+        return calls is not None and enumeration_unfinished(calls, enumerations)
 
 
 _CALL_NAME = re.compile(r'\{\s*"name"\s*:\s*"([^"\\]*)')
@@ -298,7 +310,8 @@ def constrained_greedy_decode(
     `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; a request's
     `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
     tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
-    are not all called, its list does not end (unless the budget's closing rules need it to).
+    are not all called, or its `enumerations` are half covered, its list does not end (unless the budget's
+    closing rules need it to).
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -357,7 +370,8 @@ def constrained_greedy_decode(
                 if spelled is not None:
                     allowed[row] = spelled
             depth = (continuation.list_step(output.token_ids)
-                     if continuation is not None and is_call and (list_bias or request.planned_call_tools) else None)
+                     if continuation is not None and is_call
+                     and (list_bias or request.planned_call_tools or request.enumerations) else None)
             if depth is not None and list_bias:
                 logits[row, continuation.continuers[depth].to(device)] += list_bias
             left = budget[b] - len(output.token_ids)
@@ -370,9 +384,11 @@ def constrained_greedy_decode(
                 closing = allowed[row] & closer.structure_closers.to(device)
                 if closing.any():  # "]" rather than "," and a call cut by the budget
                     allowed[row] = closing
-            elif depth is not None and continuation.plan_unfinished(output.token_ids, request.planned_call_tools):
+            elif depth is not None and (continuation.plan_unfinished(output.token_ids, request.planned_call_tools)
+                                        or continuation.items_unfinished(output.token_ids, depth,
+                                                                         request.enumerations)):
                 going_on = allowed[row] & ~continuation.enders[depth].to(device)
-                if going_on.any():  # a planned tool is still to be called: the list does not end here
+                if going_on.any():  # a planned tool or an enumerated item is still to be called: no end here
                     allowed[row] = going_on
             if loop_guard is not None:
                 vetoed = list(loop_guard.vetoed(output.token_ids))

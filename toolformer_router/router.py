@@ -35,6 +35,7 @@ from .decoding import (
     LoopGuard,
     constrained_greedy_decode,
 )
+from .enumerations import find_enumerations
 from .errors import (
     InvalidQueryError,
     InvalidToolError,
@@ -565,6 +566,8 @@ class ToolRouter:
             for decode_request, selection, request in zip(decode_requests, selections, requests):
                 decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
                 decode_request.planned_call_tools = selection.planned
+                if self.config.cover_enumerations and request.parallel_tool_calls:
+                    decode_request.enumerations = find_enumerations(selection_text(request.messages))
                 decode_request.decline_call = (threshold is not None and selection.margin is not None
                                                and selection.margin < threshold
                                                and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")

@@ -105,6 +105,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--clause-plan-gap", type=float, default=None,
                           help="override the checkpoint's clause_plan_gap (later calls name the tools the "
                                "request's clauses ask for; inf turns the plan off)")
+    evaluate.add_argument("--cover-enumerations", choices=["on", "off"], default=None,
+                          help="override the checkpoint's cover_enumerations (one call per item of an "
+                               "enumeration such as 'Paris and Rome')")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")

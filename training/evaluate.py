@@ -278,6 +278,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if value < 0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
             setattr(router.config, setting, value)
+    if args.cover_enumerations:
+        router.config.cover_enumerations = args.cover_enumerations == "on"
     for setting in ("list_bias", "call_bias", "clause_plan_gap"):  # any-value overrides
         value = getattr(args, setting)
         if value is not None:
@@ -300,6 +302,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
             "later_call_candidates": router.config.later_call_candidates, "call_bias": router.config.call_bias,
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
+            "cover_enumerations": router.config.cover_enumerations,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
     print(markdown_table(summaries))

@@ -1,0 +1,112 @@
+"""Enumerations in a request ("Boston, Paris and Rome", "2 and 4 GB", "'Python' or 'Java'") and whether a call
+list has covered them: where a call takes one item of an enumeration and no call takes another, the request
+probably asks for one call per item (`RouterConfig.cover_enumerations`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+
+Enumeration = tuple[str, ...]
+
+_ITEM = re.compile(
+    r"(?P<number>(?<![\w.])-?\d+(?:\.\d+)?(?![\w.]*\w))"
+    r"|(?P<quoted>'[^'\n]{1,60}'|\"[^\"\n]{1,60}\")"
+    r"|(?P<name>\b[A-Z][\w'’.-]*(?:[ \t]+[A-Z][\w'’.-]*)*)"
+)
+_SEPARATOR = re.compile(r"\s*,\s*(?:(?:and|or)\s+)?|\s+(?:and|or|&)\s+", re.IGNORECASE)
+_CONJUNCTION = re.compile(r"\b(?:and|or)\b|&", re.IGNORECASE)
+_TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
+MAX_ITEMS = 8
+"""Items of one enumeration at most (a longer run is a list argument, not calls)."""
+
+
+def _kind(match: re.Match[str]) -> str:
+    return "number" if match.group("number") else "words"
+
+
+def _text(match: re.Match[str]) -> str:
+    return match.group(0).strip("'\"").rstrip(".")
+
+
+def find_enumerations(text: str) -> tuple[Enumeration, ...]:
+    """The enumerations of `text`: runs of 2 to `MAX_ITEMS` items of one kind (numbers; capitalised or quoted
+    words) joined only by ",", "and", "or" or "&", at least one join being a conjunction ("Paris, France" is
+    not an enumeration; "Paris and Rome" is)."""
+    found: list[Enumeration] = []
+    run: list[re.Match[str]] = []
+    joined_by_conjunction = False
+
+    def close() -> None:
+        if 2 <= len(run) <= MAX_ITEMS and joined_by_conjunction:
+            found.append(tuple(_text(m) for m in run))
+
+    for match in _ITEM.finditer(text):
+        if match.group("name") and len(match.group(0)) < 2:
+            continue  # "I", "A"
+        between = text[run[-1].end():match.start()] if run else ""
+        if run and _kind(run[-1]) == _kind(match) and _SEPARATOR.fullmatch(between):
+            run.append(match)
+            joined_by_conjunction |= bool(_CONJUNCTION.search(between))
+            continue
+        close()
+        run, joined_by_conjunction = [match], False
+    close()
+    return tuple(found)
+
+
+def _leaves(value: Any) -> Iterator[Any]:
+    if isinstance(value, dict):
+        for inner in value.values():
+            yield from _leaves(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _leaves(inner)
+    elif not isinstance(value, bool) and value is not None:
+        yield value
+
+
+def _covers(leaves: Sequence[Any], item: str) -> bool:
+    """True when an argument value takes `item`: a number equal to it or among a string's numbers; words
+    within a string (case, spaces and punctuation ignored)."""
+    try:
+        number = float(item)
+    except ValueError:
+        wanted = "".join(_TOKEN.findall(item.lower()))
+        return bool(wanted) and any(isinstance(leaf, str) and wanted in "".join(_TOKEN.findall(leaf.lower()))
+                                    for leaf in leaves)
+    return any(leaf == number if isinstance(leaf, (int, float))
+               else any(float(token) == number for token in re.findall(r"\d+(?:\.\d+)?", str(leaf)))
+               for leaf in leaves)
+
+
+def enumeration_unfinished(calls: Sequence[dict[str, Any]], enumerations: Sequence[Enumeration]) -> bool:
+    """True when an enumeration has an item some call takes and an item no call takes, and the last call took
+    an item no earlier call did (so a list whose new call covers nothing new is free to end)."""
+    if not calls or not enumerations:
+        return False
+    covered_before: set[tuple[int, int]] = set()
+    for call in calls[:-1]:
+        leaves = list(_leaves(call.get("arguments")))
+        covered_before |= {(e, i) for e, items in enumerate(enumerations) for i, item in enumerate(items)
+                           if _covers(leaves, item)}
+    last = list(_leaves(calls[-1].get("arguments")))
+    covered = covered_before | {(e, i) for e, items in enumerate(enumerations) for i, item in enumerate(items)
+                                if _covers(last, item)}
+    if covered == covered_before:
+        return False
+    return any(0 < sum((e, i) in covered for i in range(len(items))) < len(items)
+               for e, items in enumerate(enumerations))
+
+
+def parse_call_list_prefix(text: str, depth: int) -> list[dict[str, Any]] | None:
+    """The calls of a call list's `text` cut at a list step of bracket `depth` (1: between calls, 2: after a
+    call's arguments, 3: inside them after a complete value), or None when it does not parse."""
+    try:
+        calls = orjson.loads(text + "}" * (depth - 1) + "]")
+    except orjson.JSONDecodeError:
+        return None
+    return calls if isinstance(calls, list) and all(isinstance(c, dict) for c in calls) else None
