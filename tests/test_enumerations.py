@@ -17,6 +17,8 @@ from toolformer_router.enumerations import enumeration_unfinished, find_enumerat
     ("Book a table for 2 and send it to Anna", ()),  # a number and a name are not one list
     ("version 1.2.3 and ec2", ()),
     ("I and A", ()),  # one-letter capitals are words, not names
+    ("I'm in Los Gatos, CA, and I'm looking for a counselor", ()),  # "I'm" starts a clause, it names nothing
+    ("logos of Superman, Iron Man, Hulk, and Batman. They are", (("Superman", "Iron Man", "Hulk", "Batman"),)),
 ])
 def test_find_enumerations(text, expected):
     assert find_enumerations(text) == expected
@@ -34,6 +36,8 @@ def test_a_list_is_unfinished_while_an_enumeration_is_half_covered():
     assert not enumeration_unfinished([call(city="Paris"), call(city="Paris")], cities)  # nothing new: free to end
     assert not enumeration_unfinished([call(cities=["Paris", "Rome", "Oslo"])], cities)  # one call took them all
     assert not enumeration_unfinished([call(city="Berlin")], cities)  # took none: not this enumeration's list
+    ids = find_enumerations("items with IDs ITM456 and ITM789")
+    assert not enumeration_unfinished([call(items=["ITM456", "ITM789"])], ids)  # a word of "IDs ITM456" is taken
     radii = find_enumerations("circle areas for radius 5, 10 and 15")
     assert enumeration_unfinished([call(r=5)], radii) and enumeration_unfinished([call(r=5), call(r=10.0)], radii)
     assert not enumeration_unfinished([call(r=5), call(r=10.0), call(r="15")], radii)

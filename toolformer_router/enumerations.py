@@ -15,11 +15,16 @@ Enumeration = tuple[str, ...]
 _ITEM = re.compile(
     r"(?P<number>(?<![\w.])-?\d+(?:\.\d+)?(?![\w.]*\w))"
     r"|(?P<quoted>'[^'\n]{1,60}'|\"[^\"\n]{1,60}\")"
-    r"|(?P<name>\b[A-Z][\w'’.-]*(?:[ \t]+[A-Z][\w'’.-]*)*)"
+    r"|(?P<name>\b[A-Z][\w'’-]*(?:[ \t]+[A-Z][\w'’-]*)*)"
 )
 _SEPARATOR = re.compile(r"\s*,\s*(?:(?:and|or)\s+)?|\s+(?:and|or|&)\s+", re.IGNORECASE)
 _CONJUNCTION = re.compile(r"\b(?:and|or)\b|&", re.IGNORECASE)
-_TOKEN = re.compile(r"[a-z]+|\d+(?:\.\d+)?")
+_TOKEN = re.compile(r"[a-z0-9]+")
+_NOT_NAMES = frozenset(
+    "i i'm i'd i'll i've it it's we you he she they the this that these those my our your please can could would "
+    "will what which who how when where why is are do does also then and or but so if thanks thank hi hello".split()
+)
+"""Capitalised words that start sentences rather than name things ("…, and I'd like…")."""
 MAX_ITEMS = 8
 """Items of one enumeration at most (a longer run is a list argument, not calls)."""
 
@@ -45,8 +50,9 @@ def find_enumerations(text: str) -> tuple[Enumeration, ...]:
             found.append(tuple(_text(m) for m in run))
 
     for match in _ITEM.finditer(text):
-        if match.group("name") and len(match.group(0)) < 2:
-            continue  # "I", "A"
+        if match.group("name") and (len(match.group(0)) < 2
+                                    or match.group(0).split()[0].lower().replace("’", "'") in _NOT_NAMES):
+            continue  # "A", "I'm", "The …"
         between = text[run[-1].end():match.start()] if run else ""
         if run and _kind(run[-1]) == _kind(match) and _SEPARATOR.fullmatch(between):
             run.append(match)
@@ -70,14 +76,18 @@ def _leaves(value: Any) -> Iterator[Any]:
 
 
 def _covers(leaves: Sequence[Any], item: str) -> bool:
-    """True when an argument value takes `item`: a number equal to it or among a string's numbers; words
-    within a string (case, spaces and punctuation ignored)."""
+    """True when an argument value takes `item`: a number equal to it or among a string's numbers; for words,
+    a string holding one of its words of 3 or more characters ("IDs ITM456" in "ITM456"), or, with none that
+    long ("MA"), holding all of it (case, spaces and punctuation ignored)."""
     try:
         number = float(item)
     except ValueError:
-        wanted = "".join(_TOKEN.findall(item.lower()))
-        return bool(wanted) and any(isinstance(leaf, str) and wanted in "".join(_TOKEN.findall(leaf.lower()))
-                                    for leaf in leaves)
+        words = _TOKEN.findall(item.lower())
+        texts = [_TOKEN.findall(leaf.lower()) for leaf in leaves if isinstance(leaf, str)]
+        long_words = {word for word in words if len(word) >= 3}
+        if long_words:
+            return any(long_words & set(text) for text in texts)
+        return bool(words) and any("".join(words) in "".join(text) for text in texts)
     return any(leaf == number if isinstance(leaf, (int, float))
                else any(float(token) == number for token in re.findall(r"\d+(?:\.\d+)?", str(leaf)))
                for leaf in leaves)
