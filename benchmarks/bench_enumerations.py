@@ -3,9 +3,11 @@ BFCL live examples of a prepared folder; synthetic examples left out): on one-ca
 spurious extra call; on multi-call examples it should fire after each call but the last.
 
 The rule reads the gold calls as if the decoder had written them, so this measures the rule, not the model.
-Nothing here reads the BFCL test categories.
+With `--checkpoint`, the examples of the validation splits (validation, validation_multi, validation_parallel)
+whose last user message holds an enumeration are also routed with the rule off and on (20 active tools, as
+`toolformer-router eval`), and scored. Nothing here reads the BFCL test categories.
 
-    python benchmarks/bench_enumerations.py [--data-dir data/prepared] [--out FILE]
+    python benchmarks/bench_enumerations.py [--data-dir data/prepared] [--checkpoint default] [--out FILE]
 
 Prints a JSON document and a table.
 """
@@ -25,6 +27,7 @@ from toolformer_router.training.data import load_prepared
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default="data/prepared")
+    parser.add_argument("--checkpoint", default=None, help="also route validation's enumeration examples")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args()
     examples = [e for split in ("train", "validation") for e in load_prepared(args.data_dir, split)
@@ -48,6 +51,8 @@ def main() -> None:
             multi_call[verdict] += 1
             multi_call["rows"].append({"query": query[:160], "enumerations": enumerations, "goes_on": goes_on})
     report = {"data_dir": args.data_dir, "one_call": one_call, "multi_call": multi_call}
+    if args.checkpoint:
+        report["routed"] = route_validation(args.checkpoint, args.data_dir)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     print_table([
         {"examples": "one call", "n": one_call["n"], "with an enumeration": one_call["with_enumeration"],
@@ -56,8 +61,40 @@ def main() -> None:
          "what the rule does": f"{multi_call['too_long']} too long; {multi_call['right_length']} kept to "
                                   f"length, {multi_call['too_short']} left to the decoder"},
     ], ["examples", "n", "with an enumeration", "what the rule does"])
+    for split, result in report.get("routed", {}).items():
+        if result["n"]:
+            print(f"{split}: {result['n']} examples with an enumeration; AST right, rule off / on: "
+                  f"{result['off']['ast_ok']} / {result['on']['ast_ok']}; calls off {result['off']['calls_per_example']}"
+                  f", on {result['on']['calls_per_example']}, gold {result['on']['gold_calls']}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def route_validation(checkpoint: str, data_dir: str) -> dict[str, dict]:
+    """Per rule setting, the AST matches and call counts on the validation splits' examples with an enumeration."""
+    from toolformer_router import ToolRouter
+    from toolformer_router.training.evaluate import _split_data, evaluate, router_batch_predictor, usable_pool
+
+    router = ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+    routed: dict[str, dict] = {}
+    for split in ("validation", "validation_multi", "validation_parallel"):
+        examples, pool = _split_data(Path(data_dir), split, 0)
+        chosen = [e for e in examples if find_enumerations(
+            next(m["content"] for m in reversed(e.messages) if m["role"] == "user"))]
+        if not chosen:
+            routed[split] = {"n": 0}
+            continue
+        pool = usable_pool(router, pool)
+        for setting in (False, True):
+            router.config.cover_enumerations = setting
+            rows = evaluate(None, chosen, tools_per_query=20, pool=pool, seed=0,
+                            predict_many=router_batch_predictor(router), desc=f"{split}, rule {setting}")
+            routed.setdefault(split, {"n": len(chosen)})["on" if setting else "off"] = {
+                "ast_ok": sum(r["ast_ok"] for r in rows),
+                "calls_per_example": [len(r["calls"]) for r in rows],
+                "gold_calls": [len(r["gold"]) for r in rows],
+            }
+    return routed
 
 
 if __name__ == "__main__":
