@@ -36,3 +36,14 @@ def test_default_router_loads_and_routes_valid_calls():
         Draft202012Validator(schemas[c.name]).validate(c.arguments)
     answer = router.route("Say hello.", tool_choice="none", max_new_tokens=16)
     assert answer.calls == [] and answer.text and any(ch.isalpha() for ch in answer.text)
+
+
+def test_default_calls_once_per_enumerated_city():
+    router = ToolRouter.from_pretrained("default", disk_cache=False)
+    router.add_tools([WEATHER, EMAIL])
+    query = "What's the weather in Lisbon, Paris and Oslo today?"
+    assert router.config.cover_enumerations
+    cities = [c.arguments["city"] for c in router.route(query, max_new_tokens=96).calls]
+    assert cities == ["Lisbon", "Paris", "Oslo"]
+    router.config.cover_enumerations = False  # the decoder alone ends the list early
+    assert [c.arguments["city"] for c in router.route(query, max_new_tokens=96).calls] != cities
