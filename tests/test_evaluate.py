@@ -210,3 +210,28 @@ def test_calibration_sweeps_the_no_tool_margin_with_the_bias_from_one_pass():
     assert (chosen["call_bias"], chosen["no_tool_margin"], chosen["FPR"], chosen["AST"]) == (1.0, 0.0, 0.0, 1.0)
     with pytest.raises(ValueError):
         score_with_bias(records, 1.5, None, pass_bias=1.0)
+
+
+def test_calibration_sweeps_min_argument_grounding_from_one_pass():
+    """The grounding veto drops exactly the calls whose argument grounding is below the threshold; records
+    without a grounding (no checkable value) are never vetoed."""
+    from toolformer_router.training.calibrate import choose_call_bias, decision_rates, sweep_call_bias, \
+        threshold_candidates
+
+    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+    call, gold = [{"name": "f", "arguments": {"x": 1}}], [{"f": {"x": [1]}}]
+
+    def record(i, gold, calls, grounding):
+        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool], "valid": True,
+                "call_margin": 1.0, "argument_grounding": grounding}
+
+    records = [record(0, gold, call, 1.0), record(1, [], call, 0.0), record(2, [], call, None),
+               record(3, gold, call, 0.5)]
+    assert decision_rates(records, 0.0) == (1.0, 0.0)
+    assert decision_rates(records, 0.0, None, 0.5) == (0.5, 0.0)  # record 1 vetoed, record 2 unchecked
+    assert decision_rates(records, 0.0, None, 0.6) == (0.5, 0.5)  # and the half-stated right call
+    candidates = threshold_candidates(records, "argument_grounding", above=1e-3)
+    assert candidates[0] is None and 0.001 in candidates and 0.501 in candidates
+    rows = sweep_call_bias(records, 0.0, None, candidates)
+    chosen = choose_call_bias(rows, max_fnr=0.15)
+    assert (chosen["min_argument_grounding"], chosen["FPR"], chosen["FNR"], chosen["AST"]) == (0.001, 0.5, 0.0, 0.75)

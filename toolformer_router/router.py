@@ -44,6 +44,7 @@ from .errors import (
     UnknownToolError,
 )
 from .gist_cache import GistCache, ToolMemory
+from .grounding import ConversationText, argument_grounding
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
 from .lexical import LexicalMatcher
 from .modeling import GistMemory, ToolRouterModel, pad_right
@@ -572,13 +573,33 @@ class ToolRouter:
                                                and selection.margin < threshold
                                                and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
             outputs = self._decode(decode_requests, logits_processor)
-            self._second_pass(requests, outputs, usages, logits_processor)
+            groundings = [self._grounding(request, output) for request, output in zip(requests, outputs)]
+            self._second_pass(requests, outputs, usages, groundings, logits_processor)
         latency = time.perf_counter() - started
         results = []
-        for output, usage, selection in zip(outputs, usages, selections):
+        for output, usage, selection, grounding in zip(outputs, usages, selections, groundings):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(output, usage, selection.margin))
+            results.append(self._result(output, usage, selection.margin, grounding))
         return results
+
+    def _grounding(self, request: _Request, output: DecodeOutput) -> float | None:
+        """`argument_grounding` of a completed call list against the request's conversation (None otherwise)."""
+        if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
+            return None
+        calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
+        if not calls:
+            return None
+        texts = [m["content"] for m in request.messages]
+        texts += [orjson.dumps(c["arguments"]).decode() for m in request.messages for c in m.get("tool_calls") or ()]
+        schemas = {tool.name: tool.parameters for tool in request.tools}
+        return argument_grounding(calls, schemas, ConversationText(texts))
+
+    def _declines(self, request: _Request, grounding: float | None) -> bool:
+        """Whether a completed call list is answered in text instead: its grounding is below
+        `min_argument_grounding` and `tool_choice` is "auto"."""
+        threshold = self.config.min_argument_grounding
+        return (threshold is not None and grounding is not None and grounding < threshold
+                and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         return constrained_greedy_decode(
@@ -651,11 +672,13 @@ class ToolRouter:
         return [tuple(plan) for plan in plans]
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
-                     logits_processor: LogitsProcessor | None) -> None:
+                     groundings: list[float | None], logits_processor: LogitsProcessor | None) -> None:
         """Decode again, in one batch, the outputs whose first pass only took the decision (in place):
 
         - a text answer while tools were active (`answer_without_tools`): the backbone's own reply, without the
           tools' memory (trained to steer calls, not prose) and without the router's instructions;
+        - a call list declined for its grounding (`min_argument_grounding`): the same backbone reply (empty
+          text with `max_text_tokens` 0);
         - a completed call list in argument-filling mode "schema": the chosen tools' schema text in the system
           prompt, their gists as memory, the grammar narrowed to them (kept only if it completes again).
         """
@@ -663,8 +686,12 @@ class ToolRouter:
         second: list[DecodeRequest] = []
         for i, (request, output) in enumerate(zip(requests, outputs)):
             is_call = bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
-            if (output.token_ids and not is_call and request.tools and request.max_text_tokens
-                    and self.config.answer_without_tools):
+            declined = self._declines(request, groundings[i])
+            if declined and not request.max_text_tokens:
+                outputs[i] = DecodeOutput(stopped=True, call_margin=output.call_margin)
+                continue
+            if declined or (output.token_ids and not is_call and request.tools and request.max_text_tokens
+                            and self.config.answer_without_tools):
                 no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens,
                                     request.max_text_tokens)
                 redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
@@ -717,11 +744,13 @@ class ToolRouter:
             self._assembled.popitem(last=False)
         return *assembled, hits, misses
 
-    def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None) -> RouteResult:
+    def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,
+                grounding: float | None) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
-                             call_margin=output.call_margin, selection_margin=selection_margin)
+                             call_margin=output.call_margin, selection_margin=selection_margin,
+                             argument_grounding=grounding)
         if raw.startswith("["):
             calls = _parse_call_list(raw) if output.stopped else None
             if calls is not None:

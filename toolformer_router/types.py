@@ -51,6 +51,10 @@ class RouteResult(BaseModel):
     selection_margin: float | None = None
     """With a "no tool" selector (`RouterConfig.selector_no_tool`): the best tool's `ToolSelector` logit minus
     the "no tool" logit; below `no_tool_margin` the router answers instead of calling. None without one."""
+    argument_grounding: float | None = None
+    """The share of the call list's checkable argument values stated in the conversation
+    (`toolformer_router.grounding`); below `min_argument_grounding` the router answers instead of calling (this
+    field then keeps the declined list's share). None without a completed call list or without checkable values."""
     usage: RouteUsage = Field(default_factory=RouteUsage)
 
     @property

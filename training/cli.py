@@ -109,13 +109,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--cover-enumerations", choices=["on", "off"], default=None,
                           help="override the checkpoint's cover_enumerations (one call per item of an "
                                "enumeration such as 'Paris and Rome')")
+    evaluate.add_argument("--min-argument-grounding", type=float, default=None,
+                          help="override the checkpoint's min_argument_grounding (answer instead of calling when "
+                               "less of the call's argument values are in the conversation; 0 turns it off)")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
 
     calibrate = commands.add_parser(
-        "calibrate", help="choose call_bias and no_tool_margin (the call/no-call thresholds) on validation")
+        "calibrate", help="choose call_bias, no_tool_margin and min_argument_grounding (the call/no-call thresholds) on "
+             "validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -127,5 +131,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--max-fnr", type=float, default=0.15, help="the false-negative rate allowed")
     calibrate.add_argument("--pass-call-bias", type=float, default=0.0,
                            help="decode at this call_bias: it and every lower bias are scored with AST")
+    calibrate.add_argument("--grounding-veto", choices=["on", "off"], default="on",
+                           help="also sweep min_argument_grounding (off: leave it unset)")
     calibrate.add_argument("--out", required=True, help="the sweep as JSON (the pass's examples beside it, .jsonl)")
     calibrate.add_argument("--write", action="store_true", help="store the chosen thresholds in the checkpoint's config.json")

@@ -107,7 +107,7 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
     return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
             "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
             "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin,
-            "selection_margin": result.selection_margin}
+            "selection_margin": result.selection_margin, "argument_grounding": result.argument_grounding}
 
 
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
@@ -173,7 +173,7 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "output": output["raw"], "calls": output["calls"], "gold": gold,
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
-        "selection_margin": output.get("selection_margin"),
+        "selection_margin": output.get("selection_margin"), "argument_grounding": output.get("argument_grounding"),
         "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
         "_tools": tools,
     }
@@ -280,6 +280,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
             setattr(router.config, setting, value)
     if args.cover_enumerations:
         router.config.cover_enumerations = args.cover_enumerations == "on"
+    if args.min_argument_grounding is not None:
+        if not 0.0 <= args.min_argument_grounding <= 1.0:
+            raise SystemExit(f"--min-argument-grounding must lie in [0, 1], got {args.min_argument_grounding}")
+        router.config.min_argument_grounding = args.min_argument_grounding or None
     for setting in ("list_bias", "call_bias", "clause_plan_gap"):  # any-value overrides
         value = getattr(args, setting)
         if value is not None:

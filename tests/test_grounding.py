@@ -1,0 +1,86 @@
+"""Argument grounding (`toolformer_router.grounding`) and the router's veto on it (`min_argument_grounding`)."""
+
+import pytest
+import torch
+
+from conftest import EMAIL, WEATHER, finishing_sampler
+from toolformer_router.grounding import ConversationText, argument_grounding, schema_constants
+
+
+@pytest.mark.parametrize("value, stated", [
+    ("Lisbon", True),
+    ("lisbon", True),  # case does not matter
+    ("New York, NY", True),  # the words in order, punctuation aside
+    ("coronavirus", True),  # the same letters without a space
+    ("San Francisco weather", True),  # two of three words
+    ("Berlin", False),
+    (5, True),
+    (5.0, True),
+    (12, True),  # "a dozen"
+    (0.15, True),  # "15 %"
+    (1000, True),  # "1,000"
+    (7, False),
+    ("", True),  # nothing to check
+])
+def test_conversation_states(value, stated):
+    text = ConversationText(["Weather in New York, NY and in San Francisco? Also corona virus news",
+                             "Buy 5 apples, a dozen eggs, tip 15 % on 1,000 dollars, Lisbon"])
+    assert text.states(value) is stated
+
+
+def test_argument_grounding_counts_only_values_the_user_had_to_give():
+    schema = {"type": "object", "properties": {
+        "city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "default": 3}, "detailed": {"type": "boolean"},
+        "extra": {"type": "object", "properties": {"lang": {"type": "string", "const": "en"}}}}}
+    assert {'"celsius"', '"fahrenheit"', "3", '"en"'} <= schema_constants(schema)
+    text = ConversationText(["What's the weather in Paris for 4 days?"])
+
+    def grounding(**arguments):
+        return argument_grounding([{"name": "weather", "arguments": arguments}], {"weather": schema}, text)
+
+    assert grounding(city="Paris", unit="fahrenheit", days=3, detailed=True, extra={"lang": "en"}) == 1.0
+    assert grounding(city="Paris", days=4) == 1.0
+    assert grounding(city="Rome", days=4) == 0.5
+    assert grounding(city="Rome", days=7) == 0.0
+    assert grounding(unit="celsius", detailed=False, extra={"lang": "en"}) is None  # nothing checkable
+    assert grounding() is None
+    assert grounding(city="[:,") is None  # no letter or digit: nothing to check
+    two = [{"name": "weather", "arguments": {"city": "Paris"}}, {"name": "other", "arguments": {"q": ["Oslo", 4]}}]
+    assert argument_grounding(two, {"weather": schema}, text) == pytest.approx(2 / 3)  # unknown tool: no constants
+
+
+def test_the_router_answers_instead_of_calling_below_min_argument_grounding(make_router, tokenizer):
+    """The grounding of a completed call list is reported; below `min_argument_grounding`, "auto" answers in
+    text (the declined list's grounding and call margin kept), a required call is never declined, and with
+    `max_text_tokens` 0 the answer is empty."""
+    always_call = torch.zeros(len(tokenizer))
+    for token, i in tokenizer.get_vocab().items():
+        if tokenizer.convert_tokens_to_string([token]).startswith("["):
+            always_call[i] = 1e4
+
+    def route(**kwargs):  # the same seeded samples on every route
+        sampler = finishing_sampler(tokenizer, seed=1)
+        return router.route(messages, tools=tools, logits_processor=lambda logits: sampler(logits) + always_call,
+                            **kwargs)
+
+    router = make_router(seed=7, max_new_tokens=64)
+    messages = [{"role": "user", "content": "mail anna@example.com that the weather in Paris is fine"}]
+    tools = [EMAIL, WEATHER]
+    free = route()
+    assert free.calls and free.finish_reason == "stop", free.raw
+    schemas = {tool.name: tool.parameters for tool in router.prepare_tools(tools)}
+    expected = argument_grounding([c.model_dump() for c in free.calls], schemas,
+                                  ConversationText([messages[0]["content"]]))
+    assert expected is not None and free.argument_grounding == pytest.approx(expected)
+    router.config.min_argument_grounding = expected  # not below it: still calls
+    assert route().calls
+    assert expected < 1.0, "the sampled call stated every value; choose another seed"
+    router.config.min_argument_grounding = expected + 1e-3
+    declined = route()
+    assert not declined.calls and declined.text is not None and not declined.raw.startswith("[")
+    assert declined.argument_grounding == pytest.approx(expected)
+    assert declined.call_margin == pytest.approx(free.call_margin)
+    assert route(tool_choice="required").calls
+    silent = route(max_text_tokens=0)
+    assert not silent.calls and silent.text == "" and silent.raw == ""

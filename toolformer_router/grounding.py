@@ -1,0 +1,104 @@
+"""Argument grounding: how much of a call list's arguments the conversation states.
+
+A call that answers a request takes most of its values from it ("weather in Lisbon" → `city: "Lisbon"`). A call
+made where no active tool fits has to invent them: the decoder, asked about the capital of France with only a
+triangle-area tool, fills `base` and `height` with numbers nobody gave. `argument_grounding` is the share of a
+list's checkable values found in the conversation; `RouterConfig.min_argument_grounding` turns a call list below
+it into a text answer. Values the schema itself offers (an `enum` member, a `default`, a `const`), booleans and
+nulls are not checkable: the model picks them, the user need not say them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "twenty": 20, "hundred": 100, "thousand": 1000,
+                "dozen": 12, "once": 1, "twice": 2, "single": 1, "double": 2, "triple": 3, "half": 0.5}
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_NOT_WORD = re.compile(r"[^0-9a-z]+")
+
+
+def _words(text: str) -> list[str]:
+    return _NOT_WORD.sub(" ", text.lower()).split()
+
+
+def schema_constants(schema: Any) -> set[str]:
+    """JSON texts of every value a schema offers itself: `enum` members, `default`s and `const`s, at any depth."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key == "enum" and isinstance(value, list):
+                    found.update(json.dumps(member, sort_keys=True) for member in value)
+                elif key in ("default", "const"):
+                    found.add(json.dumps(value, sort_keys=True))
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def argument_values(arguments: Any) -> Iterator[Any]:
+    """The scalar values of a call's arguments, depth first (the values of objects, the members of arrays)."""
+    if isinstance(arguments, Mapping):
+        for value in arguments.values():
+            yield from argument_values(value)
+    elif isinstance(arguments, list):
+        for value in arguments:
+            yield from argument_values(value)
+    else:
+        yield arguments
+
+
+class ConversationText:
+    """The words and numbers of a conversation, ready for `states` lookups."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        text = "\n".join(texts)
+        words = _words(text)
+        self.spaced = " " + " ".join(words) + " "
+        self.compact = "".join(words)
+        self.words = set(words)
+        self.numbers = {float(part) for number in _NUMBER.findall(text)
+                        for part in [number.replace(",", ""), *number.split(",")] if part.strip("+-")}
+        self.numbers |= {float(NUMBER_WORDS[w]) for w in self.words if w in NUMBER_WORDS}
+
+    def states(self, value: Any) -> bool:
+        """Whether the conversation states a scalar value: a number it writes (digits, a few number words, or
+        the percentage of a fraction), or a string whose words it contains in order, without spaces, or at
+        least half of them anywhere."""
+        if isinstance(value, (int, float)):
+            return float(value) in self.numbers or float(value) * 100 in self.numbers
+        words = _words(str(value))
+        if not words:
+            return True
+        joined = " ".join(words)
+        if f" {joined} " in self.spaced or (len(joined) >= 4 and joined.replace(" ", "") in self.compact):
+            return True
+        return sum(word in self.words for word in words) * 2 >= len(words)
+
+
+def argument_grounding(calls: Iterable[Mapping[str, Any]], schemas: Mapping[str, Any],
+                       conversation: ConversationText) -> float | None:
+    """The share of the calls' checkable argument values that the conversation states, in [0, 1]; None when
+    no value is checkable (no arguments, or only booleans, nulls, strings without a letter or digit and values
+    the tool's schema offers).
+
+    `calls`: {"name", "arguments"} mappings; `schemas`: tool name → its parameters schema."""
+    stated = checked = 0
+    for call in calls:
+        offered = schema_constants(schemas.get(call["name"], {}))
+        for value in argument_values(call.get("arguments") or {}):
+            if (value is None or isinstance(value, bool) or (isinstance(value, str) and not _words(value))
+                    or json.dumps(value, sort_keys=True) in offered):
+                continue
+            checked += 1
+            stated += conversation.states(value)
+    return stated / checked if checked else None
