@@ -2,12 +2,14 @@
 
 import warnings
 
+import orjson
 import torch
 from jsonschema import Draft202012Validator
 from safetensors.torch import load_file
 
 from conftest import EMAIL, WEATHER
 from toolformer_router import ToolRouter
+from toolformer_router.cli import DEMO_TOOLS
 from toolformer_router.router import PACKAGED_CHECKPOINTS
 
 
@@ -47,3 +49,23 @@ def test_default_calls_once_per_enumerated_city():
     assert cities == ["Lisbon", "Paris", "Oslo"]
     router.config.cover_enumerations = False  # the decoder alone ends the list early
     assert [c.arguments["city"] for c in router.route(query, max_new_tokens=96).calls] != cities
+
+
+def test_default_answers_instead_of_a_call_with_invented_values():
+    """Asked to write to someone with only the demo tools, the decoder calls `get_weather` for a city nobody
+    named; `min_argument_grounding` turns that call into a text answer, and a request whose values are stated
+    still calls."""
+    router = ToolRouter.from_pretrained("default", disk_cache=False)
+    router.add_tools(orjson.loads(DEMO_TOOLS.read_bytes()))
+    threshold = router.config.min_argument_grounding
+    assert threshold is not None
+    query = "Please write to my boss."
+    declined = router.route(query, max_text_tokens=0)
+    assert not declined.calls and declined.text == ""
+    assert declined.argument_grounding is not None and declined.argument_grounding < threshold
+    router.config.min_argument_grounding = None
+    invented = router.route(query, max_text_tokens=0)
+    assert invented.calls and invented.argument_grounding == declined.argument_grounding
+    router.config.min_argument_grounding = threshold
+    stated = router.route("Convert 250 US dollars to euros.", max_text_tokens=0)
+    assert [c.name for c in stated.calls] == ["convert_currency"] and stated.argument_grounding >= threshold
