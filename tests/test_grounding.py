@@ -18,13 +18,14 @@ from toolformer_router.grounding import ConversationText, argument_grounding, sc
     (5.0, True),
     (12, True),  # "a dozen"
     (0.15, True),  # "15 %"
+    (0.07, True),  # "7%" (0.07 x 100 is 7.000000000000001 in floating point)
     (1000, True),  # "1,000"
-    (7, False),
+    (9, False),
     ("", True),  # nothing to check
 ])
 def test_conversation_states(value, stated):
     text = ConversationText(["Weather in New York, NY and in San Francisco? Also corona virus news",
-                             "Buy 5 apples, a dozen eggs, tip 15 % on 1,000 dollars, Lisbon"])
+                             "Buy 5 apples, a dozen eggs, tip 15 % on 1,000 dollars, 7% tax, Lisbon"])
     assert text.states(value) is stated
 
 

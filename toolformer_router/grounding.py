@@ -75,7 +75,7 @@ class ConversationText:
         the percentage of a fraction), or a string whose words it contains in order, without spaces, or at
         least half of them anywhere."""
         if isinstance(value, (int, float)):
-            return float(value) in self.numbers or float(value) * 100 in self.numbers
+            return float(value) in self.numbers or round(float(value) * 100, 9) in self.numbers
         words = _words(str(value))
         if not words:
             return True
