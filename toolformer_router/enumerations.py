@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from .grounding import argument_values
+
 Enumeration = tuple[str, ...]
 
 _ITEM = re.compile(
@@ -65,14 +67,8 @@ def find_enumerations(text: str) -> tuple[Enumeration, ...]:
 
 
 def _leaves(value: Any) -> Iterator[Any]:
-    if isinstance(value, dict):
-        for inner in value.values():
-            yield from _leaves(inner)
-    elif isinstance(value, list):
-        for inner in value:
-            yield from _leaves(inner)
-    elif not isinstance(value, bool) and value is not None:
-        yield value
+    """The scalar argument values other than booleans and nulls."""
+    return (leaf for leaf in argument_values(value) if not isinstance(leaf, bool) and leaf is not None)
 
 
 def _covers(leaves: Sequence[Any], item: str) -> bool:
