@@ -235,3 +235,39 @@ def test_calibration_sweeps_min_argument_grounding_from_one_pass():
     rows = sweep_call_bias(records, 0.0, None, candidates)
     chosen = choose_call_bias(rows, max_fnr=0.15)
     assert (chosen["min_argument_grounding"], chosen["FPR"], chosen["FNR"], chosen["AST"]) == (0.001, 0.5, 0.0, 0.75)
+
+
+def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
+    """The sweep crosses the vetoes (here argument grounding x request coverage); each row's FPR, FNR, AST and
+    TSA are those `score_with_bias` gives for its setting, and a field a record lacks never vetoes it."""
+    from toolformer_router.training.calibrate import choose_call_bias, score_with_bias, sweep_call_bias
+
+    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+    other = {"name": "g", "description": "g", "parameters": {"type": "object", "properties": {}}}
+    call, gold = [{"name": "f", "arguments": {"x": 1}}], [{"f": {"x": [1]}}]
+    wrong_value, wrong_tool = [{"name": "f", "arguments": {"x": 2}}], [{"name": "g", "arguments": {}}]
+
+    def record(i, gold, calls, margin, grounding, coverage):
+        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool, other], "valid": True,
+                "call_margin": margin, "argument_grounding": grounding, "request_coverage": coverage}
+
+    records = [record(0, gold, call, 2.0, 1.0, 0.8),  # right call, well supported
+               record(1, [], call, 1.5, 1.0, 0.1),  # false positive: grounded values, a tool off the request
+               record(2, [], wrong_tool, 0.5, None, 0.6),  # false positive with nothing to ground
+               record(3, gold, wrong_value, 1.0, 0.5, 0.7),  # the right tool, a wrong value
+               record(4, gold, wrong_tool, -0.5, None, None),  # wrong tool, only at the pass bias
+               record(5, [], [], -2.0, None, None)]  # right "no call"
+    rows = sweep_call_bias(records, 1.0, None, [None, 0.6], [None, 0.5])
+    assert {(r["min_argument_grounding"], r["min_request_coverage"]) for r in rows} == {
+        (None, None), (None, 0.5), (0.6, None), (0.6, 0.5)}
+    for row in rows:
+        if row["AST"] is None:
+            continue
+        scored = score_with_bias(records, row["call_bias"], None, 1.0, row["min_argument_grounding"],
+                                 row["min_request_coverage"])
+        assert [row[k] for k in ("FPR", "FNR", "AST", "TSA")] == [scored[k]["value"] for k in ("FPR", "FNR", "AST", "TSA")]
+    at_pass = {(r["min_argument_grounding"], r["min_request_coverage"]): r for r in rows if r["call_bias"] == 1.0}
+    assert (at_pass[None, None]["FPR"], at_pass[None, 0.5]["FPR"]) == (2 / 3, 1 / 3)  # coverage drops record 1
+    assert at_pass[0.6, None]["FNR"] == 1 / 3  # grounding drops record 3, keeps record 2 (nothing to ground)
+    chosen = choose_call_bias(rows, max_fnr=0.4)
+    assert (chosen["min_request_coverage"], chosen["FPR"]) == (0.5, 0.0) and chosen["call_bias"] < 0.5

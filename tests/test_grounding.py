@@ -1,10 +1,12 @@
-"""Argument grounding (`toolformer_router.grounding`) and the router's veto on it (`min_argument_grounding`)."""
+"""Argument grounding (`toolformer_router.grounding`) and the router's vetoes on a call list's support
+(`min_argument_grounding`, `min_request_coverage`)."""
 
 import pytest
 import torch
 
 from conftest import EMAIL, WEATHER, finishing_sampler
 from toolformer_router.grounding import ConversationText, argument_grounding, schema_constants
+from toolformer_router.lexical import LexicalMatcher
 
 
 @pytest.mark.parametrize("value, stated", [
@@ -51,10 +53,25 @@ def test_argument_grounding_counts_only_values_the_user_had_to_give():
     assert argument_grounding(two, {"weather": schema}, text) == pytest.approx(2 / 3)  # unknown tool: no constants
 
 
-def test_the_router_answers_instead_of_calling_below_min_argument_grounding(make_router, tokenizer):
-    """The grounding of a completed call list is reported; below `min_argument_grounding`, "auto" answers in
-    text (the declined list's grounding and call margin kept), a required call is never declined, and with
-    `max_text_tokens` 0 the answer is empty."""
+def _grounding_of(router, calls, messages, tools):
+    schemas = {tool.name: tool.parameters for tool in router.prepare_tools(tools)}
+    return argument_grounding(calls, schemas, ConversationText([messages[0]["content"]]))
+
+
+def _coverage_of(router, calls, messages, tools):
+    called = [tool for tool in router.prepare_tools(tools) if tool.name in {call["name"] for call in calls}]
+    return LexicalMatcher().coverage(messages[-1]["content"], called)
+
+
+@pytest.mark.parametrize("setting, field, measure", [
+    ("min_argument_grounding", "argument_grounding", _grounding_of),
+    ("min_request_coverage", "request_coverage", _coverage_of),
+])
+def test_the_router_answers_instead_of_calling_below_a_veto_threshold(make_router, tokenizer, setting, field,
+                                                                       measure):
+    """The support of a completed call list (argument grounding, request coverage) is reported; below its
+    threshold, "auto" answers in text (the declined list's value and call margin kept), a required call is never
+    declined, and with `max_text_tokens` 0 the answer is empty."""
     always_call = torch.zeros(len(tokenizer))
     for token, i in tokenizer.get_vocab().items():
         if tokenizer.convert_tokens_to_string([token]).startswith("["):
@@ -70,17 +87,15 @@ def test_the_router_answers_instead_of_calling_below_min_argument_grounding(make
     tools = [EMAIL, WEATHER]
     free = route()
     assert free.calls and free.finish_reason == "stop", free.raw
-    schemas = {tool.name: tool.parameters for tool in router.prepare_tools(tools)}
-    expected = argument_grounding([c.model_dump() for c in free.calls], schemas,
-                                  ConversationText([messages[0]["content"]]))
-    assert expected is not None and free.argument_grounding == pytest.approx(expected)
-    router.config.min_argument_grounding = expected  # not below it: still calls
+    expected = measure(router, [c.model_dump() for c in free.calls], messages, tools)
+    assert expected is not None and getattr(free, field) == pytest.approx(expected)
+    setattr(router.config, setting, expected)  # not below it: still calls
     assert route().calls
-    assert expected < 1.0, "the sampled call stated every value; choose another seed"
-    router.config.min_argument_grounding = expected + 1e-3
+    assert expected < 1.0, "the sampled call has full support; choose another seed"
+    setattr(router.config, setting, expected + 1e-3)
     declined = route()
     assert not declined.calls and declined.text is not None and not declined.raw.startswith("[")
-    assert declined.argument_grounding == pytest.approx(expected)
+    assert getattr(declined, field) == pytest.approx(expected)
     assert declined.call_margin == pytest.approx(free.call_margin)
     assert route(tool_choice="required").calls
     silent = route(max_text_tokens=0)

@@ -33,6 +33,19 @@ def test_tool_words_cover_name_description_and_nested_parameters():
     assert words.count("invoic") == 2  # name and description both count
 
 
+def test_coverage_is_the_share_of_request_words_the_tools_speak_of():
+    matcher = LexicalMatcher()
+    weather, email = normalize_tool(WEATHER), normalize_tool(EMAIL)
+    text = "Email Bob the weather forecast"
+    words = set(matcher.words(text))
+    found = words & (set(matcher.tool_words(weather)) | set(matcher.tool_words(email)))
+    assert 0 < len(found) < len(words)
+    assert matcher.coverage(text, [weather, email]) == len(found) / len(words)
+    assert matcher.coverage(text, [weather]) < matcher.coverage(text, [weather, email])  # the union counts
+    assert matcher.coverage(text, []) == 0.0
+    assert matcher.coverage("what is it?", [weather]) is None  # no content word: nothing to measure
+
+
 def test_tool_words_are_cached_per_schema_and_bounded():
     matcher = LexicalMatcher(max_cached_tools=2)
     weather, email, stock = (normalize_tool(t) for t in (WEATHER, EMAIL, STOCK))

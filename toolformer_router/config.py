@@ -96,6 +96,11 @@ class RouterConfig(BaseModel):
     argument values are stated in the conversation (`RouteResult.argument_grounding`, see
     `toolformer_router.grounding`): a call whose values had to be invented is one no active tool fits. None
     never declines this way. Chosen on validation by `toolformer-router calibrate`."""
+    min_request_coverage: float | None = Field(None, ge=0.0, le=1.0)
+    """With `tool_choice` "auto": answer without a call when less than this share of the last user message's
+    content words occur in the called tools' names, descriptions and parameters (`RouteResult.request_coverage`):
+    a call list that speaks of little of the request answers another one. None never declines this way. Chosen
+    on validation by `toolformer-router calibrate`."""
     closing_reserve_tokens: int = Field(24, ge=0)
     """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
     close the call, so it completes instead of being cut; 0 turns this off."""

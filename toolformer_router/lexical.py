@@ -63,6 +63,15 @@ class LexicalMatcher:
             self._tool_words.popitem(last=False)
         return words
 
+    def coverage(self, text: str, tools: Sequence[Tool]) -> float | None:
+        """The share of `text`'s distinct content words found among `tools`' words (`tool_words`): how much of a
+        request the called tools speak of. None when `text` has no content word."""
+        query = set(self.words(text))
+        if not query:
+            return None
+        known = set().union(*(self.tool_words(tool) for tool in tools))
+        return len(query & known) / len(query)
+
     def scores(self, text: str, tools: Sequence[Tool]) -> torch.Tensor:
         """BM25 score (T,) of each tool for `text`, with document frequencies over `tools`; zeros when `text`
         has no content word."""

@@ -81,6 +81,14 @@ class _Selection:
 
 
 @dataclass
+class _CallSupport:
+    """How far the conversation supports a completed call list (None: no call list, or nothing to measure)."""
+
+    argument_grounding: float | None = None
+    request_coverage: float | None = None
+
+
+@dataclass
 class _Job:
     request: _Request
     future: asyncio.Future
@@ -573,33 +581,39 @@ class ToolRouter:
                                                and selection.margin < threshold
                                                and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
             outputs = self._decode(decode_requests, logits_processor)
-            groundings = [self._grounding(request, output) for request, output in zip(requests, outputs)]
-            self._second_pass(requests, outputs, usages, groundings, logits_processor)
+            supports = [self._support(request, output) for request, output in zip(requests, outputs)]
+            self._second_pass(requests, outputs, usages, supports, logits_processor)
         latency = time.perf_counter() - started
         results = []
-        for output, usage, selection, grounding in zip(outputs, usages, selections, groundings):
+        for output, usage, selection, support in zip(outputs, usages, selections, supports):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(output, usage, selection.margin, grounding))
+            results.append(self._result(output, usage, selection.margin, support))
         return results
 
-    def _grounding(self, request: _Request, output: DecodeOutput) -> float | None:
-        """`argument_grounding` of a completed call list against the request's conversation (None otherwise)."""
+    def _support(self, request: _Request, output: DecodeOutput) -> _CallSupport:
+        """How far the conversation supports a completed call list: `argument_grounding` of its values and the
+        `LexicalMatcher.coverage` of the last user message by the called tools (both None without one)."""
         if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
-            return None
+            return _CallSupport()
         calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
         if not calls:
-            return None
+            return _CallSupport()
         texts = [m["content"] for m in request.messages]
         texts += [orjson.dumps(c["arguments"]).decode() for m in request.messages for c in m.get("tool_calls") or ()]
         schemas = {tool.name: tool.parameters for tool in request.tools}
-        return argument_grounding(calls, schemas, ConversationText(texts))
+        called = {call["name"] for call in calls}
+        return _CallSupport(argument_grounding(calls, schemas, ConversationText(texts)),
+                            self.lexical.coverage(selection_text(request.messages),
+                                                  [tool for tool in request.tools if tool.name in called]))
 
-    def _declines(self, request: _Request, grounding: float | None) -> bool:
-        """Whether a completed call list is answered in text instead: its grounding is below
-        `min_argument_grounding` and `tool_choice` is "auto"."""
-        threshold = self.config.min_argument_grounding
-        return (threshold is not None and grounding is not None and grounding < threshold
-                and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
+    def _declines(self, request: _Request, support: _CallSupport) -> bool:
+        """Whether a completed call list is answered in text instead: with `tool_choice` "auto", its grounding is
+        below `min_argument_grounding` or its request coverage below `min_request_coverage`."""
+        if resolve_tool_choice(request.tool_choice, request.tools)[0] != "auto":
+            return False
+        return any(threshold is not None and value is not None and value < threshold for threshold, value in (
+            (self.config.min_argument_grounding, support.argument_grounding),
+            (self.config.min_request_coverage, support.request_coverage)))
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         return constrained_greedy_decode(
@@ -672,13 +686,13 @@ class ToolRouter:
         return [tuple(plan) for plan in plans]
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
-                     groundings: list[float | None], logits_processor: LogitsProcessor | None) -> None:
+                     supports: list[_CallSupport], logits_processor: LogitsProcessor | None) -> None:
         """Decode again, in one batch, the outputs whose first pass only took the decision (in place):
 
         - a text answer while tools were active (`answer_without_tools`): the backbone's own reply, without the
           tools' memory (trained to steer calls, not prose) and without the router's instructions;
-        - a call list declined for its grounding (`min_argument_grounding`): the same backbone reply (empty
-          text with `max_text_tokens` 0);
+        - a call list declined for its support (`min_argument_grounding`, `min_request_coverage`): the same
+          backbone reply (empty text with `max_text_tokens` 0);
         - a completed call list in argument-filling mode "schema": the chosen tools' schema text in the system
           prompt, their gists as memory, the grammar narrowed to them (kept only if it completes again).
         """
@@ -686,7 +700,7 @@ class ToolRouter:
         second: list[DecodeRequest] = []
         for i, (request, output) in enumerate(zip(requests, outputs)):
             is_call = bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
-            declined = self._declines(request, groundings[i])
+            declined = self._declines(request, supports[i])
             if declined and not request.max_text_tokens:
                 outputs[i] = DecodeOutput(stopped=True, call_margin=output.call_margin)
                 continue
@@ -745,12 +759,13 @@ class ToolRouter:
         return *assembled, hits, misses
 
     def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,
-                grounding: float | None) -> RouteResult:
+                support: _CallSupport) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
                              call_margin=output.call_margin, selection_margin=selection_margin,
-                             argument_grounding=grounding)
+                             argument_grounding=support.argument_grounding,
+                             request_coverage=support.request_coverage)
         if raw.startswith("["):
             calls = _parse_call_list(raw) if output.stopped else None
             if calls is not None:

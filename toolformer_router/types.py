@@ -55,6 +55,10 @@ class RouteResult(BaseModel):
     """The share of the call list's checkable argument values stated in the conversation
     (`toolformer_router.grounding`); below `min_argument_grounding` the router answers instead of calling (this
     field then keeps the declined list's share). None without a completed call list or without checkable values."""
+    request_coverage: float | None = None
+    """The share of the last user message's content words found in the called tools' names, descriptions and
+    parameters (`LexicalMatcher.coverage`); below `min_request_coverage` the router answers instead of calling
+    (this field then keeps the declined list's share). None without a completed call list or content words."""
     usage: RouteUsage = Field(default_factory=RouteUsage)
 
     @property

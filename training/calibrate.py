@@ -1,16 +1,16 @@
 """Choose the router's call/no-call thresholds on validation: `call_bias` (the decoder's first token) and the
-vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding` — the setting with the fewest false
-positives whose false-negative rate stays within `--max-fnr`.
+vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`, `min_request_coverage` — the
+setting with the fewest false positives whose false-negative rate stays within `--max-fnr`.
 
     toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared \
         --out reports/calibration.json [--pass-call-bias 1.0] [--write]
 
 One validation pass at `call_bias = --pass-call-bias` (default 0), without vetoes, records each example's
 `call_margin` (call-opening logit minus text logit at the first token), `selection_margin` (best tool minus "no
-tool", selector logits) and `argument_grounding` (the share of its call list's values the conversation states). A
-bias b at or below the pass's, a selector threshold t or a grounding threshold g turns exactly the calls with
-margin + b <= 0, selection margin < t or grounding < g into "no call" and changes nothing else, so each setting is
-scored from that one pass, without decoding again. A bias above the pass's turns exactly the text answers with
+tool", selector logits), `argument_grounding` (the share of its call list's values the conversation states) and
+`request_coverage` (the share of the request's words the called tools speak of). A bias b at or below the pass's
+and veto thresholds turn exactly the calls with margin + b <= 0 or a field below its threshold into "no call"
+and change nothing else, so each setting is scored from that one pass, without decoding again. A bias above the pass's turns exactly the text answers with
 margin + b > 0 into calls: their FPR and FNR follow from the same pass, their AST needs a pass at that bias, so
 it is left out. Only the validation split is used: the BFCL test categories never choose a hyperparameter.
 """
@@ -18,49 +18,64 @@ it is left out. Only the validation split is used: the BFCL test categories neve
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from toolformer_router.router import PACKAGED_CHECKPOINTS
 
 from .evaluate import evaluate, load_router, router_batch_predictor, split_for_router
-from .metrics import ExampleResult, score
+from .metrics import ExampleResult, ast_match, score, selects_gold_tools
 
 THRESHOLD_QUANTILES = 19
 """Candidate veto thresholds: this many evenly spaced quantiles of the validation margins (or groundings)."""
 
 
+VETO_FIELDS = {"no_tool_margin": "selection_margin", "min_argument_grounding": "argument_grounding",
+               "min_request_coverage": "request_coverage"}
+"""Each veto's `RouterConfig` key and the record field it reads: a call whose field is below the threshold is
+answered in text instead (a record without the field is never vetoed)."""
+
+
+def _vetoed(record: dict[str, Any], vetoes: dict[str, float | None]) -> bool:
+    return any(threshold is not None and record.get(VETO_FIELDS[key]) is not None
+               and record[VETO_FIELDS[key]] < threshold for key, threshold in vetoes.items())
+
+
 def _calls(record: dict[str, Any], bias: float, no_tool_margin: float | None,
-           min_grounding: float | None = None) -> bool:
-    """Whether the record calls at (bias, no_tool_margin, min_grounding); records without a call margin had no
-    choice and keep their outcome."""
-    margin, selection, grounding = (record.get(k) for k in ("call_margin", "selection_margin", "argument_grounding"))
-    if margin is None:
+           min_grounding: float | None = None, min_coverage: float | None = None) -> bool:
+    """Whether the record calls at (bias, vetoes); records without a call margin had no choice and keep their
+    outcome."""
+    if record.get("call_margin") is None:
         return bool(record["calls"])
-    vetoed = ((no_tool_margin is not None and selection is not None and selection < no_tool_margin)
-              or (min_grounding is not None and grounding is not None and grounding < min_grounding))
-    return margin + bias > 0 and not vetoed
+    vetoes = {"no_tool_margin": no_tool_margin, "min_argument_grounding": min_grounding,
+              "min_request_coverage": min_coverage}
+    return record["call_margin"] + bias > 0 and not _vetoed(record, vetoes)
 
 
 def score_with_bias(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
-                    pass_bias: float = 0.0, min_grounding: float | None = None) -> dict[str, dict[str, Any]]:
+                    pass_bias: float = 0.0, min_grounding: float | None = None,
+                    min_coverage: float | None = None) -> dict[str, dict[str, Any]]:
     """`score` of records decoded at `call_bias = pass_bias` (no veto) as if decoded at `bias <= pass_bias`
-    with the vetoes `no_tool_margin` and `min_grounding`."""
+    with the vetoes `no_tool_margin`, `min_grounding` and `min_coverage`."""
     if bias > pass_bias:
         raise ValueError(f"only biases <= {pass_bias} (the pass's) can be scored from it: they only remove calls")
     results = [ExampleResult(id=r["id"], category=r["category"],
-                             predicted=r["calls"] if _calls(r, bias, no_tool_margin, min_grounding) else [],
-                             gold=r["gold"], tools=r["_tools"], valid=r["valid"]) for r in records]
+                             predicted=r["calls"] if _calls(r, bias, no_tool_margin, min_grounding, min_coverage)
+                             else [], gold=r["gold"], tools=r["_tools"], valid=r["valid"]) for r in records]
     return score(results)
 
 
 def decision_rates(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
-                   min_grounding: float | None = None) -> tuple[float | None, float | None]:
-    """(FPR, FNR) at (bias, no_tool_margin, min_grounding), a bias of either sign."""
-    no_call = [_calls(r, bias, no_tool_margin, min_grounding) for r in records if not r["gold"]]
-    call = [not _calls(r, bias, no_tool_margin, min_grounding) for r in records if r["gold"]]
+                   min_grounding: float | None = None, min_coverage: float | None = None
+                   ) -> tuple[float | None, float | None]:
+    """(FPR, FNR) at (bias, vetoes), a bias of either sign."""
+    decisions = [_calls(r, bias, no_tool_margin, min_grounding, min_coverage) for r in records]
+    no_call = [called for called, r in zip(decisions, records) if not r["gold"]]
+    call = [not called for called, r in zip(decisions, records) if r["gold"]]
     return (sum(no_call) / len(no_call) if no_call else None, sum(call) / len(call) if call else None)
 
 
@@ -76,24 +91,66 @@ def threshold_candidates(records: list[dict[str, Any]], key: str = "selection_ma
     return [None, *sorted(set(round(p, 4) for p in picks))]
 
 
+class _Outcomes:
+    """The records' decision-relevant facts as arrays, so that a sweep of thousands of (bias, vetoes) settings
+    counts FPR, FNR, AST and TSA without re-scoring (the same counts as `score`)."""
+
+    def __init__(self, records: list[dict[str, Any]]) -> None:
+        def column(values: list[Any]) -> np.ndarray:
+            return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+        self.records = records
+        self.margin = column([r.get("call_margin") for r in records])
+        self.fields = {key: column([r.get(field) for r in records]) for key, field in VETO_FIELDS.items()}
+        self.gold = np.array([bool(r["gold"]) for r in records])
+        self.has_calls = np.array([bool(r["calls"]) for r in records])
+        self.ast_if_called = np.array([ast_match(r["calls"], r["gold"], r["_tools"])[0] for r in records])
+        self.selected_if_called = np.array([selects_gold_tools(r["calls"], r["gold"]) for r in records])
+
+    def vetoed(self, vetoes: dict[str, float | None]) -> np.ndarray:
+        mask = np.zeros(len(self.records), dtype=bool)
+        for key, threshold in vetoes.items():
+            if threshold is not None:
+                mask |= self.fields[key] < threshold  # NaN (no field) compares False: never vetoed
+        return mask
+
+    def decisions(self, bias: float, vetoed: np.ndarray) -> np.ndarray:
+        chose = (self.margin + bias > 0) & ~vetoed
+        return np.where(np.isnan(self.margin), self.has_calls, chose)
+
+    def row(self, bias: float, vetoed: np.ndarray, with_ast: bool) -> dict[str, float | None]:
+        decided = self.decisions(bias, vetoed)
+        calls = decided & self.has_calls if with_ast else decided  # scored outputs, or decisions alone
+        negatives, positives = int((~self.gold).sum()), int(self.gold.sum())
+        row: dict[str, float | None] = {
+            "FPR": int((calls & ~self.gold).sum()) / negatives if negatives else None,
+            "FNR": int((~calls & self.gold).sum()) / positives if positives else None, "AST": None, "TSA": None}
+        if with_ast:
+            right = np.where(calls, self.ast_if_called, ~self.gold)
+            row["AST"] = int(right.sum()) / len(self.records)
+            row["TSA"] = int((calls & self.gold & self.selected_if_called).sum()) / positives if positives else None
+        return row
+
+
 def sweep_call_bias(records: list[dict[str, Any]], pass_bias: float = 0.0,
                     no_tool_margins: list[float | None] | None = None,
-                    min_groundings: list[float | None] | None = None) -> list[dict[str, Any]]:
-    """For each pair of vetoes (`no_tool_margins` x `min_groundings`, default None only): FPR, FNR, AST and
-    TSA at the pass's bias and at each lower bias that removes one more call (just below a call's margin);
-    then FPR and FNR at each higher bias that adds one more call (just above a text answer's margin; AST None)."""
+                    min_groundings: list[float | None] | None = None,
+                    min_coverages: list[float | None] | None = None) -> list[dict[str, Any]]:
+    """For each combination of vetoes (`no_tool_margins` x `min_groundings` x `min_coverages`, default None
+    only): FPR, FNR, AST and TSA at the pass's bias and at each lower bias that removes one more call (just
+    below a call's margin); then FPR and FNR at each higher bias that adds one more call (just above a text
+    answer's margin; AST None)."""
+    outcomes = _Outcomes(records)
     margins = sorted({r["call_margin"] for r in records if r.get("call_margin") is not None})
+    lower = [pass_bias] + [-(m + 1e-3) for m in margins if m + pass_bias > 0]
+    higher = [-m + 1e-3 for m in reversed(margins) if m + pass_bias <= 0]
     rows = []
-    for threshold in no_tool_margins or [None]:
-        for grounding in min_groundings or [None]:
-            vetoes = {"no_tool_margin": threshold, "min_argument_grounding": grounding}
-            for bias in [pass_bias] + [-(m + 1e-3) for m in margins if m + pass_bias > 0]:
-                metrics = score_with_bias(records, bias, threshold, pass_bias, grounding)
-                rows.append({"call_bias": round(bias, 4), **vetoes,
-                             **{k: metrics[k]["value"] for k in ("FPR", "FNR", "AST", "TSA")}})
-            for bias in [-m + 1e-3 for m in reversed(margins) if m + pass_bias <= 0]:
-                fpr, fnr = decision_rates(records, bias, threshold, grounding)
-                rows.append({"call_bias": round(bias, 4), **vetoes, "FPR": fpr, "FNR": fnr, "AST": None, "TSA": None})
+    for combination in itertools.product(no_tool_margins or [None], min_groundings or [None],
+                                         min_coverages or [None]):
+        vetoes = dict(zip(VETO_FIELDS, combination))
+        vetoed = outcomes.vetoed(vetoes)
+        for bias, with_ast in [(bias, True) for bias in lower] + [(bias, False) for bias in higher]:
+            rows.append({"call_bias": round(bias, 4), **vetoes, **outcomes.row(bias, vetoed, with_ast)})
     return rows
 
 
@@ -103,14 +160,19 @@ def choose_call_bias(rows: list[dict[str, Any]], max_fnr: float = 0.15) -> dict[
     row (the pass's setting) when none qualifies."""
     qualifying = [row for row in rows if (row["FNR"] or 0.0) <= max_fnr + 1e-9] or [rows[0]]
     return min(qualifying, key=lambda row: (round(row["FPR"] or 0.0, 9), round(row["FNR"] or 0.0, 9),
-                                            abs(row["call_bias"]), row.get("no_tool_margin") is not None,
-                                            row.get("min_argument_grounding") is not None))
+                                            abs(row["call_bias"]),
+                                            sum(row.get(key) is not None for key in VETO_FIELDS)))
+
+
+def _vetoes_of(row: dict[str, Any]) -> tuple[float | None, ...]:
+    return tuple(row.get(key) for key in VETO_FIELDS)
 
 
 def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     router = load_router(args)
-    router.config.call_bias, router.config.no_tool_margin = args.pass_call_bias, None
-    router.config.min_argument_grounding = None
+    router.config.call_bias = args.pass_call_bias
+    for key in VETO_FIELDS:
+        setattr(router.config, key, None)
     examples, pool = split_for_router(router, args, "validation")
     records = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool,
                        seed=args.seed, desc="calibrating on validation", predict_many=router_batch_predictor(router),
@@ -118,10 +180,17 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     thresholds = threshold_candidates(records) if router.model.selector.has_no_tool else [None]
     groundings = ([None] if args.grounding_veto == "off"
                   else threshold_candidates(records, "argument_grounding", above=1e-3))
-    rows = sweep_call_bias(records, args.pass_call_bias, thresholds, groundings)
+    coverages = ([None] if args.coverage_veto == "off"
+                 else threshold_candidates(records, "request_coverage", above=1e-3))
+    rows = sweep_call_bias(records, args.pass_call_bias, thresholds, groundings, coverages)
     chosen = choose_call_bias(rows, args.max_fnr)
+    best_per_vetoes: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        best_per_vetoes.setdefault(_vetoes_of(row), []).append(row)
     report = {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": args.tools_per_query,
-              "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen, "sweep": rows}
+              "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen,
+              "best_per_vetoes": [choose_call_bias(group, args.max_fnr) for group in best_per_vetoes.values()],
+              "sweep": best_per_vetoes[_vetoes_of(chosen)]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -131,20 +200,20 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
-    print("| call_bias | no_tool_margin | min_argument_grounding | FPR | FNR | AST |\n|---|---|---|---|---|---|")
-    for row in rows[:: max(1, len(rows) // 20)] + [chosen]:
-        print(f"| {row['call_bias']:.3f} | {cell(row['no_tool_margin'])} | {cell(row['min_argument_grounding'])} "
-              f"| {cell(row['FPR'])} | {cell(row['FNR'])} | {cell(row['AST'])} |")
-    print(f"chosen call_bias {chosen['call_bias']}, no_tool_margin {chosen['no_tool_margin']}, "
-          f"min_argument_grounding {chosen['min_argument_grounding']} "
-          f"(N = {len(records)} validation examples)"
+    shown = report["sweep"]
+    print("| call_bias | " + " | ".join(VETO_FIELDS) + " | FPR | FNR | AST |\n|---|---|---|---|---|---|---|")
+    for row in shown[:: max(1, len(shown) // 20)] + [chosen]:
+        print(f"| {row['call_bias']:.3f} | " + " | ".join(cell(row[key]) for key in VETO_FIELDS)
+              + f" | {cell(row['FPR'])} | {cell(row['FNR'])} | {cell(row['AST'])} |")
+    print("chosen " + ", ".join(f"{key} {chosen[key]}" for key in ("call_bias", *VETO_FIELDS))
+          + f" (N = {len(records)} validation examples)"
           + (": more calls than the pass made, so its AST needs an `eval` pass there"
              if chosen["call_bias"] > args.pass_call_bias else ""))
     if args.write:
         folder = PACKAGED_CHECKPOINTS / "default" if args.checkpoint == "default" else Path(args.checkpoint)
         config = orjson.loads((folder / "config.json").read_bytes())
-        for key in ("call_bias", "no_tool_margin", "min_argument_grounding"):
+        for key in ("call_bias", *VETO_FIELDS):
             config[key] = chosen[key]
         (folder / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2) + b"\n")
-        print(f"wrote call_bias, no_tool_margin and min_argument_grounding to {folder / 'config.json'}")
+        print(f"wrote call_bias, {', '.join(VETO_FIELDS)} to {folder / 'config.json'}")
     return report

@@ -112,14 +112,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--min-argument-grounding", type=float, default=None,
                           help="override the checkpoint's min_argument_grounding (answer instead of calling when "
                                "less of the call's argument values are in the conversation; 0 turns it off)")
+    evaluate.add_argument("--min-request-coverage", type=float, default=None,
+                          help="override the checkpoint's min_request_coverage (answer instead of calling when less "
+                               "of the request's words occur in the called tools' text; 0 turns it off)")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
 
     calibrate = commands.add_parser(
-        "calibrate", help="choose call_bias, no_tool_margin and min_argument_grounding (the call/no-call thresholds) on "
-             "validation")
+        "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding and min_request_coverage (the "
+             "call/no-call thresholds) on validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -133,5 +136,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="decode at this call_bias: it and every lower bias are scored with AST")
     calibrate.add_argument("--grounding-veto", choices=["on", "off"], default="on",
                            help="also sweep min_argument_grounding (off: leave it unset)")
+    calibrate.add_argument("--coverage-veto", choices=["on", "off"], default="on",
+                           help="also sweep min_request_coverage (off: leave it unset)")
     calibrate.add_argument("--out", required=True, help="the sweep as JSON (the pass's examples beside it, .jsonl)")
     calibrate.add_argument("--write", action="store_true", help="store the chosen thresholds in the checkpoint's config.json")

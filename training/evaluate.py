@@ -107,7 +107,8 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
     return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
             "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
             "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin,
-            "selection_margin": result.selection_margin, "argument_grounding": result.argument_grounding}
+            "selection_margin": result.selection_margin, "argument_grounding": result.argument_grounding,
+            "request_coverage": result.request_coverage}
 
 
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
@@ -174,6 +175,7 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
         "selection_margin": output.get("selection_margin"), "argument_grounding": output.get("argument_grounding"),
+        "request_coverage": output.get("request_coverage"),
         "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
         "_tools": tools,
     }
@@ -280,10 +282,12 @@ def run_eval_command(args: argparse.Namespace) -> None:
             setattr(router.config, setting, value)
     if args.cover_enumerations:
         router.config.cover_enumerations = args.cover_enumerations == "on"
-    if args.min_argument_grounding is not None:
-        if not 0.0 <= args.min_argument_grounding <= 1.0:
-            raise SystemExit(f"--min-argument-grounding must lie in [0, 1], got {args.min_argument_grounding}")
-        router.config.min_argument_grounding = args.min_argument_grounding or None
+    for setting in ("min_argument_grounding", "min_request_coverage"):  # shares in [0, 1]; 0 turns the veto off
+        value = getattr(args, setting)
+        if value is not None:
+            if not 0.0 <= value <= 1.0:
+                raise SystemExit(f"--{setting.replace('_', '-')} must lie in [0, 1], got {value}")
+            setattr(router.config, setting, value or None)
     for setting in ("list_bias", "call_bias", "clause_plan_gap"):  # any-value overrides
         value = getattr(args, setting)
         if value is not None:
@@ -307,6 +311,9 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "later_call_candidates": router.config.later_call_candidates, "call_bias": router.config.call_bias,
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
             "cover_enumerations": router.config.cover_enumerations,
+            "min_argument_grounding": router.config.min_argument_grounding,
+            "min_request_coverage": router.config.min_request_coverage,
+            "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
     print(markdown_table(summaries))

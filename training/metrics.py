@@ -341,6 +341,11 @@ def _selected_pairs(
     return pairs
 
 
+def selects_gold_tools(predicted: list[dict], gold: list[dict]) -> bool:
+    """Tool selection is right: the predicted calls name the gold calls' tools, as a multiset."""
+    return Counter(p.get("name") for p in predicted) == Counter(name for name, _ in _gold_calls(gold))
+
+
 def score(results: list[ExampleResult]) -> dict[str, dict[str, Any]]:
     """TSA, PF1, VR, EM, FPR, FNR, BFCL AST accuracy and validity rate, each `{"value", "n", "ci95"}`.
 
@@ -363,8 +368,7 @@ def score(results: list[ExampleResult]) -> dict[str, dict[str, Any]]:
         counts["call"] += 1
         counts["false_negative"] += not result.predicted
         counts["exact"] += ast_ok
-        gold_names = Counter(name for name, _ in _gold_calls(result.gold))
-        counts["selected"] += Counter(p.get("name") for p in result.predicted) == gold_names
+        counts["selected"] += selects_gold_tools(result.predicted, result.gold)
         for arguments, gold_params, properties in _selected_pairs(result.predicted, result.gold, tools):
             f1s.append(_parameter_f1(arguments, gold_params, properties))
             recalled, total = _values_recalled(arguments, gold_params, properties)
