@@ -20,10 +20,24 @@ NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
                 "dozen": 12, "once": 1, "twice": 2, "single": 1, "double": 2, "triple": 3, "half": 0.5}
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
+_CODE = re.compile(r"[A-Z]{2,5}")
+"""A code the decoder may write for words the user wrote: "USD" for "US dollars", "NYC" for "New York City"."""
 
 
 def _words(text: str) -> list[str]:
     return _NOT_WORD.sub(" ", text.lower()).split()
+
+
+def _abbreviates(code: str, words: list[str], start: int) -> bool:
+    """Whether `code` (lower case) is made of prefixes of `words[start]`, `words[start + 1]`, … in order, at
+    least one letter of each ("usd": "us" + "d" of "us dollars"; "eur": "eur" of "euros")."""
+    if not code:
+        return True
+    if start == len(words):
+        return False
+    word = words[start]
+    return any(code[:n] == word[:n] and _abbreviates(code[n:], words, start + 1)
+               for n in range(1, min(len(code), len(word)) + 1))
 
 
 def schema_constants(schema: Any) -> set[str]:
@@ -63,6 +77,7 @@ class ConversationText:
     def __init__(self, texts: Iterable[str]) -> None:
         text = "\n".join(texts)
         words = _words(text)
+        self.sequence = words
         self.spaced = " " + " ".join(words) + " "
         self.compact = "".join(words)
         self.words = set(words)
@@ -72,8 +87,8 @@ class ConversationText:
 
     def states(self, value: Any) -> bool:
         """Whether the conversation states a scalar value: a number it writes (digits, a few number words, or
-        the percentage of a fraction), or a string whose words it contains in order, without spaces, or at
-        least half of them anywhere."""
+        the percentage of a fraction), a string whose words it contains in order, without spaces, or at least
+        half of them anywhere, or a code of 2-5 capitals that abbreviates words it contains in a row."""
         if isinstance(value, (int, float)):
             return float(value) in self.numbers or round(float(value) * 100, 9) in self.numbers
         words = _words(str(value))
@@ -82,7 +97,10 @@ class ConversationText:
         joined = " ".join(words)
         if f" {joined} " in self.spaced or (len(joined) >= 4 and joined.replace(" ", "") in self.compact):
             return True
-        return sum(word in self.words for word in words) * 2 >= len(words)
+        if sum(word in self.words for word in words) * 2 >= len(words):
+            return True
+        return bool(_CODE.fullmatch(str(value))) and any(
+            _abbreviates(joined, self.sequence, start) for start in range(len(self.sequence)))
 
 
 def argument_grounding(calls: Iterable[Mapping[str, Any]], schemas: Mapping[str, Any],
