@@ -53,19 +53,22 @@ def test_default_calls_once_per_enumerated_city():
 
 def test_default_answers_instead_of_a_call_with_invented_values():
     """Asked to write to someone with only the demo tools, the decoder calls `get_weather` for a city nobody
-    named; `min_argument_grounding` turns that call into a text answer, and a request whose values are stated
+    named; `min_argument_grounding` and `min_request_coverage` each turn that call into a text answer, and a
+    request whose values are stated (one as a code: "US dollars" -> "USD") and whose words the tool speaks of
     still calls."""
     router = ToolRouter.from_pretrained("default", disk_cache=False)
     router.add_tools(orjson.loads(DEMO_TOOLS.read_bytes()))
-    threshold = router.config.min_argument_grounding
-    assert threshold is not None
+    threshold, coverage_threshold = router.config.min_argument_grounding, router.config.min_request_coverage
+    assert threshold is not None and coverage_threshold is not None
     query = "Please write to my boss."
     declined = router.route(query, max_text_tokens=0)
     assert not declined.calls and declined.text == ""
     assert declined.argument_grounding is not None and declined.argument_grounding < threshold
-    router.config.min_argument_grounding = None
+    assert declined.request_coverage is not None and declined.request_coverage < coverage_threshold
+    router.config.min_argument_grounding = router.config.min_request_coverage = None
     invented = router.route(query, max_text_tokens=0)
     assert invented.calls and invented.argument_grounding == declined.argument_grounding
-    router.config.min_argument_grounding = threshold
+    router.config.min_argument_grounding, router.config.min_request_coverage = threshold, coverage_threshold
     stated = router.route("Convert 250 US dollars to euros.", max_text_tokens=0)
+    assert stated.request_coverage >= coverage_threshold
     assert [c.name for c in stated.calls] == ["convert_currency"] and stated.argument_grounding >= threshold

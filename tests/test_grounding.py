@@ -24,6 +24,13 @@ from toolformer_router.lexical import LexicalMatcher
     (1000, True),  # "1,000"
     (9, False),
     ("", True),  # nothing to check
+    ("NYC", False),  # "New York, NY and": no word after "ny" starts with "c"
+    ("NYNY", True),  # a code of capitals: prefixes of words in a row ("New York, NY")
+    ("SF", True),  # "San Francisco"
+    ("USD", False),  # "1,000 dollars": the words must follow each other
+    ("DOL", True),  # a prefix of one word
+    ("sf", False),  # only capitals make a code
+    ("SANFRANCISCOX", False),  # longer than 5: not a code
 ])
 def test_conversation_states(value, stated):
     text = ConversationText(["Weather in New York, NY and in San Francisco? Also corona virus news",
