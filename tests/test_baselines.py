@@ -15,6 +15,8 @@ from toolformer_router.training.baselines import (
     FullSchemaPrompting,
     MiniLMEmbedder,
     RetrievalThenPrompting,
+    StopAfterCalls,
+    opens_with_calls,
     parse_calls,
 )
 
@@ -67,6 +69,28 @@ CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
 )
 def test_parse_calls(text: str, expected: list[dict]) -> None:
     assert parse_calls(text) == expected
+
+
+@pytest.mark.parametrize(("text", "opens"), [
+    ('[{"name": "get_weather", "arguments": {"city": "Paris"}}]', True),
+    (' \n{"name": "get_weather", "arguments": {}} and more', True),
+    ('[{"name": "get_weather", "arguments": {"city": "Par', False),  # not complete yet
+    ("[]", False),  # no call in it: parsing would read on
+    ('Sure: [{"name": "get_weather", "arguments": {}}]', False),  # prose first: not a stop
+])
+def test_opens_with_calls(text: str, opens: bool) -> None:
+    assert opens_with_calls(text) is opens
+    if opens:
+        assert parse_calls(text)
+
+
+def test_stop_after_calls_reads_only_the_generated_tokens(tokenizer) -> None:
+    prompt = tokenizer('[{"name": "a", "arguments": {}}] prompt', add_special_tokens=False)["input_ids"]
+    call = tokenizer('[{"name": "get_weather", "arguments": {}}]', add_special_tokens=False)["input_ids"]
+    stop = StopAfterCalls(tokenizer, len(prompt))
+    assert stop(torch.tensor([prompt + call]), None).tolist() == [True]
+    assert stop(torch.tensor([prompt + call[:-1]]), None).tolist() == [False]  # the list is not closed yet
+    assert stop(torch.tensor([prompt]), None).tolist() == [False]  # the prompt's call does not count
 
 
 # ---------------------------------------------------------------- full-schema prompting

