@@ -73,10 +73,10 @@ def decision_rates(records: list[dict[str, Any]], bias: float, no_tool_margin: f
                    min_grounding: float | None = None, min_coverage: float | None = None
                    ) -> tuple[float | None, float | None]:
     """(FPR, FNR) at (bias, vetoes), a bias of either sign."""
-    decisions = [_calls(r, bias, no_tool_margin, min_grounding, min_coverage) for r in records]
-    no_call = [called for called, r in zip(decisions, records) if not r["gold"]]
-    call = [not called for called, r in zip(decisions, records) if r["gold"]]
-    return (sum(no_call) / len(no_call) if no_call else None, sum(call) / len(call) if call else None)
+    outcomes = _Outcomes(records)
+    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage)))
+    row = outcomes.row(bias, outcomes.vetoed(vetoes), with_ast=False)
+    return row["FPR"], row["FNR"]
 
 
 def threshold_candidates(records: list[dict[str, Any]], key: str = "selection_margin",
