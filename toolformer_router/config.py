@@ -101,6 +101,11 @@ class RouterConfig(BaseModel):
     content words occur in the called tools' names, descriptions and parameters (`RouteResult.request_coverage`):
     a call list that speaks of little of the request answers another one. None never declines this way. Chosen
     on validation by `toolformer-router calibrate`."""
+    min_tool_relevance: float | None = Field(None, ge=-1.0, le=1.0)
+    """With `tool_choice` "auto": answer without a call when a called tool's "name: description" is less similar
+    than this to the last user message (cosine under all-MiniLM-L6-v2, `RouteResult.tool_relevance`): a call
+    list whose meaning is far from the request's answers another one. None never declines this way (and never
+    loads the sentence encoder). Chosen on validation by `toolformer-router calibrate`."""
     closing_reserve_tokens: int = Field(24, ge=0)
     """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
     close the call, so it completes instead of being cut; 0 turns this off."""

@@ -47,6 +47,7 @@ from .gist_cache import GistCache, ToolMemory
 from .grounding import ConversationText, argument_grounding
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
 from .lexical import LexicalMatcher
+from .relevance import ToolRelevance
 from .modeling import GistMemory, ToolRouterModel, pad_right
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools
 from .types import RouteResult, RouteUsage, ToolCall
@@ -81,11 +82,13 @@ class _Selection:
 
 
 @dataclass
-class _CallSupport:
-    """How far the conversation supports a completed call list (None: no call list, or nothing to measure)."""
+class CallSupport:
+    """How far the conversation supports a completed call list (None: no call list, or nothing to measure); the
+    fields of `RouteResult` of the same names."""
 
     argument_grounding: float | None = None
     request_coverage: float | None = None
+    tool_relevance: float | None = None
 
 
 @dataclass
@@ -203,6 +206,10 @@ class ToolRouter:
         self._loop_guard = LoopGuard(min_span) if min_span else None
         self._steering = CallNameSteering(token_texts)
         self.lexical = LexicalMatcher()
+        self.relevance = ToolRelevance()
+        """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set, else on first use."""
+        if self.config.min_tool_relevance is not None:
+            self.relevance.embedder
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
         self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
@@ -590,30 +597,39 @@ class ToolRouter:
             results.append(self._result(output, usage, selection.margin, support))
         return results
 
-    def _support(self, request: _Request, output: DecodeOutput) -> _CallSupport:
-        """How far the conversation supports a completed call list: `argument_grounding` of its values and the
-        `LexicalMatcher.coverage` of the last user message by the called tools (both None without one)."""
+    def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
+        """How far the conversation supports a completed call list: `argument_grounding` of its values, the
+        `LexicalMatcher.coverage` of the last user message by the called tools and, with `min_tool_relevance`
+        set, their `ToolRelevance` to it (all None without a completed call list)."""
         if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
-            return _CallSupport()
+            return CallSupport()
         calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
-        if not calls:
-            return _CallSupport()
-        texts = [m["content"] for m in request.messages]
-        texts += [orjson.dumps(c["arguments"]).decode() for m in request.messages for c in m.get("tool_calls") or ()]
-        schemas = {tool.name: tool.parameters for tool in request.tools}
-        called = {call["name"] for call in calls}
-        return _CallSupport(argument_grounding(calls, schemas, ConversationText(texts)),
-                            self.lexical.coverage(selection_text(request.messages),
-                                                  [tool for tool in request.tools if tool.name in called]))
+        return self.call_support(request.messages, request.tools, calls) if calls else CallSupport()
 
-    def _declines(self, request: _Request, support: _CallSupport) -> bool:
+    def call_support(self, messages: list[dict[str, Any]], tools: Sequence[Tool], calls: list[dict[str, Any]]
+                     ) -> CallSupport:
+        """How far the conversation (normalised `messages`) supports the call list `calls` (`[{"name",
+        "arguments"}]`) among the active `tools`: the fields the vetoes read (relevance only with
+        `min_tool_relevance` set)."""
+        texts = [m["content"] for m in messages]
+        texts += [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
+        schemas = {tool.name: tool.parameters for tool in tools}
+        called = [tool for tool in tools if tool.name in {call["name"] for call in calls}]
+        text = selection_text(messages)
+        relevance = None if self.config.min_tool_relevance is None else self.relevance.score(text, called)
+        return CallSupport(argument_grounding(calls, schemas, ConversationText(texts)),
+                            self.lexical.coverage(text, called), relevance)
+
+    def _declines(self, request: _Request, support: CallSupport) -> bool:
         """Whether a completed call list is answered in text instead: with `tool_choice` "auto", its grounding is
-        below `min_argument_grounding` or its request coverage below `min_request_coverage`."""
+        below `min_argument_grounding`, its request coverage below `min_request_coverage` or its tool relevance
+        below `min_tool_relevance`."""
         if resolve_tool_choice(request.tool_choice, request.tools)[0] != "auto":
             return False
         return any(threshold is not None and value is not None and value < threshold for threshold, value in (
             (self.config.min_argument_grounding, support.argument_grounding),
-            (self.config.min_request_coverage, support.request_coverage)))
+            (self.config.min_request_coverage, support.request_coverage),
+            (self.config.min_tool_relevance, support.tool_relevance)))
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         return constrained_greedy_decode(
@@ -686,13 +702,13 @@ class ToolRouter:
         return [tuple(plan) for plan in plans]
 
     def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
-                     supports: list[_CallSupport], logits_processor: LogitsProcessor | None) -> None:
+                     supports: list[CallSupport], logits_processor: LogitsProcessor | None) -> None:
         """Decode again, in one batch, the outputs whose first pass only took the decision (in place):
 
         - a text answer while tools were active (`answer_without_tools`): the backbone's own reply, without the
           tools' memory (trained to steer calls, not prose) and without the router's instructions;
-        - a call list declined for its support (`min_argument_grounding`, `min_request_coverage`): the same
-          backbone reply (empty text with `max_text_tokens` 0);
+        - a call list declined for its support (`min_argument_grounding`, `min_request_coverage`,
+          `min_tool_relevance`): the same backbone reply (empty text with `max_text_tokens` 0);
         - a completed call list in argument-filling mode "schema": the chosen tools' schema text in the system
           prompt, their gists as memory, the grammar narrowed to them (kept only if it completes again).
         """
@@ -759,13 +775,13 @@ class ToolRouter:
         return *assembled, hits, misses
 
     def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,
-                support: _CallSupport) -> RouteResult:
+                support: CallSupport) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
                              call_margin=output.call_margin, selection_margin=selection_margin,
                              argument_grounding=support.argument_grounding,
-                             request_coverage=support.request_coverage)
+                             request_coverage=support.request_coverage, tool_relevance=support.tool_relevance)
         if raw.startswith("["):
             calls = _parse_call_list(raw) if output.stopped else None
             if calls is not None:

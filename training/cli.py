@@ -47,6 +47,19 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     run_calibrate_command(args)
 
 
+def _cosine_or_off(text: str) -> float | str:
+    """An `--min-tool-relevance` value: a cosine in [-1, 1], or "off"."""
+    if text == "off":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1] or 'off', got {text!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1] or 'off', got {value}")
+    return value
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the training subcommands to the `toolformer-router` parser."""
     data = commands.add_parser("data", help="prepare training and evaluation data from BFCL")
@@ -115,14 +128,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--min-request-coverage", type=float, default=None,
                           help="override the checkpoint's min_request_coverage (answer instead of calling when less "
                                "of the request's words occur in the called tools' text; 0 turns it off)")
+    evaluate.add_argument("--min-tool-relevance", type=_cosine_or_off, default=None,
+                          help="override the checkpoint's min_tool_relevance (answer instead of calling when a "
+                               "called tool means something else than the request: MiniLM cosine below this; off "
+                               "turns it off)")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
 
     calibrate = commands.add_parser(
-        "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding and min_request_coverage (the "
-             "call/no-call thresholds) on validation")
+        "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding, min_request_coverage and "
+             "min_tool_relevance (the call/no-call thresholds) on validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -138,5 +155,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="also sweep min_argument_grounding (off: leave it unset)")
     calibrate.add_argument("--coverage-veto", choices=["on", "off"], default="on",
                            help="also sweep min_request_coverage (off: leave it unset)")
+    calibrate.add_argument("--relevance-veto", choices=["on", "off"], default="on",
+                           help="also sweep min_tool_relevance (off: leave it unset)")
+    calibrate.add_argument("--records", default=None,
+                           help="re-sweep the .examples.jsonl of an earlier calibrate pass at the same "
+                                "--pass-call-bias instead of decoding again; the untrained support fields "
+                                "(grounding, coverage, relevance) are recomputed with the current code")
     calibrate.add_argument("--out", required=True, help="the sweep as JSON (the pass's examples beside it, .jsonl)")
     calibrate.add_argument("--write", action="store_true", help="store the chosen thresholds in the checkpoint's config.json")

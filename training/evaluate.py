@@ -108,7 +108,7 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
             "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
             "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin,
             "selection_margin": result.selection_margin, "argument_grounding": result.argument_grounding,
-            "request_coverage": result.request_coverage}
+            "request_coverage": result.request_coverage, "tool_relevance": result.tool_relevance}
 
 
 def router_predictor(router: ToolRouter, max_new_tokens: int | None = None) -> Predictor:
@@ -175,7 +175,7 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
         "selection_margin": output.get("selection_margin"), "argument_grounding": output.get("argument_grounding"),
-        "request_coverage": output.get("request_coverage"),
+        "request_coverage": output.get("request_coverage"), "tool_relevance": output.get("tool_relevance"),
         "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
         "_tools": tools,
     }
@@ -288,6 +288,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if not 0.0 <= value <= 1.0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must lie in [0, 1], got {value}")
             setattr(router.config, setting, value or None)
+    if args.min_tool_relevance is not None:  # a cosine in [-1, 1], or "off"
+        router.config.min_tool_relevance = None if args.min_tool_relevance == "off" else args.min_tool_relevance
     for setting in ("list_bias", "call_bias", "clause_plan_gap"):  # any-value overrides
         value = getattr(args, setting)
         if value is not None:
@@ -313,6 +315,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "cover_enumerations": router.config.cover_enumerations,
             "min_argument_grounding": router.config.min_argument_grounding,
             "min_request_coverage": router.config.min_request_coverage,
+            "min_tool_relevance": router.config.min_tool_relevance,
             "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(Path(args.out), summaries, records, meta)
