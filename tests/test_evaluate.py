@@ -7,6 +7,7 @@ import pytest
 from conftest import EMAIL, STOCK, WEATHER
 from toolformer_router.training.data import Example, GoldCall
 from toolformer_router.training.evaluate import (
+    Journal,
     active_tools,
     evaluate,
     markdown_table,
@@ -61,6 +62,39 @@ def test_scripted_predictions_are_scored_by_bfcl_rules(tmp_path):
     lines = (tmp_path / "summary.scripted.examples.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "_tools" not in json.loads(lines[0])
     assert "| scripted | simple_python |" in markdown_table({"scripted": summary})
+
+
+def test_a_journaled_evaluation_resumes_where_it_stopped(tmp_path):
+    """Records are journaled as they are made; a resumed run of the same setting predicts only the examples still
+    missing (a torn last line included) and returns the same records; another setting is refused."""
+    examples = [_example(i, [WEATHER], f"weather in city {i}?", []) for i in range(5)]
+    asked = []
+
+    def predict(messages, tools):
+        asked.append(messages[-1]["content"])
+        if len(asked) == 4:
+            raise KeyboardInterrupt  # the session's time limit
+        return {"calls": [], "raw": messages[-1]["content"], "latency_s": 0.01, "prompt_tokens": 3, "valid": True}
+
+    path, setting = tmp_path / "run.router.journal.jsonl", {"system": "router", "seed": 0}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(predict, examples, tools_per_query=3, pool=POOL, journal=Journal(path, setting, resume=False))
+    assert len(path.read_bytes().splitlines()) == 1 + 3  # the setting, then the three finished records
+    with path.open("ab") as handle:
+        handle.write(b'{"id": "e3", "act')  # killed mid-write
+    asked.clear()
+    resumed = evaluate(predict, examples, tools_per_query=3, pool=POOL, journal=Journal(path, setting, resume=True))
+    assert asked == ["weather in city 3?", "weather in city 4?"]
+    assert [r["output"] for r in resumed] == [f"weather in city {i}?" for i in range(5)]
+    assert all(r["_tools"] == active_tools(e, 3, POOL, seed=0) for r, e in zip(resumed, examples))
+    assert len(path.read_bytes().splitlines()) == 1 + 5
+    asked.clear()
+    again = evaluate(predict, examples, tools_per_query=3, pool=POOL, journal=Journal(path, setting, resume=True))
+    assert asked == [] and again == resumed
+    with pytest.raises(SystemExit, match="another setting"):
+        Journal(path, {"system": "router", "seed": 1}, resume=True)
+    Journal(path, {"system": "router", "seed": 1}, resume=False)  # without --resume: started afresh
+    assert len(path.read_bytes().splitlines()) == 1
 
 
 def test_gold_without_allowed_values_scores_nested_objects_exactly():
@@ -138,6 +172,13 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     assert meta["call_bias"] == 0.5 and meta["clause_plan_gap"] == 4.0
     summary = json.loads(out.read_text())["systems"]["router/validation"]
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
+    journal = out.parent / "summary.router-validation.journal.jsonl"
+    assert len(journal.read_bytes().splitlines()) == 1 + summary["n"]
+    main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
+          "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--lexical-weight", "3",
+          "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
+          "--min-tool-relevance", "0.2", "--resume"])  # every record reused: the same summary
+    assert json.loads(out.read_text())["systems"]["router/validation"] == summary
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()
     main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",

@@ -599,26 +599,29 @@ class ToolRouter:
 
     def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
         """How far the conversation supports a completed call list: `argument_grounding` of its values, the
-        `LexicalMatcher.coverage` of the last user message by the called tools and, with `min_tool_relevance`
-        set, their `ToolRelevance` to it (all None without a completed call list)."""
+        `LexicalMatcher.coverage` of the last user message by the called tools and, where its veto can apply
+        (`min_tool_relevance` set, `tool_choice` "auto"), their `ToolRelevance` to it (all None without a
+        completed call list)."""
         if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
             return CallSupport()
         calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
-        return self.call_support(request.messages, request.tools, calls) if calls else CallSupport()
+        auto = resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto"
+        return self.call_support(request.messages, request.tools, calls, relevance=auto) if calls else CallSupport()
 
-    def call_support(self, messages: list[dict[str, Any]], tools: Sequence[Tool], calls: list[dict[str, Any]]
-                     ) -> CallSupport:
+    def call_support(self, messages: list[dict[str, Any]], tools: Sequence[Tool], calls: list[dict[str, Any]],
+                     relevance: bool = True) -> CallSupport:
         """How far the conversation (normalised `messages`) supports the call list `calls` (`[{"name",
-        "arguments"}]`) among the active `tools`: the fields the vetoes read (relevance only with
-        `min_tool_relevance` set)."""
+        "arguments"}]`) among the active `tools`: the fields the vetoes read (the tool relevance only with
+        `relevance` and `min_tool_relevance` set: it costs a sentence-encoder pass)."""
         texts = [m["content"] for m in messages]
         texts += [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
         schemas = {tool.name: tool.parameters for tool in tools}
         called = [tool for tool in tools if tool.name in {call["name"] for call in calls}]
         text = selection_text(messages)
-        relevance = None if self.config.min_tool_relevance is None else self.relevance.score(text, called)
+        cosine = (self.relevance.score(text, called)
+                  if relevance and self.config.min_tool_relevance is not None else None)
         return CallSupport(argument_grounding(calls, schemas, ConversationText(texts)),
-                            self.lexical.coverage(text, called), relevance)
+                           self.lexical.coverage(text, called), cosine)
 
     def _declines(self, request: _Request, support: CallSupport) -> bool:
         """Whether a completed call list is answered in text instead: with `tool_choice` "auto", its grounding is

@@ -62,8 +62,8 @@ class RouteResult(BaseModel):
     tool_relevance: float | None = None
     """The lowest cosine similarity, under all-MiniLM-L6-v2, between the last user message and a called tool's
     "name: description" (`toolformer_router.relevance`); below `min_tool_relevance` the router answers instead of
-    calling (this field then keeps the declined list's value). None without a completed call list, or when
-    `min_tool_relevance` is None (not computed)."""
+    calling (this field then keeps the declined list's value). None without a completed call list, or when the
+    veto cannot apply (`min_tool_relevance` None, `tool_choice` other than "auto"): then it is not computed."""
     usage: RouteUsage = Field(default_factory=RouteUsage)
 
     @property

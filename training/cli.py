@@ -133,6 +133,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "called tool means something else than the request: MiniLM cosine below this; off "
                                "turns it off)")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
+    evaluate.add_argument("--resume", action="store_true",
+                          help="reuse the records journaled beside --out by an earlier run of the same setting "
+                               "(checkpoint, configuration, tools per query, seed)")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
     evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")

@@ -2,6 +2,11 @@
 with BFCL's AST rules and the router metrics (TSA, PF1, VR, EM, FPR, FNR), each with N and a 95 % interval.
 
     toolformer-router eval --checkpoint X --suite bfcl [--split test] [--tools-per-query 20] --out report/summary.json
+        [--resume]
+
+Each system's records are journaled as they are made (`<out stem>.<system>.journal.jsonl`); `--resume` reuses
+those of the same setting, so a run cut off by a time limit, or a later run with a larger `--limit`, only
+evaluates the examples still missing.
 
 Active tools per query = the example's own functions + distractors drawn (seeded) from the same side's
 catalog, never one with the name of an own tool; the order is shuffled per example.
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import random
 import statistics
 import time
@@ -24,6 +30,7 @@ from jsonschema import Draft202012Validator
 from tqdm.auto import tqdm
 
 from toolformer_router import ToolRouter, ToolRouterError
+from toolformer_router.router import PACKAGED_CHECKPOINTS
 
 from .data import Example, load_prepared, prepare
 from .metrics import ExampleResult, ast_match, score, score_by
@@ -140,26 +147,65 @@ def router_batch_predictor(router: ToolRouter, max_new_tokens: int | None = None
     return predict_many
 
 
+class Journal:
+    """An evaluation's records as they are made, one JSON line each after a first line holding the `setting`
+    (system, checkpoint, configuration, tools per query, seed): a run that stops (a session's time limit) loses
+    nothing, and a later run with `resume` reuses every record of the same setting, example and active tools.
+    """
+
+    def __init__(self, path: Path, setting: dict[str, Any], resume: bool) -> None:
+        self.path, self.done = Path(path), {}
+        if resume and self.path.is_file():
+            lines = self.path.read_bytes().splitlines()
+            stored = orjson.loads(lines[0]).get("setting") if lines else None
+            if stored != orjson.loads(orjson.dumps(setting)):
+                raise SystemExit(f"{self.path} holds records of another setting ({stored}); delete it or run "
+                                 "without --resume")
+            for line in lines[1:]:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:  # the last line of a run that was killed mid-write
+                    continue
+                self.done[record["id"], tuple(record["active_tools"])] = record
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("wb") as handle:  # rewritten whole: a torn last line never survives a resume
+            handle.write(orjson.dumps({"setting": setting}) + b"\n")
+            handle.writelines(orjson.dumps(record) + b"\n" for record in self.done.values())
+
+    def reused(self, example: Example, tools: list[dict]) -> dict[str, Any] | None:
+        record = self.done.get((example.id, tuple(t["name"] for t in tools)))
+        return None if record is None else {**record, "_tools": tools}
+
+    def add(self, records: list[dict[str, Any]]) -> None:
+        with self.path.open("ab") as handle:
+            handle.writelines(orjson.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + b"\n"
+                              for r in records)
+
+
 def evaluate(
     predict: Predictor | None, examples: Sequence[Example], *, tools_per_query: int, pool: Sequence[dict],
     seed: int = 0, desc: str = "evaluating", predict_many: BatchPredictor | None = None, batch_size: int = 8,
+    journal: Journal | None = None,
 ) -> list[dict[str, Any]]:
     """Run `predict` (or `predict_many` on batches of `batch_size`) on every example with its active tools;
-    returns one record per example."""
-    records = []
-    with tqdm(total=len(examples), desc=desc, unit="example") as progress:
+    returns one record per example, in order. With a `journal`, its records are reused and new ones appended."""
+    tool_sets = [active_tools(example, tools_per_query, pool, seed) for example in examples]
+    records = [journal.reused(e, t) if journal else None for e, t in zip(examples, tool_sets)]
+    todo = [i for i, record in enumerate(records) if record is None]
+    with tqdm(total=len(examples), initial=len(examples) - len(todo), desc=desc, unit="example") as progress:
         step = batch_size if predict_many is not None else 1
-        for start in range(0, len(examples), step):
-            chunk = examples[start : start + step]
-            tool_sets = [active_tools(example, tools_per_query, pool, seed) for example in chunk]
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
             started = time.perf_counter()
             if predict_many is not None:
-                outputs = predict_many([(e.messages, t) for e, t in zip(chunk, tool_sets)])
+                outputs = predict_many([(examples[i].messages, tool_sets[i]) for i in chunk])
             else:
-                outputs = [predict(chunk[0].messages, tool_sets[0])]
+                outputs = [predict(examples[chunk[0]].messages, tool_sets[chunk[0]])]
             elapsed = time.perf_counter() - started
-            for example, tools, output in zip(chunk, tool_sets, outputs):
-                records.append(_record(example, tools, output, output.get("latency_s") or elapsed))
+            for i, output in zip(chunk, outputs):
+                records[i] = _record(examples[i], tool_sets[i], output, output.get("latency_s") or elapsed)
+            if journal:
+                journal.add([records[i] for i in chunk])
             progress.update(len(chunk))
     return records
 
@@ -295,18 +341,29 @@ def run_eval_command(args: argparse.Namespace) -> None:
         if value is not None:
             setattr(router.config, setting, value)
     summaries, records = {}, {}
+    out = Path(args.out)
+    common = {"tools_per_query": args.tools_per_query, "seed": args.seed}
+
+    def journal(system: str, setting: dict[str, Any]) -> Journal:
+        path = out.parent / f"{out.stem}.{system.replace('/', '-')}.journal.jsonl"
+        return Journal(path, {"system": system, **common, **setting}, resume=args.resume)
+
+    router_setting = {"checkpoint": str(args.checkpoint), "weights": _weights_fingerprint(args.checkpoint),
+                      "config": router.config.model_dump(mode="json")}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
+        system = f"router/{split}"
         rows = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool, seed=args.seed,
                         desc=f"{split} @ {args.tools_per_query} tools", predict_many=router_batch_predictor(router),
-                        batch_size=args.batch_size)
-        system = f"router/{split}"
+                        batch_size=args.batch_size, journal=journal(system, router_setting))
         summaries[system], records[system] = summarize(rows), rows
         for name in filter(None, args.baselines.split(",")):
             baseline = _baseline(name)
+            system = f"{name}/{split}"
             rows = evaluate(baseline_predictor(baseline), examples, tools_per_query=args.tools_per_query, pool=pool,
-                            seed=args.seed, desc=f"{name} / {split}")
-            summaries[f"{name}/{split}"], records[f"{name}/{split}"] = summarize(rows), rows
+                            seed=args.seed, desc=f"{name} / {split}",
+                            journal=journal(system, {"max_new_tokens": BASELINE_MAX_NEW_TOKENS}))
+            summaries[system], records[system] = summarize(rows), rows
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
             "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
@@ -318,17 +375,28 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "min_tool_relevance": router.config.min_tool_relevance,
             "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
-    write_report(Path(args.out), summaries, records, meta)
+    write_report(out, summaries, records, meta)
     print(markdown_table(summaries))
     experiments = set(filter(None, args.experiments.split(",")))
     if experiments:
         _run_experiments(router, experiments, args, examples, pool)
 
 
+def _weights_fingerprint(checkpoint: str) -> str | None:
+    """SHA-256 of a checkpoint folder's weights (None for an untrained default)."""
+    folder = PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
+    files = sorted(folder.glob("*.safetensors"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
+
+
+BASELINE_MAX_NEW_TOKENS = 128
+"""Bounds the CPU time of the baselines' prose answers."""
+
+
 def _baseline(name: str):
     from .baselines import FullSchemaPrompting, RetrievalThenPrompting
 
-    prompting = FullSchemaPrompting.from_default(max_new_tokens=128)  # bounds the CPU time of prose answers
+    prompting = FullSchemaPrompting.from_default(max_new_tokens=BASELINE_MAX_NEW_TOKENS)
     if name == "full-schema":
         return prompting
     if name == "minilm-top3":
