@@ -1,7 +1,9 @@
 """Engine speed and size: gist encoding, cache bytes per tool, route latency against the number of active
 tools (warm cache; the call's tool is forced so every N decodes the same call, hence without the selector,
-whose own cost — `rank_tools`: one encoder pass over the query + the tools' vectors — is its own column), and
-full-schema prompting of the same query on the same backbone, in the same run.
+whose own cost — `rank_tools`: one encoder pass over the query + the tools' vectors — is its own column, as is
+the tool-relevance veto's: one MiniLM pass over the query against the called tool's cached vector, which an
+"auto" route that calls adds when `min_tool_relevance` is set), and full-schema prompting of the same query on
+the same backbone, in the same run.
 
     python benchmarks/bench_engine.py [--checkpoint default] [--tool-counts 5,20,50,200,1000] [--out FILE]
 
@@ -122,6 +124,7 @@ def main() -> None:
         route_times = timed(lambda: results.append(route(args.max_new_tokens)), repeats=args.repeats)
         first_token = timed(lambda: route(1), repeats=args.repeats)
         selector = timed(lambda: router.rank_tools(QUERY, tools), repeats=args.repeats)
+        relevance = timed(lambda: router.relevance.score(QUERY, tools[:1]), repeats=args.repeats)
         prompt = full_schema_prompt(router, tools)
         row = {"tools": count, "encode_new_s": encode_s, "grammar_build_ms": 1000 * min(grammar),
                "route_p50_ms": percentiles(route_times)["p50_ms"], "route_p95_ms": percentiles(route_times)["p95_ms"],
@@ -129,6 +132,7 @@ def main() -> None:
                "sampled_tokens": sum(r.usage.output_tokens - r.usage.forced_tokens for r in results) / len(results),
                "first_token_p50_ms": percentiles(first_token)["p50_ms"],
                "selector_p50_ms": percentiles(selector)["p50_ms"],
+               "relevance_p50_ms": percentiles(relevance)["p50_ms"],
                "router_input_tokens": results[-1].usage.input_tokens,
                "full_schema_prompt_tokens": len(prompt)}
         if len(prompt) < context:
@@ -147,7 +151,7 @@ def main() -> None:
             json.dump(report, handle, indent=2)
     print()
     print_table(rows, ["tools", "route_p50_ms", "route_p95_ms", "output_tokens", "sampled_tokens", "first_token_p50_ms",
-                       "selector_p50_ms",
+                       "selector_p50_ms", "relevance_p50_ms",
                        "grammar_build_ms", "router_input_tokens", "full_schema_prompt_tokens",
                        "full_schema_prefill_p50_ms", "first_token_over_prefill", "route_over_prefill"])
 
