@@ -56,6 +56,11 @@ logger = logging.getLogger(__name__)
 
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 _ROLES = ("system", "user", "assistant", "tool")
+
+
+def checkpoint_folder(checkpoint: str | Path) -> Path:
+    """The folder of a checkpoint: "default" is the packaged one, anything else a path."""
+    return PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
 Query = str | Sequence[dict[str, Any]]
 
 
@@ -246,7 +251,7 @@ class ToolRouter:
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        folder = PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
+        folder = checkpoint_folder(checkpoint)
         trained = (folder / "config.json").is_file()
         if str(checkpoint) != "default" and not trained:
             read_config(folder)  # raises a CheckpointError naming the problem

@@ -32,9 +32,9 @@ import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
-from toolformer_router.router import PACKAGED_CHECKPOINTS, CallSupport, ToolRouter, normalize_messages
+from toolformer_router.router import CallSupport, ToolRouter, checkpoint_folder, normalize_messages
 
-from .evaluate import active_tools, evaluate, load_router, router_batch_predictor, split_for_router
+from .evaluate import active_tools, evaluate, jsonl_line, load_router, router_batch_predictor, split_for_router
 from .metrics import ExampleResult, ast_match, score, selects_gold_tools
 
 THRESHOLD_QUANTILES = 19
@@ -250,8 +250,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    out.with_suffix(".examples.jsonl").write_bytes(b"".join(
-        orjson.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + b"\n" for r in records))
+    out.with_suffix(".examples.jsonl").write_bytes(b"".join(jsonl_line(record) for record in records))
 
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
@@ -266,7 +265,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
           + (": more calls than the pass made, so its AST needs an `eval` pass there"
              if chosen["call_bias"] > args.pass_call_bias else ""))
     if args.write:
-        folder = PACKAGED_CHECKPOINTS / "default" if args.checkpoint == "default" else Path(args.checkpoint)
+        folder = checkpoint_folder(args.checkpoint)
         config = orjson.loads((folder / "config.json").read_bytes())
         for key in ("call_bias", *VETO_FIELDS):
             config[key] = chosen[key]

@@ -30,7 +30,7 @@ from jsonschema import Draft202012Validator
 from tqdm.auto import tqdm
 
 from toolformer_router import ToolRouter, ToolRouterError
-from toolformer_router.router import PACKAGED_CHECKPOINTS
+from toolformer_router.router import checkpoint_folder
 
 from .data import Example, load_prepared, prepare
 from .metrics import ExampleResult, ast_match, score, score_by
@@ -147,6 +147,11 @@ def router_batch_predictor(router: ToolRouter, max_new_tokens: int | None = None
     return predict_many
 
 
+def jsonl_line(record: dict[str, Any]) -> bytes:
+    """A record as one JSON line, without its in-memory fields (keys starting with "_", e.g. the tool dicts)."""
+    return orjson.dumps({k: v for k, v in record.items() if not k.startswith("_")}) + b"\n"
+
+
 class Journal:
     """An evaluation's records as they are made, one JSON line each after a first line holding the `setting`
     (system, checkpoint, configuration, tools per query, seed): a run that stops (a session's time limit) loses
@@ -178,8 +183,7 @@ class Journal:
 
     def add(self, records: list[dict[str, Any]]) -> None:
         with self.path.open("ab") as handle:
-            handle.writelines(orjson.dumps({k: v for k, v in r.items() if not k.startswith("_")}) + b"\n"
-                              for r in records)
+            handle.writelines(jsonl_line(record) for record in records)
 
 
 def evaluate(
@@ -273,7 +277,7 @@ def write_report(out: Path, summaries: dict[str, dict[str, Any]], records: dict[
     for system, rows in records.items():
         with (out.parent / f"{out.stem}.{system.replace('/', '-')}.examples.jsonl").open("wb") as handle:
             for row in rows:
-                handle.write(orjson.dumps({k: v for k, v in row.items() if not k.startswith("_")}) + b"\n")
+                handle.write(jsonl_line(row))
     (out.parent / f"{out.stem}.md").write_text(markdown_table(summaries))
 
 
@@ -384,8 +388,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
 
 def _weights_fingerprint(checkpoint: str) -> str | None:
     """SHA-256 of a checkpoint folder's weights (None for an untrained default)."""
-    folder = PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
-    files = sorted(folder.glob("*.safetensors"))
+    files = sorted(checkpoint_folder(checkpoint).glob("*.safetensors"))
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
 
 
