@@ -9,7 +9,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from conftest import EMAIL, STOCK, WEATHER, bfcl_training_side_tools, finishing_sampler
-from toolformer_router import UnknownToolError
+from toolformer_router import CallThresholds, UnknownToolError
 
 
 def _validate(result, tools) -> None:
@@ -484,3 +484,21 @@ def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tok
     assert plain.route(messages, tools=[EMAIL, WEATHER], max_new_tokens=8).selection_margin is None
     with pytest.raises(ValueError, match="selector_no_tool"):
         make_router(seed=6, no_tool_margin=0.0)
+
+
+def test_each_request_decides_with_the_thresholds_of_its_tool_count(make_router):
+    """With `thresholds_by_tool_count`, a request's call bias is the one calibrated at the count nearest its
+    own (log scale): a bias that turns one tool count's call into text leaves the other count's call alone."""
+    router = make_router(seed=3, max_new_tokens=48)
+    messages = [{"role": "user", "content": "weather in Paris"}]
+    one, two = [WEATHER], [EMAIL, WEATHER]
+    margins = {len(tools): router.route(messages, tools=tools, max_new_tokens=4).call_margin for tools in (one, two)}
+    assert None not in margins.values()
+    for text_at in (1, 2):  # at each count, a bias 1 below minus its margin answers, 1 above calls
+        router.config.thresholds_by_tool_count = {
+            count: CallThresholds(call_bias=-margin + (-1.0 if count == text_at else 1.0))
+            for count, margin in margins.items()}
+        for tools in (one, two):
+            result = router.route(messages, tools=tools, max_new_tokens=4)
+            assert result.raw.startswith("[") == (len(tools) != text_at), (text_at, len(tools), result.raw)
+            assert result.call_margin == pytest.approx(margins[len(tools)])

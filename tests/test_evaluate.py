@@ -196,6 +196,18 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     with pytest.raises(SystemExit, match="tools_per_query 5, not 6"):
         main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
               "6", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
+    # one choice per tool count, each as a pass at that count alone gives it, stored per count
+    main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
+          "3,5", "--limit", "1", "--max-fnr", "1.0", "--out", str(tmp_path / "two" / "calibration.json"), "--write"])
+    two = json.loads((tmp_path / "two" / "calibration.json").read_text())
+    assert two["tools_per_query"] == [3, 5] and two["by_tools"]["5"]["chosen"] == calibration["chosen"]
+    assert (tmp_path / "two" / "calibration.3tools.examples.jsonl").is_file()
+    stored = ToolRouter.from_pretrained(checkpoint, disk_cache=False).config
+    for count in (3, 5):
+        assert stored.call_thresholds(count).call_bias == two["by_tools"][str(count)]["chosen"]["call_bias"]
+    with pytest.raises(SystemExit, match="one file per tool count"):
+        main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
+              "3,5", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
 
 
 def test_call_bias_calibration_scores_each_threshold_from_one_pass():

@@ -245,3 +245,25 @@ def test_cli_route_prints_a_route_result(tmp_path, tokenizer):
          str(checkpoint), "--no-disk-cache", ""], capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode != 0 and "query is empty" in bad.stderr
+
+
+def test_call_thresholds_by_tool_count():
+    """`call_thresholds` takes the setting of the nearest calibrated tool count in log scale (the smaller on a
+    tie), the top-level one without a map; `set_call_threshold` overrides every count; bad maps are refused."""
+    config = RouterConfig(call_bias=0.5, thresholds_by_tool_count={
+        "20": {"call_bias": -1.0, "min_tool_relevance": 0.2}, "200": {"call_bias": -2.0}})
+    assert [config.call_thresholds(n).call_bias for n in (1, 20, 63, 64, 200, 5000)] == [-1.0, -1.0, -1.0, -2.0,
+                                                                                          -2.0, -2.0]
+    assert config.uses_tool_relevance and not RouterConfig(call_bias=0.5).uses_tool_relevance
+    assert RouterConfig(call_bias=0.5).call_thresholds(20).call_bias == 0.5
+    assert RouterConfig.model_validate_json(config.model_dump_json()) == config  # config.json round trip
+    config.set_call_threshold("min_tool_relevance", None)
+    assert not config.uses_tool_relevance
+    with pytest.raises(ValueError, match="not a call/no-call setting"):
+        config.set_call_threshold("max_tools", 3)
+    with pytest.raises(ValueError, match="tool counts must be >= 1"):
+        RouterConfig(thresholds_by_tool_count={0: {}})
+    with pytest.raises(ValueError, match="selector_no_tool"):
+        RouterConfig(thresholds_by_tool_count={20: {"no_tool_margin": 0.0}})
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        RouterConfig(thresholds_by_tool_count={20: {"min_request_coverage": 2.0}})

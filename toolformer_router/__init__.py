@@ -6,7 +6,7 @@
     result = router.route("What's the weather in Paris?")
 """
 
-from .config import RouterConfig
+from .config import CallThresholds, RouterConfig
 from .errors import (
     BackboneMismatchError,
     BackboneNotFoundError,
@@ -28,6 +28,7 @@ from .types import RouteResult, RouteUsage, ToolCall
 __all__ = [
     "BackboneMismatchError",
     "BackboneNotFoundError",
+    "CallThresholds",
     "CheckpointError",
     "DuplicateToolError",
     "GistCache",

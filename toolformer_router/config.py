@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -12,7 +13,38 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class RouterConfig(BaseModel):
+class CallThresholds(BaseModel):
+    """The call/no-call decision: the first token's bias and the vetoes that answer in text instead of calling
+    (`RouterConfig` holds one set, and optionally one per active-tool count: `thresholds_by_tool_count`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_bias: float = 0.0
+    """Decoding: added to the logits that open a call at the first token; below 0 the router calls less
+    often (fewer false positives, more false negatives). Chosen on validation by `toolformer-router
+    calibrate`."""
+    no_tool_margin: float | None = None
+    """With `selector_no_tool`, in "selector" mode and `tool_choice` "auto": answer without a call when the best
+    tool's `ToolSelector` logit beats the "no tool" logit by less than this (`RouteResult.selection_margin`);
+    None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
+    min_argument_grounding: float | None = Field(None, ge=0.0, le=1.0)
+    """With `tool_choice` "auto": answer without a call when less than this share of the call list's checkable
+    argument values are stated in the conversation (`RouteResult.argument_grounding`, see
+    `toolformer_router.grounding`): a call whose values had to be invented is one no active tool fits. None
+    never declines this way. Chosen on validation by `toolformer-router calibrate`."""
+    min_request_coverage: float | None = Field(None, ge=0.0, le=1.0)
+    """With `tool_choice` "auto": answer without a call when less than this share of the last user message's
+    content words occur in the called tools' names, descriptions and parameters (`RouteResult.request_coverage`):
+    a call list that speaks of little of the request answers another one. None never declines this way. Chosen
+    on validation by `toolformer-router calibrate`."""
+    min_tool_relevance: float | None = Field(None, ge=-1.0, le=1.0)
+    """With `tool_choice` "auto": answer without a call when a called tool's "name: description" is less similar
+    than this to the last user message (cosine under all-MiniLM-L6-v2, `RouteResult.tool_relevance`): a call
+    list whose meaning is far from the request's answers another one. None never declines this way (and never
+    loads the sentence encoder). Chosen on validation by `toolformer-router calibrate`."""
+
+
+class RouterConfig(CallThresholds):
     """Architecture and limits of a `ToolRouterModel` on top of a causal-LM backbone.
 
     Layer indices are the backbone's. Defaults are chosen for SmolLM2-135M (30 layers); see
@@ -80,32 +112,14 @@ class RouterConfig(BaseModel):
     argument_filling: Literal["gists", "schema"] = "gists"
     """"gists": calls are decoded from the tools' gists alone; "schema": a completed call list is decoded
     again with the chosen tools' schema text in the prompt (selection still over gists; costs a second pass)."""
-    call_bias: float = 0.0
-    """Decoding: added to the logits that open a call at the first token; below 0 the router calls less
-    often (fewer false positives, more false negatives). Chosen on validation by `toolformer-router
-    calibrate`."""
     list_bias: float = 0.0
     """Decoding: added, wherever a call list may go on or end, to the logits of the tokens that go on with it;
     above 0 the router makes more calls per list (queries that ask for several). Chosen on validation."""
-    no_tool_margin: float | None = None
-    """With `selector_no_tool`, in "selector" mode and `tool_choice` "auto": answer without a call when the best
-    tool's `ToolSelector` logit beats the "no tool" logit by less than this (`RouteResult.selection_margin`);
-    None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
-    min_argument_grounding: float | None = Field(None, ge=0.0, le=1.0)
-    """With `tool_choice` "auto": answer without a call when less than this share of the call list's checkable
-    argument values are stated in the conversation (`RouteResult.argument_grounding`, see
-    `toolformer_router.grounding`): a call whose values had to be invented is one no active tool fits. None
-    never declines this way. Chosen on validation by `toolformer-router calibrate`."""
-    min_request_coverage: float | None = Field(None, ge=0.0, le=1.0)
-    """With `tool_choice` "auto": answer without a call when less than this share of the last user message's
-    content words occur in the called tools' names, descriptions and parameters (`RouteResult.request_coverage`):
-    a call list that speaks of little of the request answers another one. None never declines this way. Chosen
-    on validation by `toolformer-router calibrate`."""
-    min_tool_relevance: float | None = Field(None, ge=-1.0, le=1.0)
-    """With `tool_choice` "auto": answer without a call when a called tool's "name: description" is less similar
-    than this to the last user message (cosine under all-MiniLM-L6-v2, `RouteResult.tool_relevance`): a call
-    list whose meaning is far from the request's answers another one. None never declines this way (and never
-    loads the sentence encoder). Chosen on validation by `toolformer-router calibrate`."""
+    thresholds_by_tool_count: dict[int, CallThresholds] | None = None
+    """Call/no-call settings chosen at several active-tool counts (`toolformer-router calibrate
+    --tools-per-query 20,200`): a request uses those of the count nearest its own in log scale
+    (`call_thresholds`), in place of the top-level ones. The decision's signals shift with the number of
+    distractors, so one setting is not right at 20 tools and at 200. None: the top-level ones everywhere."""
     closing_reserve_tokens: int = Field(24, ge=0)
     """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
     close the call, so it completes instead of being cut; 0 turns this off."""
@@ -119,9 +133,36 @@ class RouterConfig(BaseModel):
     def _check_heads(self) -> RouterConfig:
         if self.cross_attention_heads % self.cross_attention_kv_heads:
             raise ValueError("cross_attention_heads must be a multiple of cross_attention_kv_heads")
-        if self.no_tool_margin is not None and not self.selector_no_tool:
+        if any(t.no_tool_margin is not None for t in self._threshold_sets()) and not self.selector_no_tool:
             raise ValueError("no_tool_margin needs selector_no_tool=True (a selector that scores 'no tool')")
+        if any(count < 1 for count in self.thresholds_by_tool_count or {}):
+            raise ValueError(f"thresholds_by_tool_count: tool counts must be >= 1, "
+                             f"got {sorted(self.thresholds_by_tool_count)}")
         return self
+
+    def _threshold_sets(self) -> list[CallThresholds]:
+        return [self, *(self.thresholds_by_tool_count or {}).values()]
+
+    def call_thresholds(self, tool_count: int) -> CallThresholds:
+        """The call/no-call settings for a request with `tool_count` active tools: those of the count in
+        `thresholds_by_tool_count` nearest it in log scale (the smaller count on a tie), else the top-level ones."""
+        if not self.thresholds_by_tool_count:
+            return self
+        nearest = min(self.thresholds_by_tool_count,
+                      key=lambda count: (abs(math.log(max(tool_count, 1) / count)), count))
+        return self.thresholds_by_tool_count[nearest]
+
+    def set_call_threshold(self, name: str, value: float | None) -> None:
+        """Set one call/no-call setting (a `CallThresholds` field) everywhere: top-level and at every tool count."""
+        if name not in CallThresholds.model_fields:
+            raise ValueError(f"{name} is not a call/no-call setting ({', '.join(CallThresholds.model_fields)})")
+        for thresholds in self._threshold_sets():
+            setattr(thresholds, name, value)
+
+    @property
+    def uses_tool_relevance(self) -> bool:
+        """Whether any request can be vetoed by `min_tool_relevance` (so the sentence encoder is needed)."""
+        return any(t.min_tool_relevance is not None for t in self._threshold_sets())
 
     def resolved_decoder_layers(self, num_backbone_layers: int) -> tuple[int, int]:
         start, end = self.decoder_layers or (0, num_backbone_layers)

@@ -52,6 +52,8 @@ class DecodeRequest:
     decline_call: bool = False
     """Where the first token may open a call or answer, answer (the selector found no tool relevant); the call
     margin is still measured."""
+    call_bias: float = 0.0
+    """Added to the call-opening logits at the first token: below 0, fewer calls."""
 
 
 @dataclass
@@ -64,7 +66,7 @@ class DecodeOutput:
     """True when the closing reserve was entered: the output completed, but the budget shaped its end."""
     call_margin: float | None = None
     """Best call-opening logit minus best text logit at the first free token (None when the grammar left no
-    choice between calling and answering); `call_bias` is added before deciding."""
+    choice between calling and answering); the request's `call_bias` is added before deciding."""
 
 
 @dataclass
@@ -295,7 +297,6 @@ def constrained_greedy_decode(
     loop_guard: LoopGuard | None = None,
     closer: CallCloser | None = None,
     steering: CallNameSteering | None = None,
-    call_bias: float = 0.0,
     continuation: ListContinuation | None = None,
     list_bias: float = 0.0,
 ) -> list[DecodeOutput]:
@@ -307,7 +308,7 @@ def constrained_greedy_decode(
     `loop_guard` vetoes tokens that carry a repetition on; `closer` steers calls near their budget's end;
     `steering` keeps each call's name to the request's `first_call_tool` / `planned_call_tools` /
     `later_call_tools`.
-    `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; a request's
+    A request's `call_bias` is added to the call-opening logits at the first token: below 0, fewer calls; its
     `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
     tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
     are not all called, or its `enumerations` are half covered, its list does not end (unless the budget's
@@ -360,7 +361,7 @@ def constrained_greedy_decode(
                     if requests[b].decline_call:
                         allowed[row] &= ~opening
                     else:
-                        logits[row, calls] += call_bias
+                        logits[row, calls] += requests[b].call_bias
             is_call = bool(output.token_ids) and output.token_ids[0] in call_opening_tokens
             request = requests[b]
             if steering is not None and is_call and (request.first_call_tool or request.later_call_tools

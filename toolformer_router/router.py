@@ -213,7 +213,7 @@ class ToolRouter:
         self.lexical = LexicalMatcher()
         self.relevance = ToolRelevance()
         """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set, else on first use."""
-        if self.config.min_tool_relevance is not None:
+        if self.config.uses_tool_relevance:
             self.relevance.embedder
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
@@ -583,8 +583,9 @@ class ToolRouter:
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
             selections = self._call_names(requests, gist_sets)
-            threshold = self.config.no_tool_margin
             for decode_request, selection, request in zip(decode_requests, selections, requests):
+                thresholds = self.config.call_thresholds(len(request.tools))
+                decode_request.call_bias, threshold = thresholds.call_bias, thresholds.no_tool_margin
                 decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
                 decode_request.planned_call_tools = selection.planned
                 if self.config.cover_enumerations and request.parallel_tool_calls:
@@ -605,7 +606,7 @@ class ToolRouter:
     def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
         """How far the conversation supports a completed call list: `argument_grounding` of its values, the
         `LexicalMatcher.coverage` of the last user message by the called tools and, where its veto can apply
-        (`min_tool_relevance` set, `tool_choice` "auto"), their `ToolRelevance` to it (all None without a
+        (`min_tool_relevance` set for its tool count, `tool_choice` "auto"), their `ToolRelevance` to it (all None without a
         completed call list)."""
         if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
             return CallSupport()
@@ -617,14 +618,14 @@ class ToolRouter:
                      relevance: bool = True) -> CallSupport:
         """How far the conversation (normalised `messages`) supports the call list `calls` (`[{"name",
         "arguments"}]`) among the active `tools`: the fields the vetoes read (the tool relevance only with
-        `relevance` and `min_tool_relevance` set: it costs a sentence-encoder pass)."""
+        `relevance` and `min_tool_relevance` set for this many tools: it costs a sentence-encoder pass)."""
         texts = [m["content"] for m in messages]
         texts += [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
         schemas = {tool.name: tool.parameters for tool in tools}
         called = [tool for tool in tools if tool.name in {call["name"] for call in calls}]
         text = selection_text(messages)
-        cosine = (self.relevance.score(text, called)
-                  if relevance and self.config.min_tool_relevance is not None else None)
+        cosine = (self.relevance.score(text, called) if relevance
+                  and self.config.call_thresholds(len(tools)).min_tool_relevance is not None else None)
         return CallSupport(argument_grounding(calls, schemas, ConversationText(texts)),
                            self.lexical.coverage(text, called), cosine)
 
@@ -634,17 +635,18 @@ class ToolRouter:
         below `min_tool_relevance`."""
         if resolve_tool_choice(request.tool_choice, request.tools)[0] != "auto":
             return False
+        thresholds = self.config.call_thresholds(len(request.tools))
         return any(threshold is not None and value is not None and value < threshold for threshold, value in (
-            (self.config.min_argument_grounding, support.argument_grounding),
-            (self.config.min_request_coverage, support.request_coverage),
-            (self.config.min_tool_relevance, support.tool_relevance)))
+            (thresholds.min_argument_grounding, support.argument_grounding),
+            (thresholds.min_request_coverage, support.request_coverage),
+            (thresholds.min_tool_relevance, support.tool_relevance)))
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         return constrained_greedy_decode(
             self.model, requests, memory_template=self._memory_template(), eos_token_id=self._eos_token_id,
             call_opening_tokens=self._call_opening_tokens,
             pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
-            loop_guard=self._loop_guard, closer=self._closer, steering=self._steering, call_bias=self.config.call_bias,
+            loop_guard=self._loop_guard, closer=self._closer, steering=self._steering,
             continuation=self._continuation, list_bias=self.config.list_bias,
         )
 

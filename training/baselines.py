@@ -26,7 +26,7 @@ from transformers import (PreTrainedModel, PreTrainedTokenizerBase, StoppingCrit
                           StoppingCriteriaList)
 
 from toolformer_router.backbone import load_backbone
-from toolformer_router.relevance import MINILM_INSTALL_HINT, MiniLMEmbedder, tool_summary
+from toolformer_router.relevance import MiniLMEmbedder, tool_summary
 
 
 TOOL_PROMPT = """You are a function-calling assistant. You can call these tools (one JSON schema per line):

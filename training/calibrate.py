@@ -15,8 +15,11 @@ turn exactly the calls with margin + b <= 0 or a field below its threshold into 
 else, so each setting is scored from that one pass, without decoding again. A bias above the pass's turns
 exactly the text answers with margin + b > 0 into calls: their FPR and FNR follow from the same pass, their AST
 needs a pass at that bias, so it is left out. `--records` re-sweeps an earlier pass's records with the support
-fields recomputed (they need no decoding). Only the validation split is used: the BFCL test categories never
-choose a hyperparameter.
+fields recomputed (they need no decoding). With several `--tools-per-query` (e.g. `20,200`), one pass (or one
+`--records` file, in the same order) per tool count, each choosing its own setting: `--write` stores them as
+`thresholds_by_tool_count`, and a request uses the setting of the count nearest its own (the signals shift
+with the number of distractors: one setting cannot be right at 20 tools and at 200). Only the validation split
+is used: the BFCL test categories never choose a hyperparameter.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
+from toolformer_router.config import RouterConfig
 from toolformer_router.router import CallSupport, ToolRouter, checkpoint_folder, normalize_messages
 
 from .evaluate import active_tools, evaluate, jsonl_line, load_router, router_batch_predictor, split_for_router
@@ -186,39 +190,50 @@ def _preference(row: dict[str, Any]) -> tuple[float, ...]:
             sum(row.get(key) is not None for key in VETO_FIELDS))
 
 
-def _pass_records(router: ToolRouter, args: argparse.Namespace) -> list[dict[str, Any]]:
+def _pass_records(router: ToolRouter, args: argparse.Namespace, tools_per_query: int) -> list[dict[str, Any]]:
     """One validation pass at `--pass-call-bias` without vetoes (relevance computed, never vetoing)."""
     router.config.call_bias = args.pass_call_bias
     for key in VETO_FIELDS:
         setattr(router.config, key, None)
     router.config.min_tool_relevance = -1.0  # no cosine lies below: computed for the records, never a veto
     examples, pool = split_for_router(router, args, "validation")
-    return evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool, seed=args.seed,
-                    desc="calibrating on validation", predict_many=router_batch_predictor(router),
-                    batch_size=args.batch_size)
+    return evaluate(None, examples, tools_per_query=tools_per_query, pool=pool, seed=args.seed,
+                    desc=f"calibrating on validation @ {tools_per_query} tools",
+                    predict_many=router_batch_predictor(router), batch_size=args.batch_size)
 
 
-def _stored_records(router: ToolRouter, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """An earlier pass's records (`--records`), its active tools restored and the untrained support fields
-    (`CallSupport`) recomputed with the current code: no decoding."""
-    path = Path(args.records)
-    report = path.parent / (path.name.removesuffix(".examples.jsonl") + ".json")
+def records_path(out: Path, tools_per_query: int, several: bool) -> Path:
+    """Where a pass's records are written beside the report `out`: `<out>.examples.jsonl`, or with several tool
+    counts `<out>.<n>tools.examples.jsonl`."""
+    return out.with_suffix(f".{tools_per_query}tools.examples.jsonl" if several else ".examples.jsonl")
+
+
+def _stored_records(router: ToolRouter, args: argparse.Namespace, path: Path,
+                    tools_per_query: int) -> list[dict[str, Any]]:
+    """An earlier pass's records (a `--records` file), its active tools restored and the untrained support
+    fields (`CallSupport`) recomputed with the current code: no decoding."""
+    stem = path.name.removesuffix(".examples.jsonl").removesuffix(f".{tools_per_query}tools")
+    report = path.parent / (stem + ".json")
     if report.is_file():
         stored = orjson.loads(report.read_bytes())
-        for key, value in (("pass_call_bias", args.pass_call_bias), ("tools_per_query", args.tools_per_query)):
-            if stored.get(key) != value:
-                raise SystemExit(f"{args.records} comes from a pass with {key} {stored.get(key)}, not {value}")
+        if stored.get("pass_call_bias") != args.pass_call_bias:
+            raise SystemExit(f"{path} comes from a pass with pass_call_bias {stored.get('pass_call_bias')}, "
+                             f"not {args.pass_call_bias}")
+        sizes = stored.get("tools_per_query")
+        if tools_per_query not in (sizes if isinstance(sizes, list) else [sizes]):
+            raise SystemExit(f"{path} comes from a pass with tools_per_query {sizes}, not {tools_per_query}")
     examples, pool = split_for_router(router, args, "validation")
     by_id = {example.id: example for example in examples}
     records = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
     router.config.min_tool_relevance = -1.0
-    for record in tqdm(records, desc="recomputing call support", unit="example"):
+    for record in tqdm(records, desc=f"recomputing call support @ {tools_per_query} tools", unit="example"):
         example = by_id.get(record["id"])
         if example is None:
-            raise SystemExit(f"{args.records}: example {record['id']} is not in this validation split")
-        record["_tools"] = active_tools(example, args.tools_per_query, pool, args.seed)
+            raise SystemExit(f"{path}: example {record['id']} is not in this validation split")
+        record["_tools"] = active_tools(example, tools_per_query, pool, args.seed)
         if [t["name"] for t in record["_tools"]] != record["active_tools"]:
-            raise SystemExit(f"{args.records}: example {record['id']} had other active tools (seed or data differ)")
+            raise SystemExit(f"{path}: example {record['id']} had other active tools (seed, data or tool count "
+                             "differ)")
         support = CallSupport()
         if record["calls"] and record.get("call_margin") is not None:
             support = router.call_support(normalize_messages(example.messages),
@@ -228,8 +243,30 @@ def _stored_records(router: ToolRouter, args: argparse.Namespace) -> list[dict[s
 
 
 def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
+    sizes, out = _tool_counts(args.tools_per_query), Path(args.out)
+    if args.records and len(args.records) != len(sizes):
+        raise SystemExit(f"--records: give one file per tool count ({len(sizes)}: {sizes}), got {len(args.records)}")
     router = load_router(args)
-    records = _stored_records(router, args) if args.records else _pass_records(router, args)
+    router.config.thresholds_by_tool_count = None  # each pass decodes and vetoes with the top-level setting only
+    out.parent.mkdir(parents=True, exist_ok=True)
+    reports = {}
+    for i, size in enumerate(sizes):
+        records = (_stored_records(router, args, Path(args.records[i]), size) if args.records
+                   else _pass_records(router, args, size))
+        records_path(out, size, len(sizes) > 1).write_bytes(b"".join(jsonl_line(record) for record in records))
+        reports[size] = _choose(router, records, size, args)
+    report = (reports[sizes[0]] if len(sizes) == 1 else
+              {"checkpoint": str(args.checkpoint), "tools_per_query": sizes, "pass_call_bias": args.pass_call_bias,
+               "max_fnr": args.max_fnr, "by_tools": reports})
+    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    if args.write:
+        _write_choice(args.checkpoint, {size: each["chosen"] for size, each in reports.items()})
+    return report
+
+
+def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: int,
+            args: argparse.Namespace) -> dict[str, Any]:
+    """Sweep one tool count's pass and pick its setting; the report, with its table printed."""
     switches = {"min_argument_grounding": args.grounding_veto, "min_request_coverage": args.coverage_veto,
                 "min_tool_relevance": args.relevance_veto}
     candidates = {key: [None] if switches.get(key, "on") == "off" else threshold_candidates(records, field, 1e-3)
@@ -237,38 +274,56 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     if not router.model.selector.has_no_tool:
         candidates["no_tool_margin"] = [None]
     best_per_vetoes, chosen, chosen_group = [], None, []
-    for group in sweep_groups(records, args.pass_call_bias, candidates):
+    groups = sweep_groups(records, args.pass_call_bias, candidates)
+    total = int(np.prod([len(values) for values in candidates.values()]))
+    for group in tqdm(groups, desc=f"sweeping @ {tools_per_query} tools", total=total, unit="setting"):
         best = choose_call_bias(group, args.max_fnr)
         best_per_vetoes.append(best)
         if chosen is None or choose_call_bias([chosen, best], args.max_fnr) is best:
             chosen, chosen_group = best, group
     best_per_vetoes = sorted((row for row in best_per_vetoes if _qualifies(row, args.max_fnr)), key=_preference)
-    report = {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": args.tools_per_query,
-              "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen,
-              "vetoes_swept": {key: len(values) for key, values in candidates.items()},
-              "best_per_vetoes": best_per_vetoes[:BEST_SETTINGS_KEPT], "sweep": chosen_group}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    out.with_suffix(".examples.jsonl").write_bytes(b"".join(jsonl_line(record) for record in records))
 
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 
-    shown = report["sweep"]
-    print("| call_bias | " + " | ".join(VETO_FIELDS) + " | FPR | FNR | AST |\n" + "|---" * (len(VETO_FIELDS) + 4) + "|")
-    for row in shown[:: max(1, len(shown) // 20)] + [chosen]:
+    print(f"{tools_per_query} tools\n| call_bias | " + " | ".join(VETO_FIELDS) + " | FPR | FNR | AST |\n"
+          + "|---" * (len(VETO_FIELDS) + 4) + "|")
+    for row in chosen_group[:: max(1, len(chosen_group) // 20)] + [chosen]:
         print(f"| {row['call_bias']:.3f} | " + " | ".join(cell(row[key]) for key in VETO_FIELDS)
               + f" | {cell(row['FPR'])} | {cell(row['FNR'])} | {cell(row['AST'])} |")
-    print("chosen " + ", ".join(f"{key} {chosen[key]}" for key in ("call_bias", *VETO_FIELDS))
+    print(f"chosen at {tools_per_query} tools: "
+          + ", ".join(f"{key} {chosen[key]}" for key in ("call_bias", *VETO_FIELDS))
           + f" (N = {len(records)} validation examples)"
           + (": more calls than the pass made, so its AST needs an `eval` pass there"
              if chosen["call_bias"] > args.pass_call_bias else ""))
-    if args.write:
-        folder = checkpoint_folder(args.checkpoint)
-        config = orjson.loads((folder / "config.json").read_bytes())
-        for key in ("call_bias", *VETO_FIELDS):
-            config[key] = chosen[key]
-        (folder / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2) + b"\n")
-        print(f"wrote call_bias, {', '.join(VETO_FIELDS)} to {folder / 'config.json'}")
-    return report
+    return {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": tools_per_query,
+            "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen,
+            "vetoes_swept": {key: len(values) for key, values in candidates.items()},
+            "best_per_vetoes": best_per_vetoes[:BEST_SETTINGS_KEPT], "sweep": chosen_group}
+
+
+def _write_choice(checkpoint: str, chosen: dict[int, dict[str, Any]]) -> None:
+    """Store the chosen settings in the checkpoint's config.json: the top-level `call_bias` and vetoes from the
+    first tool count, and with several counts each count's under `thresholds_by_tool_count` (one count removes
+    an earlier map, so that its choice applies)."""
+    folder = checkpoint_folder(checkpoint)
+    config = orjson.loads((folder / "config.json").read_bytes())
+    settings = {size: {key: row[key] for key in ("call_bias", *VETO_FIELDS)} for size, row in chosen.items()}
+    config.update(next(iter(settings.values())))
+    config["thresholds_by_tool_count"] = ({str(size): value for size, value in settings.items()}
+                                          if len(settings) > 1 else None)
+    RouterConfig.model_validate(config)
+    (folder / "config.json").write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"wrote call_bias, {', '.join(VETO_FIELDS)} ({', '.join(map(str, settings))} tools) to "
+          f"{folder / 'config.json'}")
+
+
+def _tool_counts(text: str | int) -> list[int]:
+    """`--tools-per-query`: one count or a comma list of distinct positive counts."""
+    try:
+        sizes = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        raise SystemExit(f"--tools-per-query: expected counts such as 20 or 20,200, got {text!r}") from None
+    if any(size < 1 for size in sizes) or len(set(sizes)) != len(sizes):
+        raise SystemExit(f"--tools-per-query: counts must be distinct and positive, got {text!r}")
+    return sizes

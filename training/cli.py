@@ -146,7 +146,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
-    calibrate.add_argument("--tools-per-query", type=int, default=20)
+    calibrate.add_argument("--tools-per-query", default="20",
+                           help="active tools per query, or a comma list (e.g. 20,200): one setting for all")
     calibrate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--batch-size", type=int, default=8)
@@ -160,9 +161,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="also sweep min_request_coverage (off: leave it unset)")
     calibrate.add_argument("--relevance-veto", choices=["on", "off"], default="on",
                            help="also sweep min_tool_relevance (off: leave it unset)")
-    calibrate.add_argument("--records", default=None,
+    calibrate.add_argument("--records", action="append", default=None,
                            help="re-sweep the .examples.jsonl of an earlier calibrate pass at the same "
-                                "--pass-call-bias instead of decoding again; the untrained support fields "
-                                "(grounding, coverage, relevance) are recomputed with the current code")
+                                "--pass-call-bias instead of decoding again (once per --tools-per-query count, in "
+                                "order); the untrained support fields (grounding, coverage, relevance) are "
+                                "recomputed with the current code")
     calibrate.add_argument("--out", required=True, help="the sweep as JSON (the pass's examples beside it, .jsonl)")
     calibrate.add_argument("--write", action="store_true", help="store the chosen thresholds in the checkpoint's config.json")

@@ -30,6 +30,7 @@ from jsonschema import Draft202012Validator
 from tqdm.auto import tqdm
 
 from toolformer_router import ToolRouter, ToolRouterError
+from toolformer_router.config import CallThresholds
 from toolformer_router.router import checkpoint_folder
 
 from .data import Example, load_prepared, prepare
@@ -337,10 +338,13 @@ def run_eval_command(args: argparse.Namespace) -> None:
         if value is not None:
             if not 0.0 <= value <= 1.0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must lie in [0, 1], got {value}")
-            setattr(router.config, setting, value or None)
+            router.config.set_call_threshold(setting, value or None)
     if args.min_tool_relevance is not None:  # a cosine in [-1, 1], or "off"
-        router.config.min_tool_relevance = None if args.min_tool_relevance == "off" else args.min_tool_relevance
-    for setting in ("list_bias", "call_bias", "clause_plan_gap"):  # any-value overrides
+        router.config.set_call_threshold("min_tool_relevance",
+                                         None if args.min_tool_relevance == "off" else args.min_tool_relevance)
+    if args.call_bias is not None:
+        router.config.set_call_threshold("call_bias", args.call_bias)
+    for setting in ("list_bias", "clause_plan_gap"):  # any-value overrides
         value = getattr(args, setting)
         if value is not None:
             setattr(router.config, setting, value)
@@ -368,15 +372,14 @@ def run_eval_command(args: argparse.Namespace) -> None:
                             seed=args.seed, desc=f"{name} / {split}",
                             journal=journal(system, {"max_new_tokens": BASELINE_MAX_NEW_TOKENS}))
             summaries[system], records[system] = summarize(rows), rows
+    thresholds = router.config.call_thresholds(args.tools_per_query)  # the call/no-call setting at this count
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
             "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
-            "later_call_candidates": router.config.later_call_candidates, "call_bias": router.config.call_bias,
+            "later_call_candidates": router.config.later_call_candidates,
+            **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
             "cover_enumerations": router.config.cover_enumerations,
-            "min_argument_grounding": router.config.min_argument_grounding,
-            "min_request_coverage": router.config.min_request_coverage,
-            "min_tool_relevance": router.config.min_tool_relevance,
             "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(out, summaries, records, meta)
