@@ -93,14 +93,15 @@ def _auc(positives: list[float], negatives: list[float]) -> float:
     return round(sum(pairs) / len(pairs), 3)
 
 
-def abstention_rows(router: ToolRouter, evaluation, pool, counts, seed: int, threshold: float | None,
-                    call_bias: float) -> list[dict]:
+def abstention_rows(router: ToolRouter, evaluation, pool, counts, seed: int) -> list[dict]:
     """Per tool count: the held-out call examples and their "no call" copies (gold tools removed): how well
     each score separates them (AUC: the selection margin, the best selection score = selector + `lexical_weight`
     x BM25, the best BM25 alone, the decoder's call margin) and, at the shipped `no_tool_margin` and
-    `call_bias`, FNR and FPR."""
+    `call_bias` for that count, FNR and FPR."""
     rows = []
     for count in counts:
+        thresholds = router.config.call_thresholds(count)
+        threshold, call_bias = thresholds.no_tool_margin, thresholds.call_bias
         scores = {name: {True: [], False: []} for name in ("selection margin", "selection score", "BM25", "decoder")}
         decided = {True: [], False: []}
         for example in evaluation:
@@ -118,7 +119,8 @@ def abstention_rows(router: ToolRouter, evaluation, pool, counts, seed: int, thr
                 calls = (result.call_margin is None or result.call_margin + call_bias > 0) and (
                     threshold is None or result.selection_margin >= threshold)
                 decided[is_call].append(calls)
-        rows.append({"tools": count, "n_calls": len(decided[True]), "n_no_call": len(decided[False]),
+        rows.append({"tools": count, "no_tool_margin": threshold, "call_bias": call_bias,
+                     "n_calls": len(decided[True]), "n_no_call": len(decided[False]),
                      **{f"AUC {name}": _auc(s[True], s[False]) for name, s in scores.items()},
                      "FNR": round(1 - sum(decided[True]) / len(decided[True]), 3),
                      "FPR": round(sum(decided[False]) / len(decided[False]), 3)})
@@ -198,12 +200,11 @@ def main() -> None:
     if abstention is not None and router.model.selector.has_no_tool:
         router.config.lexical_weight = shipped_weight
         no_tool_rows = abstention_rows(router, evaluation, pool, [int(c) for c in args.tool_counts.split(",")],
-                                       args.seed, router.config.no_tool_margin, router.config.call_bias)
+                                       args.seed)
     result = {"machine": machine(), "held_out_tools": len({t["name"] for t in pool}), "training_examples": len(kept),
               "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
               "wall_s": round(time.perf_counter() - started, 1), "recall_at_1": rows,
               "lexical_weight": shipped_weight, "all_called_tools_in_top_k": top_k_rows,
-              "no_tool_margin": router.config.no_tool_margin, "call_bias": router.config.call_bias,
               "call_or_not": no_tool_rows}
     print(json.dumps(result, indent=2))
     print_table(rows, list(rows[0]))
