@@ -606,8 +606,8 @@ class ToolRouter:
     def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
         """How far the conversation supports a completed call list: `argument_grounding` of its values, the
         `LexicalMatcher.coverage` of the last user message by the called tools and, where its veto can apply
-        (`min_tool_relevance` set for its tool count, `tool_choice` "auto"), their `ToolRelevance` to it (all None without a
-        completed call list)."""
+        (`min_tool_relevance` set for its tool count, `tool_choice` "auto"), their `ToolRelevance` to it (all
+        None without a completed call list)."""
         if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
             return CallSupport()
         calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
