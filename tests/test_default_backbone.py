@@ -57,10 +57,12 @@ def test_default_answers_instead_of_a_call_with_invented_values():
     text answer, and a request whose values are stated (one as a code: "US dollars" -> "USD"), whose words the
     tool speaks of and whose meaning it serves still calls."""
     router = ToolRouter.from_pretrained("default", disk_cache=False)
-    router.add_tools(orjson.loads(DEMO_TOOLS.read_bytes()))
+    tools = orjson.loads(DEMO_TOOLS.read_bytes())
+    router.add_tools(tools)
     vetoes = {"min_argument_grounding": "argument_grounding", "min_request_coverage": "request_coverage",
               "min_tool_relevance": "tool_relevance"}
-    thresholds = {setting: getattr(router.config, setting) for setting in vetoes}
+    shipped = router.config.call_thresholds(len(tools))  # the setting at the demo's tool count
+    thresholds = {setting: getattr(shipped, setting) for setting in vetoes}
     assert None not in thresholds.values()
     query = "Please write to my boss."
     declined = router.route(query, max_text_tokens=0)
@@ -68,11 +70,11 @@ def test_default_answers_instead_of_a_call_with_invented_values():
     for setting, field in vetoes.items():
         assert getattr(declined, field) is not None and getattr(declined, field) < thresholds[setting], field
     for setting in vetoes:
-        setattr(router.config, setting, None)
+        router.config.set_call_threshold(setting, None)
     invented = router.route(query, max_text_tokens=0)
     assert invented.calls and invented.argument_grounding == declined.argument_grounding
     for setting, threshold in thresholds.items():
-        setattr(router.config, setting, threshold)
+        router.config.set_call_threshold(setting, threshold)
     stated = router.route("Convert 250 US dollars to euros.", max_text_tokens=0)
     assert [c.name for c in stated.calls] == ["convert_currency"]
     for setting, field in vetoes.items():

@@ -119,7 +119,8 @@ class RouterConfig(CallThresholds):
     """Call/no-call settings chosen at several active-tool counts (`toolformer-router calibrate
     --tools-per-query 20,200`): a request uses those of the count nearest its own in log scale
     (`call_thresholds`), in place of the top-level ones. The decision's signals shift with the number of
-    distractors, so one setting is not right at 20 tools and at 200. None: the top-level ones everywhere."""
+    distractors, so one setting is not right at 20 tools and at 200. None: the top-level ones everywhere. While
+    it is set, assigning a top-level field changes no request: use `set_call_threshold`."""
     closing_reserve_tokens: int = Field(24, ge=0)
     """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
     close the call, so it completes instead of being cut; 0 turns this off."""
