@@ -202,7 +202,7 @@ def _pass_records(router: ToolRouter, args: argparse.Namespace, tools_per_query:
                     predict_many=router_batch_predictor(router), batch_size=args.batch_size)
 
 
-def records_path(out: Path, tools_per_query: int, several: bool) -> Path:
+def _records_path(out: Path, tools_per_query: int, several: bool) -> Path:
     """Where a pass's records are written beside the report `out`: `<out>.examples.jsonl`, or with several tool
     counts `<out>.<n>tools.examples.jsonl`."""
     return out.with_suffix(f".{tools_per_query}tools.examples.jsonl" if several else ".examples.jsonl")
@@ -253,7 +253,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     for i, size in enumerate(sizes):
         records = (_stored_records(router, args, Path(args.records[i]), size) if args.records
                    else _pass_records(router, args, size))
-        records_path(out, size, len(sizes) > 1).write_bytes(b"".join(jsonl_line(record) for record in records))
+        _records_path(out, size, len(sizes) > 1).write_bytes(b"".join(jsonl_line(record) for record in records))
         reports[size] = _choose(router, records, size, args)
     report = (reports[sizes[0]] if len(sizes) == 1 else
               {"checkpoint": str(args.checkpoint), "tools_per_query": sizes, "pass_call_bias": args.pass_call_bias,
