@@ -147,7 +147,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
     calibrate.add_argument("--tools-per-query", default="20",
-                           help="active tools per query, or a comma list (e.g. 20,200): one setting chosen per count")
+                           help="active tools per query, or a comma list (e.g. 20,200): one setting chosen "
+                                "per count")
     calibrate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
     calibrate.add_argument("--seed", type=int, default=0)
     calibrate.add_argument("--batch-size", type=int, default=8)
