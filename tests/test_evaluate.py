@@ -304,7 +304,8 @@ def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
     """The sweep crosses the vetoes (here argument grounding x request coverage x tool relevance); each row's FPR,
     FNR, AST and TSA are those `score_with_bias` gives for its setting, and a field a record lacks never vetoes
     it."""
-    from toolformer_router.training.calibrate import choose_call_bias, score_with_bias, sweep_call_bias
+    from toolformer_router.training.calibrate import (
+        choose_call_bias, false_call_rates, score_with_bias, sweep_call_bias)
 
     tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
     other = {"name": "g", "description": "g", "parameters": {"type": "object", "properties": {}}}
@@ -337,6 +338,15 @@ def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
     assert at_pass[0.6, None, None]["FNR"] == 1 / 3  # grounding drops record 3, keeps record 2 (nothing to ground)
     chosen = choose_call_bias(rows, max_fnr=0.4)
     assert (chosen["min_request_coverage"], chosen["min_tool_relevance"], chosen["FPR"]) == (0.5, 0.3, 0.0)
+    # FPR per kind of "no call": record 1 as a sibling case, record 2 as another task's tool, record 5 as a third
+    for i, kind in ((1, "no_call"), (2, "no_call_foreign"), (5, "live_irrelevance")):
+        records[i]["category"] = kind
+    assert false_call_rates(records, at_pass[None, None, None]) == {
+        "live_irrelevance": 0.0, "no_call": 1.0, "no_call_foreign": 1.0}
+    assert false_call_rates(records, at_pass[None, None, 0.3]) == {
+        "live_irrelevance": 0.0, "no_call": 1.0, "no_call_foreign": 0.0}
+    assert false_call_rates(records, {**at_pass[None, None, None], "call_bias": -1.6}) == {
+        "live_irrelevance": 0.0, "no_call": 0.0, "no_call_foreign": 0.0}
 
 
 @pytest.mark.parametrize("value", ["1.5", "-2", "high"])

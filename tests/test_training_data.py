@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator
 from toolformer_router import normalize_tool
 from toolformer_router.training.data import (
     COMPOSED_SOURCES,
+    FOREIGN_NO_CALL_SOURCE,
     NO_CALL_SOURCE,
     TEST_CATEGORIES,
     TRAIN_CATEGORIES,
@@ -28,6 +29,7 @@ from toolformer_router.training.data import (
     load_bfcl,
     load_jsonl,
     load_prepared,
+    make_foreign_no_call,
     make_no_call,
     pad_with_distractors,
     prepare,
@@ -126,8 +128,10 @@ def test_no_test_side_leakage(prepared, test_side):
     train_side = read_jsonl(out / "train.jsonl") + read_jsonl(out / "validation.jsonl")
     assert test_ids and train_side
     for example in train_side:
-        assert example["id"].removesuffix(f":{NO_CALL_SOURCE}") not in test_ids
-        assert example["source"] in {f"bfcl:{c}" for c in TRAIN_CATEGORIES} | {NO_CALL_SOURCE, "synthetic"}
+        assert example["id"].removesuffix(f":{NO_CALL_SOURCE}").removesuffix(f":{FOREIGN_NO_CALL_SOURCE}") \
+            not in test_ids
+        assert example["source"] in ({f"bfcl:{c}" for c in TRAIN_CATEGORIES}
+                                     | {NO_CALL_SOURCE, FOREIGN_NO_CALL_SOURCE, "synthetic"})
         for tool in example["tools"]:  # own tools and distractors alike
             assert tool["name"] not in test_names and schema_hash(tool) not in test_hashes
     catalog = read_jsonl(out / "catalog_train.jsonl")  # the auto-encoding stage's and the distractors' pool
@@ -174,6 +178,30 @@ def test_distractor_padding_and_no_call(prepared):
         for count in (20, 200):
             active = active_tools(example, count, catalog, seed=0)
             assert len(active) == count and set(example.absent_tools).isdisjoint(t["name"] for t in active)
+
+
+def test_foreign_no_call_is_a_request_beside_another_tasks_tool(prepared):
+    out, _ = prepared
+    catalog = [{k: e[k] for k in ("name", "description", "parameters")}
+               for e in read_jsonl(out / "catalog_train.jsonl")]
+    validation = {e.id: e for e in load_prepared(out, "validation")}
+    with_calls = [e for e in validation.values() if e.calls]
+    foreign = [e for e in validation.values() if e.source == FOREIGN_NO_CALL_SOURCE]
+    assert len(foreign) == len(with_calls) > 0
+    donor_tools = {t["name"] for e in with_calls for t in e.tools if t["name"] in {c.name for c in e.calls}}
+    for example in foreign:
+        origin = validation[example.id.removesuffix(f":{FOREIGN_NO_CALL_SOURCE}")]
+        own = {t["name"] for t in origin.tools}
+        assert example.calls == [] and example.messages == origin.messages
+        assert example.absent_tools == sorted(own) and len(example.tools) == 1
+        (tool,) = example.tools
+        assert tool["name"] not in own and tool["name"] in donor_tools
+        active = active_tools(example, 20, catalog, seed=0)  # evaluation never brings the request's tools back
+        assert len(active) == 20 and own.isdisjoint(t["name"] for t in active)
+    lone = with_calls[0]
+    only_own = [e for e in with_calls if {t["name"] for t in e.tools} <= {t["name"] for t in lone.tools}]
+    with pytest.raises(ValueError, match="no donor tool"):
+        make_foreign_no_call(lone, only_own, random.Random(0))
 
 
 def test_prepare_is_deterministic_and_counts_match_files(prepared, tmp_path):

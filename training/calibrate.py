@@ -90,6 +90,18 @@ def decision_rates(records: list[dict[str, Any]], bias: float, no_tool_margin: f
     return row["FPR"], row["FNR"]
 
 
+def false_call_rates(records: list[dict[str, Any]], setting: dict[str, Any]) -> dict[str, float]:
+    """FPR at `setting` (a sweep row: `call_bias` and the `VETO_FIELDS` keys) per category of the "no call"
+    records (e.g. `no_call`, `no_call_foreign`, `bfcl:live_irrelevance`): which shapes of "no call" it gets
+    wrong."""
+    vetoes = {key: setting.get(key) for key in VETO_FIELDS}
+    rates: dict[str, list[bool]] = {}
+    for record in records:
+        if not record["gold"]:
+            rates.setdefault(record["category"], []).append(_calls(record, setting["call_bias"], vetoes))
+    return {category: round(sum(calls) / len(calls), 4) for category, calls in sorted(rates.items())}
+
+
 def threshold_candidates(records: list[dict[str, Any]], key: str = "selection_margin",
                          above: float = 0.0) -> list[float | None]:
     """None (no veto), then `THRESHOLD_QUANTILES` quantiles of the records' `key` values, each plus `above`
@@ -291,6 +303,8 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
     for row in chosen_group[:: max(1, len(chosen_group) // 20)] + [chosen]:
         print(f"| {row['call_bias']:.3f} | " + " | ".join(cell(row[key]) for key in VETO_FIELDS)
               + f" | {cell(row['FPR'])} | {cell(row['FNR'])} | {cell(row['AST'])} |")
+    by_category = false_call_rates(records, chosen)
+    print("FPR per kind of \"no call\": " + ", ".join(f"{category} {rate:.3f}" for category, rate in by_category.items()))
     print(f"chosen at {tools_per_query} tools: "
           + ", ".join(f"{key} {chosen[key]}" for key in ("call_bias", *VETO_FIELDS))
           + f" (N = {len(records)} validation examples)"
@@ -298,7 +312,7 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
              if chosen["call_bias"] > args.pass_call_bias else ""))
     return {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": tools_per_query,
             "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen,
-            "vetoes_swept": {key: len(values) for key, values in candidates.items()},
+            "chosen_FPR_by_category": by_category, "vetoes_swept": {key: len(values) for key, values in candidates.items()},
             "best_per_vetoes": best_per_vetoes[:BEST_SETTINGS_KEPT], "sweep": chosen_group}
 
 

@@ -33,6 +33,7 @@ SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "tes
 """Named views: training examples; held-out queries on seen tools; the test categories (unseen tools);
 the no-call examples of the test side."""
 NO_CALL_SOURCE = "no_call"
+FOREIGN_NO_CALL_SOURCE = "no_call_foreign"
 COMPOSED_SOURCES = ("composed_same_tool", "composed_two_tools")
 """Sources of the composed multi-call validation examples (`compose_multi_call`)."""
 """Source of the no-call examples made by removing the gold tool from a single-call example."""
@@ -369,6 +370,21 @@ def make_no_call(
     return pad_with_distractors(stripped, catalog, target_count, rng)
 
 
+def make_foreign_no_call(example: Example, donors: Sequence[Example], rng: random.Random) -> Example:
+    """A "no call" example built the way BFCL's irrelevance category is: the request of `example` with one
+    gold tool of another example (a `donors` member that shares no tool name with it) instead of its own
+    tools, which become `absent_tools` (so that distractor padding never brings them back); `calls=[]`."""
+    own = sorted({tool["name"] for tool in example.tools} | {call.name for call in example.calls})
+    gold_tools = [tool for donor in donors for tool in donor.tools
+                  if tool["name"] in {call.name for call in donor.calls} and tool["name"] not in own]
+    if not gold_tools:
+        raise ValueError(f"no donor tool shares no name with {example.id!r}")
+    return example.model_copy(update={
+        "id": f"{example.id}:{FOREIGN_NO_CALL_SOURCE}", "source": FOREIGN_NO_CALL_SOURCE, "calls": [],
+        "absent_tools": own, "tools": [rng.choice(gold_tools)],
+    })
+
+
 def _join_requests(first: str, second: str) -> str:
     """Two user requests as one message: "<first> Also, <second>" (the second's capital lowered where it starts
     an ordinary word)."""
@@ -458,8 +474,9 @@ def prepare(
 
     Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples:
     `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
-    validation.jsonl (plus a "no call" copy of each call example, its gold tools removed: the shape of BFCL's
-    irrelevance category), validation_multi.jsonl (`composed_validation` two-call examples composed from the
+    validation.jsonl (plus two "no call" copies of each call example: one with its gold tools removed, siblings
+    kept, and one with its own tools replaced by another example's gold tool, the way BFCL's irrelevance category
+    is built: `make_no_call`, `make_foreign_no_call`), validation_multi.jsonl (`composed_validation` two-call examples composed from the
     validation call examples: `compose_multi_call`), validation_parallel.jsonl (`validation_parallel` synthetic
     examples of 2-4 calls to validation's gold tools, the `synthesize_parallel` shapes; own tools only: evaluation
     adds distractors), test.jsonl (each example's own tools only: evaluation adds distractors),
@@ -493,7 +510,7 @@ def prepare(
     test = [example for category in TEST_CATEGORIES for example in load_bfcl(category, stats)]
 
     train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
-    rng = random.Random(f"{seed}:validation_no_call")  # BFCL-irrelevance-like: a task whose tool is missing
+    rng = random.Random(f"{seed}:validation_no_call")  # a task whose tool is missing, its siblings kept
     validation_multi = compose_multi_call(validation, composed_validation, random.Random(f"{seed}:composed"))
     gold_tools = {schema_hash(t): t for e in validation for t in e.tools if t["name"] in {c.name for c in e.calls}}
     validation_lists = [
@@ -501,7 +518,10 @@ def prepare(
         for example in synthesize_parallel(list(gold_tools.values()), validation_parallel,
                                            random.Random(f"{seed}:validation_parallel"))
     ]
-    validation += [make_no_call(e, pool, 0, rng) for e in validation if e.calls]
+    with_calls = [e for e in validation if e.calls]
+    validation += [make_no_call(e, pool, 0, rng) for e in with_calls]
+    rng = random.Random(f"{seed}:validation_foreign")  # BFCL's irrelevance construction: another task's tool
+    validation += [make_foreign_no_call(e, with_calls, rng) for e in with_calls]
     if synthetic_per_tool:
         train += synthesize(pool, synthetic_per_tool, random.Random(f"{seed}:synthetic"))
     if synthetic_parallel:
