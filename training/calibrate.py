@@ -35,7 +35,7 @@ import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
-from toolformer_router.config import RouterConfig
+from toolformer_router.config import CallThresholds, RouterConfig
 from toolformer_router.router import CallSupport, ToolRouter, checkpoint_folder, normalize_messages
 
 from .evaluate import active_tools, evaluate, jsonl_line, load_router, router_batch_predictor, split_for_router
@@ -259,6 +259,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     if args.records and len(args.records) != len(sizes):
         raise SystemExit(f"--records: give one file per tool count ({len(sizes)}: {sizes}), got {len(args.records)}")
     router = load_router(args)
+    stored = {size: router.config.call_thresholds(size).model_copy() for size in sizes}
     router.config.thresholds_by_tool_count = None  # each pass decodes and vetoes with the top-level setting only
     out.parent.mkdir(parents=True, exist_ok=True)
     reports = {}
@@ -266,7 +267,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
         records = (_stored_records(router, args, Path(args.records[i]), size) if args.records
                    else _pass_records(router, args, size))
         _records_path(out, size, len(sizes) > 1).write_bytes(b"".join(jsonl_line(record) for record in records))
-        reports[size] = _choose(router, records, size, args)
+        reports[size] = _choose(router, records, size, args, stored[size])
     report = (reports[sizes[0]] if len(sizes) == 1 else
               {"checkpoint": str(args.checkpoint), "tools_per_query": sizes, "pass_call_bias": args.pass_call_bias,
                "max_fnr": args.max_fnr, "by_tools": reports})
@@ -277,11 +278,15 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: int,
-            args: argparse.Namespace) -> dict[str, Any]:
-    """Sweep one tool count's pass and pick its setting; the report, with its table printed."""
+            args: argparse.Namespace, current: CallThresholds) -> dict[str, Any]:
+    """Sweep one tool count's pass and pick its setting; the report, with its table printed. The checkpoint's
+    `current` thresholds at that count are candidates beside the quantiles, so a choice is never worse under the
+    rule than keeping them."""
     switches = {"min_argument_grounding": args.grounding_veto, "min_request_coverage": args.coverage_veto,
                 "min_tool_relevance": args.relevance_veto}
-    candidates = {key: [None] if switches.get(key, "on") == "off" else threshold_candidates(records, field, 1e-3)
+    candidates = {key: [None] if switches.get(key, "on") == "off" else
+                  sorted(set(threshold_candidates(records, field, 1e-3)) | {getattr(current, key)},
+                         key=lambda value: (value is not None, value or 0.0))
                   for key, field in VETO_FIELDS.items()}
     if not router.model.selector.has_no_tool:
         candidates["no_tool_margin"] = [None]
