@@ -186,6 +186,7 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     calibration = json.loads((tmp_path / "calibration.json").read_text())
     assert calibration["n"] == summary["n"] and calibration["sweep"][0]["call_bias"] == 0.0
     assert len((tmp_path / "calibration.examples.jsonl").read_text().splitlines()) == calibration["n"]
+    assert set(calibration["chosen_FPR_by_category"]) == {"live_irrelevance", "no_call", "no_call_foreign"}
     assert ToolRouter.from_pretrained(checkpoint, disk_cache=False).config.call_bias == calibration["chosen"]["call_bias"]
     # the same choice from the pass's records, without decoding again
     main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
@@ -347,6 +348,31 @@ def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
         "live_irrelevance": 0.0, "no_call": 1.0, "no_call_foreign": 0.0}
     assert false_call_rates(records, {**at_pass[None, None, None], "call_bias": -1.6}) == {
         "live_irrelevance": 0.0, "no_call": 0.0, "no_call_foreign": 0.0}
+
+
+def test_calibration_keeps_the_current_threshold_when_no_quantile_beats_it():
+    """The quantile grid skips values; the checkpoint's current thresholds are candidates too, so a choice is
+    never worse under the rule than keeping them."""
+    from types import SimpleNamespace
+
+    from toolformer_router.config import CallThresholds
+    from toolformer_router.training.calibrate import _choose
+
+    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+    call, gold = [{"name": "f", "arguments": {"x": 1}}], [{"f": {"x": [1]}}]
+    # 40 calls at coverage 0.01 … 0.40; the four least covered are false calls. The grid's thresholds just above
+    # the 3rd and the 5th value either keep the 4th false call or veto the 5th, a right one.
+    records = [{"id": str(i), "category": "no_call" if i < 4 else "c", "calls": call, "gold": [] if i < 4 else gold,
+                "_tools": [tool], "valid": True, "call_margin": 1.0, "request_coverage": (i + 1) / 100}
+               for i in range(40)]
+    args = SimpleNamespace(grounding_veto="on", coverage_veto="on", relevance_veto="on", pass_call_bias=1.0,
+                           max_fnr=0.0, checkpoint="x")
+    router = SimpleNamespace(model=SimpleNamespace(selector=SimpleNamespace(has_no_tool=False)))
+    from_grid = _choose(router, records, 20, args, CallThresholds())
+    assert from_grid["chosen"]["FPR"] == 0.25 and from_grid["chosen"]["FNR"] == 0.0
+    kept = _choose(router, records, 20, args, CallThresholds(min_request_coverage=0.045))
+    assert (kept["chosen"]["min_request_coverage"], kept["chosen"]["FPR"], kept["chosen"]["FNR"]) == (0.045, 0.0, 0.0)
+    assert kept["chosen_FPR_by_category"] == {"no_call": 0.0}
 
 
 @pytest.mark.parametrize("value", ["1.5", "-2", "high"])
