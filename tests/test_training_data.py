@@ -200,7 +200,7 @@ def test_foreign_no_call_is_a_request_beside_another_tasks_tool(prepared):
         assert len(active) == 20 and own.isdisjoint(t["name"] for t in active)
     lone = with_calls[0]
     only_own = [e for e in with_calls if {t["name"] for t in e.tools} <= {t["name"] for t in lone.tools}]
-    with pytest.raises(ValueError, match="no donor tool"):
+    with pytest.raises(ValueError, match="no donor has a gold tool"):
         make_foreign_no_call(lone, only_own, random.Random(0))
 
 

@@ -309,7 +309,7 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
         print(f"| {row['call_bias']:.3f} | " + " | ".join(cell(row[key]) for key in VETO_FIELDS)
               + f" | {cell(row['FPR'])} | {cell(row['FNR'])} | {cell(row['AST'])} |")
     by_category = false_call_rates(records, chosen)
-    print("FPR per kind of \"no call\": " + ", ".join(f"{category} {rate:.3f}" for category, rate in by_category.items()))
+    print('FPR per kind of "no call": ' + ", ".join(f"{kind} {rate:.3f}" for kind, rate in by_category.items()))
     print(f"chosen at {tools_per_query} tools: "
           + ", ".join(f"{key} {chosen[key]}" for key in ("call_bias", *VETO_FIELDS))
           + f" (N = {len(records)} validation examples)"
@@ -317,7 +317,8 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
              if chosen["call_bias"] > args.pass_call_bias else ""))
     return {"checkpoint": str(args.checkpoint), "n": len(records), "tools_per_query": tools_per_query,
             "pass_call_bias": args.pass_call_bias, "max_fnr": args.max_fnr, "chosen": chosen,
-            "chosen_FPR_by_category": by_category, "vetoes_swept": {key: len(values) for key, values in candidates.items()},
+            "chosen_FPR_by_category": by_category,
+            "vetoes_swept": {key: len(values) for key, values in candidates.items()},
             "best_per_vetoes": best_per_vetoes[:BEST_SETTINGS_KEPT], "sweep": chosen_group}
 
 

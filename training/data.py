@@ -33,10 +33,11 @@ SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "tes
 """Named views: training examples; held-out queries on seen tools; the test categories (unseen tools);
 the no-call examples of the test side."""
 NO_CALL_SOURCE = "no_call"
+"""Source of the no-call examples made by removing the gold tools from a call example (`make_no_call`)."""
 FOREIGN_NO_CALL_SOURCE = "no_call_foreign"
+"""Source of the no-call examples made by giving a request another example's tool (`make_foreign_no_call`)."""
 COMPOSED_SOURCES = ("composed_same_tool", "composed_two_tools")
 """Sources of the composed multi-call validation examples (`compose_multi_call`)."""
-"""Source of the no-call examples made by removing the gold tool from a single-call example."""
 
 _ROLES = {"system", "user", "assistant", "tool"}
 _OMIT = object()
@@ -378,7 +379,7 @@ def make_foreign_no_call(example: Example, donors: Sequence[Example], rng: rando
     gold_tools = [tool for donor in donors for tool in donor.tools
                   if tool["name"] in {call.name for call in donor.calls} and tool["name"] not in own]
     if not gold_tools:
-        raise ValueError(f"no donor tool shares no name with {example.id!r}")
+        raise ValueError(f"no donor has a gold tool outside the tools of {example.id!r}")
     return example.model_copy(update={
         "id": f"{example.id}:{FOREIGN_NO_CALL_SOURCE}", "source": FOREIGN_NO_CALL_SOURCE, "calls": [],
         "absent_tools": own, "tools": [rng.choice(gold_tools)],
@@ -476,10 +477,10 @@ def prepare(
     `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
     validation.jsonl (plus two "no call" copies of each call example: one with its gold tools removed, siblings
     kept, and one with its own tools replaced by another example's gold tool, the way BFCL's irrelevance category
-    is built: `make_no_call`, `make_foreign_no_call`), validation_multi.jsonl (`composed_validation` two-call examples composed from the
-    validation call examples: `compose_multi_call`), validation_parallel.jsonl (`validation_parallel` synthetic
-    examples of 2-4 calls to validation's gold tools, the `synthesize_parallel` shapes; own tools only: evaluation
-    adds distractors), test.jsonl (each example's own tools only: evaluation adds distractors),
+    is built: `make_no_call`, `make_foreign_no_call`), validation_multi.jsonl (`composed_validation` two-call
+    examples composed from the validation call examples: `compose_multi_call`), validation_parallel.jsonl
+    (`validation_parallel` synthetic examples of 2-4 calls to validation's gold tools, the `synthesize_parallel`
+    shapes; own tools only: evaluation adds distractors), test.jsonl (each example's own tools only: evaluation adds distractors),
     catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json: examples per
     split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
