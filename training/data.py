@@ -480,9 +480,9 @@ def prepare(
     is built: `make_no_call`, `make_foreign_no_call`), validation_multi.jsonl (`composed_validation` two-call
     examples composed from the validation call examples: `compose_multi_call`), validation_parallel.jsonl
     (`validation_parallel` synthetic examples of 2-4 calls to validation's gold tools, the `synthesize_parallel`
-    shapes; own tools only: evaluation adds distractors), test.jsonl (each example's own tools only: evaluation adds distractors),
-    catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json: examples per
-    split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
+    shapes; own tools only: evaluation adds distractors), test.jsonl (each example's own tools only: evaluation
+    adds distractors), catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json:
+    examples per split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
     Deterministic for a seed.
     """
