@@ -113,10 +113,24 @@ def test_full_schema_predicts(prompting: FullSchemaPrompting) -> None:
     assert '"name":"get_weather"' in prompt and "<tools>" in prompt
 
 
-def test_full_schema_too_long_for_context(prompting: FullSchemaPrompting) -> None:
+def test_full_schema_keeps_the_leading_tools_that_fit(prompting: FullSchemaPrompting) -> None:
+    room = 256 - prompting.max_new_tokens
+    assert len(prompting.prompt_ids(WEATHER_QUERY, TOOLS)) > room  # all five do not fit
+    ids, kept = prompting.fitting_prompt(WEATHER_QUERY, TOOLS)
+    assert 1 <= kept < len(TOOLS)
+    assert ids == prompting.prompt_ids(WEATHER_QUERY, TOOLS[:kept]) and len(ids) <= room
+    assert len(prompting.prompt_ids(WEATHER_QUERY, TOOLS[:kept + 1])) > room  # the longest run that fits
     prediction = prompting.predict(WEATHER_QUERY, TOOLS)
+    assert prediction.fits_context and prediction.tools_in_prompt == kept and prediction.prompt_tokens == len(ids)
+    assert prompting.predict(WEATHER_QUERY, TOOLS[:kept]).tools_in_prompt == kept  # a run that fits is kept whole
+
+
+def test_full_schema_conversation_too_long_for_one_tool(prompting: FullSchemaPrompting) -> None:
+    long_query = [{"role": "user", "content": "Will it rain in Paris tomorrow? " * 40}]
+    prediction = prompting.predict(long_query, TOOLS)
     assert prediction.prompt_tokens + prompting.max_new_tokens > 256
-    assert prediction == BaselinePrediction([], "", prediction.prompt_tokens, prediction.latency_s, fits_context=False)
+    assert prediction == BaselinePrediction([], "", prediction.prompt_tokens, prediction.latency_s,
+                                            fits_context=False, tools_in_prompt=0)
 
 
 def test_native_tools_template(prompting: FullSchemaPrompting) -> None:
@@ -142,6 +156,6 @@ def test_retrieval_picks_the_matching_tool(prompting: FullSchemaPrompting) -> No
     assert retrieval.retrieve(email, TOOLS) == [TOOLS[0]]
     assert len(retrieval._tool_embeddings) == len(TOOLS)  # embedded once, reused
     prediction = retrieval.predict(WEATHER_QUERY, TOOLS)
-    assert prediction.fits_context  # all five tools would not fit in 256 positions
+    assert prediction.fits_context and prediction.tools_in_prompt == 1  # all five tools would not fit in 256 positions
     assert prediction.prompt_tokens == len(prompting.prompt_ids(WEATHER_QUERY, [TOOLS[2]]))
 

@@ -49,13 +49,14 @@ def test_scripted_predictions_are_scored_by_bfcl_rules(tmp_path):
 
     def scripted(messages, tools):
         return {"calls": answers[messages[-1]["content"]], "raw": "", "latency_s": 0.01, "prompt_tokens": 9,
-                "valid": True}
+                "tools_in_prompt": len(tools) - 2 * (messages[-1]["content"] == "hello there"), "valid": True}
 
     records = evaluate(scripted, EXAMPLES, tools_per_query=5, pool=POOL)
     assert [r["ast_ok"] for r in records] == [True, True]  # BFCL string standardisation: "paris" == "Paris"
     summary = summarize(records)
     assert summary["overall"]["AST"]["value"] == 1.0 and summary["overall"]["AST"]["n"] == 2
     assert summary["overall"]["FPR"]["value"] == 0.0 and summary["overall"]["TSA"]["n"] == 1
+    assert summary["prompt_tokens_mean"] == 9 and summary["tools_in_prompt_mean"] == 4  # 5 and 3 of 5 tools
     write_report(tmp_path / "summary.json", {"scripted": summary}, {"scripted": records}, {"seed": 0})
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["systems"]["scripted"]["n"] == 2

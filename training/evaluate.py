@@ -227,8 +227,8 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
         "selection_margin": output.get("selection_margin"), "argument_grounding": output.get("argument_grounding"),
         "request_coverage": output.get("request_coverage"), "tool_relevance": output.get("tool_relevance"),
-        "prompt_tokens": output.get("prompt_tokens"), "latency_s": latency,
-        "_tools": tools,
+        "prompt_tokens": output.get("prompt_tokens"), "tools_in_prompt": output.get("tools_in_prompt"),
+        "latency_s": latency, "_tools": tools,
     }
 
 
@@ -245,9 +245,15 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "latency_s": {"p50": statistics.median(latencies),
                       "p95": latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]}
         if latencies else None,
-        "prompt_tokens_mean": statistics.fmean(r["prompt_tokens"] for r in records if r["prompt_tokens"] is not None)
-        if any(r["prompt_tokens"] is not None for r in records) else None,
+        "prompt_tokens_mean": _mean_of(records, "prompt_tokens"),
+        "tools_in_prompt_mean": _mean_of(records, "tools_in_prompt"),
     }
+
+
+def _mean_of(records: Sequence[dict[str, Any]], key: str) -> float | None:
+    """The mean of `key` over the records that have it (None when none has)."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return statistics.fmean(values) if values else None
 
 
 def _cell(metric: dict[str, Any] | None) -> str:
@@ -414,7 +420,7 @@ def baseline_predictor(baseline) -> Predictor:
     def predict(messages: list[dict], tools: list[dict]) -> dict[str, Any]:
         prediction = baseline.predict(messages, tools)
         return {"calls": prediction.calls, "raw": prediction.raw, "latency_s": prediction.latency_s,
-                "prompt_tokens": prediction.prompt_tokens, "fits_context": prediction.fits_context,
+                "prompt_tokens": prediction.prompt_tokens, "tools_in_prompt": prediction.tools_in_prompt,
                 "valid": calls_are_valid(prediction.calls, tools)}
 
     return predict
