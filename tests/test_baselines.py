@@ -11,6 +11,7 @@ from toolformer_router.relevance import MINILM_INSTALL_HINT
 from toolformer_router.training.baselines import (
     BaselinePrediction,
     FullSchemaPrompting,
+    SMOLLM2_TOOL_PROMPT,
     RetrievalThenPrompting,
     StopAfterCalls,
     opens_with_calls,
@@ -58,6 +59,8 @@ CALL = {"name": "get_weather", "arguments": {"city": "Paris"}}
          [{"name": "echo", "arguments": {"text": 'a } ] { [ " brace'}}]),
         ('{not json} then [{"name": "get_weather", "arguments": {"city": "Paris"}}', [CALL]),
         ("I cannot help with that; no tool fits.", []),
+        ('<tool_call>[\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n]</tool_call>', [CALL]),  # SmolLM2's
+        ("<tool_call>[]</tool_call>", []),
         ('{"city": "Paris"} [1, 2] {"name": 3}', []),
         ('[{"name": "get_weather", "arguments": "not json"}]', []),
         ('[get_weather(city="Paris")]', []),
@@ -131,6 +134,13 @@ def test_full_schema_conversation_too_long_for_one_tool(prompting: FullSchemaPro
     assert prediction.prompt_tokens + prompting.max_new_tokens > 256
     assert prediction == BaselinePrediction([], "", prediction.prompt_tokens, prediction.latency_s,
                                             fits_context=False, tools_in_prompt=0)
+
+
+def test_smollm2_tool_prompt(prompting: FullSchemaPrompting) -> None:
+    own = FullSchemaPrompting(prompting.model, prompting.tokenizer, max_new_tokens=8, tool_prompt=SMOLLM2_TOOL_PROMPT)
+    prompt = own.tokenizer.decode(own.prompt_ids(WEATHER_QUERY, TOOLS[2:3]))
+    assert '<tools>{"name":"get_weather"' in prompt and "<tool_call>[" in prompt and "a JSON list" not in prompt
+    assert "a JSON list" in prompting.tokenizer.decode(prompting.prompt_ids(WEATHER_QUERY, TOOLS[2:3]))
 
 
 def test_native_tools_template(prompting: FullSchemaPrompting) -> None:

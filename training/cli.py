@@ -138,7 +138,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "(checkpoint, configuration, tools per query, seed)")
     evaluate.add_argument("--experiments", default="", help="comma list of: order, scaling, hotswap")
     evaluate.add_argument("--scaling-counts", default="1,5,20,50,200,1000")
-    evaluate.add_argument("--baselines", default="", help="comma list of: full-schema, minilm-top3")
+    evaluate.add_argument(
+        "--baselines", default="",
+        help="comma list of: full-schema (the backbone prompted with as many of the active tools' schemas as fit its "
+             "context), minilm-top3 (the 3 tools closest to the request under all-MiniLM-L6-v2, then the same prompt)")
 
     calibrate = commands.add_parser(
         "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding, min_request_coverage and "
