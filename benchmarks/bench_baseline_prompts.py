@@ -54,11 +54,11 @@ def main() -> None:
         started = time.perf_counter()
         records = evaluate(baseline_predictor(prompting), examples, tools_per_query=args.tools_per_query, pool=pool,
                            seed=args.seed, desc=f"prompt {name}")
-        overall = summarize(records)["overall"]
+        summary = summarize(records)
         rows.append({"prompt": name, "n": len(records), "calls made": sum(bool(r["calls"]) for r in records),
                      "valid calls": sum(bool(r["calls"]) and r["valid"] for r in records),
-                     **{metric: round(overall[metric]["value"], 3) for metric in ("AST", "TSA", "FNR")},
-                     "mean prompt tokens": round(sum(r["prompt_tokens"] for r in records) / len(records)),
+                     **{metric: round(summary["overall"][metric]["value"], 3) for metric in ("AST", "TSA", "FNR")},
+                     "mean prompt tokens": round(summary["prompt_tokens_mean"]),
                      "wall s": round(time.perf_counter() - started)})
         outputs[name] = [{"id": r["id"], "output": r["output"][:200]} for r in records]
     document = {"machine": machine(), "tools_per_query": args.tools_per_query, "limit_per_category": args.limit,
