@@ -27,7 +27,7 @@ from toolformer_router.training.baselines import SMOLLM2_TOOL_PROMPT, TOOL_PROMP
 from toolformer_router.training.evaluate import (  # noqa: E402
     BASELINE_MAX_NEW_TOKENS,
     _split_data,
-    baseline_predictor,
+    baseline_batch_predictor,
     evaluate,
     limit_per_category,
     summarize,
@@ -52,8 +52,9 @@ def main() -> None:
     for name in args.prompts.split(","):
         prompting.tool_prompt = PROMPTS[name]
         started = time.perf_counter()
-        records = evaluate(baseline_predictor(prompting), examples, tools_per_query=args.tools_per_query, pool=pool,
-                           seed=args.seed, desc=f"prompt {name}")
+        records = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool,
+                           seed=args.seed, desc=f"prompt {name}",
+                           predict_many=baseline_batch_predictor(prompting), batch_size=1)
         summary = summarize(records)
         rows.append({"prompt": name, "n": len(records), "calls made": sum(bool(r["calls"]) for r in records),
                      "valid calls": sum(bool(r["calls"]) and r["valid"] for r in records),

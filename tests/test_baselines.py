@@ -136,6 +136,21 @@ def test_full_schema_conversation_too_long_for_one_tool(prompting: FullSchemaPro
                                             fits_context=False, tools_in_prompt=0)
 
 
+def test_full_schema_batch_matches_one_by_one(prompting: FullSchemaPrompting) -> None:
+    """Left-padded batches give each request the prediction it gets alone (greedy), a request whose conversation
+    fits no tool included; every prediction of a batch carries the batch's wall time."""
+    long_query = [{"role": "user", "content": "Will it rain in Paris tomorrow? " * 40}]
+    email = [{"role": "user", "content": "Mail Bob that the report is late."}]
+    requests = [(WEATHER_QUERY, TOOLS[2:3]), (email, TOOLS), (long_query, TOOLS), (email, TOOLS[3:4])]
+    alone = [prompting.predict(messages, tools) for messages, tools in requests]
+    assert len({p.prompt_tokens for p in alone if p.fits_context}) == 3  # three widths: the batch is padded
+    together = prompting.predict_batch(requests)
+    fields = ("calls", "raw", "prompt_tokens", "fits_context", "tools_in_prompt")
+    assert [[getattr(p, f) for f in fields] for p in together] == [[getattr(p, f) for f in fields] for p in alone]
+    assert len({p.latency_s for p in together}) == 1 and together[0].latency_s > 0
+    assert [p.raw for p in alone if p.fits_context] != [""] * 3  # something was generated to compare
+
+
 def test_smollm2_tool_prompt(prompting: FullSchemaPrompting) -> None:
     own = FullSchemaPrompting(prompting.model, prompting.tokenizer, max_new_tokens=8, tool_prompt=SMOLLM2_TOOL_PROMPT)
     prompt = own.tokenizer.decode(own.prompt_ids(WEATHER_QUERY, TOOLS[2:3]))
@@ -168,4 +183,7 @@ def test_retrieval_picks_the_matching_tool(prompting: FullSchemaPrompting) -> No
     prediction = retrieval.predict(WEATHER_QUERY, TOOLS)
     assert prediction.fits_context and prediction.tools_in_prompt == 1  # all five tools would not fit in 256 positions
     assert prediction.prompt_tokens == len(prompting.prompt_ids(WEATHER_QUERY, [TOOLS[2]]))
+    batch = retrieval.predict_batch([(email, TOOLS), (WEATHER_QUERY, TOOLS)])
+    assert [(p.raw, p.prompt_tokens) for p in batch] == [
+        (alone.raw, alone.prompt_tokens) for alone in (prompting.predict(email, [TOOLS[0]]), prediction)]
 

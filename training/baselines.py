@@ -19,6 +19,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -78,12 +79,18 @@ class BaselinePrediction:
     """How many of the given tools (a leading run) the prompt held; None where the baseline does not say."""
 
 
+Request = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+"""One question to a baseline: (chat messages, active tools)."""
+
+
 class Baseline(Protocol):
     """What the harness calls: messages + active tools (normalised JSON Schema dicts) -> a prediction."""
 
     name: str
 
     def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction: ...
+
+    def predict_batch(self, requests: Sequence[Request]) -> list[BaselinePrediction]: ...
 
 
 # ---------------------------------------------------------------- lenient parsing
@@ -271,21 +278,37 @@ class FullSchemaPrompting:
     def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction:
         """Generate greedily from the prompt with as many tools as fit and parse the calls (nothing is generated
         when not even one tool fits)."""
+        return self.predict_batch([(messages, tools)])[0]
+
+    def predict_batch(self, requests: Sequence[Request]) -> list[BaselinePrediction]:
+        """`predict` for several requests, generated together (left-padded): the throughput a GPU needs. Each
+        prediction's `latency_s` is the whole batch's wall time, which every request of it waited."""
         start = time.perf_counter()
-        ids, kept = self.fitting_prompt(messages, tools)
-        if not self._fits(ids):
-            return BaselinePrediction([], "", len(ids), time.perf_counter() - start, fits_context=False,
-                                      tools_in_prompt=0)
-        input_ids = torch.tensor([ids], device=self.model.device)
+        prompts = [self.fitting_prompt(messages, tools) for messages, tools in requests]
+        fitting = [i for i, (ids, _) in enumerate(prompts) if self._fits(ids)]
+        texts = dict(zip(fitting, self._generate([prompts[i][0] for i in fitting]))) if fitting else {}
+        elapsed = time.perf_counter() - start
+        return [
+            BaselinePrediction(parse_calls(texts[i]), texts[i], len(ids), elapsed, tools_in_prompt=kept)
+            if i in texts else
+            BaselinePrediction([], "", len(ids), elapsed, fits_context=False, tools_in_prompt=0)
+            for i, (ids, kept) in enumerate(prompts)
+        ]
+
+    def _generate(self, prompts: list[list[int]]) -> list[str]:
+        """Greedy continuations of the prompts (token ids), left-padded to one width; each row's generated text
+        ends where `StopAfterCalls` or the end-of-turn token stopped it (the padding after it is special)."""
+        width = max(map(len, prompts))
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=self.model.device)
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts],
+                                      device=self.model.device)
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=self.max_new_tokens,
-                do_sample=False, pad_token_id=pad,
-                stopping_criteria=StoppingCriteriaList([StopAfterCalls(self.tokenizer, len(ids))]),
+                input_ids, attention_mask=attention_mask, max_new_tokens=self.max_new_tokens, do_sample=False,
+                pad_token_id=pad, stopping_criteria=StoppingCriteriaList([StopAfterCalls(self.tokenizer, width)]),
             )
-        raw = self.tokenizer.decode(output[0, len(ids):], skip_special_tokens=True)
-        return BaselinePrediction(parse_calls(raw), raw, len(ids), time.perf_counter() - start, tools_in_prompt=kept)
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in output]
 
 
 # ---------------------------------------------------------------- retrieval, then prompting
@@ -331,8 +354,12 @@ class RetrievalThenPrompting:
 
     def predict(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> BaselinePrediction:
         """Retrieve, then prompt; the latency includes retrieval."""
+        return self.predict_batch([(messages, tools)])[0]
+
+    def predict_batch(self, requests: Sequence[Request]) -> list[BaselinePrediction]:
+        """`predict` for several requests, the prompts generated together; each latency is the batch's."""
         start = time.perf_counter()
-        selected = self.retrieve(messages, tools)
+        selected = [(messages, self.retrieve(messages, tools)) for messages, tools in requests]
         retrieval_s = time.perf_counter() - start
-        prediction = self.prompting.predict(messages, selected)
-        return dataclasses.replace(prediction, latency_s=prediction.latency_s + retrieval_s)
+        return [dataclasses.replace(prediction, latency_s=prediction.latency_s + retrieval_s)
+                for prediction in self.prompting.predict_batch(selected)]

@@ -47,6 +47,17 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     run_calibrate_command(args)
 
 
+def _positive_int(text: str) -> int:
+    """A count that must be at least 1 (a batch size)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return value
+
+
 def _cosine_or_off(text: str) -> float | str:
     """An `--min-tool-relevance` value: a cosine in [-1, 1], or "off"."""
     if text == "off":
@@ -101,9 +112,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--tools-per-query", type=int, default=20)
     evaluate.add_argument("--limit", type=int, default=None, help="at most this many examples per category")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--batch-size", type=int, default=8,
+    evaluate.add_argument("--batch-size", type=_positive_int, default=8,
                           help="queries routed together (through aroute); latency is then per request in a batch")
-    evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--baseline-batch-size", type=_positive_int, default=1,
+                          help="baseline prompts generated together, left-padded (1 on a CPU, where padding costs "
+                               "more than it saves; 16 or more on a GPU); latency is then each batch's")
+    evaluate.add_argument("--device", default=None, help="cpu, cuda, ... for the router and the baselines")
     evaluate.add_argument("--argument-filling", choices=["gists", "schema"], default=None,
                           help="override the checkpoint's argument-filling mode")
     evaluate.add_argument("--tool-selection", choices=["selector", "decoder"], default=None,

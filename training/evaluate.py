@@ -372,15 +372,17 @@ def run_eval_command(args: argparse.Namespace) -> None:
                         batch_size=args.batch_size, journal=journal(system, router_setting))
         summaries[system], records[system] = summarize(rows), rows
         for name in filter(None, args.baselines.split(",")):
-            baseline = _baseline(name)
+            baseline = _baseline(name, router.device)
             system = f"{name}/{split}"
-            rows = evaluate(baseline_predictor(baseline), examples, tools_per_query=args.tools_per_query, pool=pool,
-                            seed=args.seed, desc=f"{name} / {split}",
+            rows = evaluate(None, examples, tools_per_query=args.tools_per_query, pool=pool, seed=args.seed,
+                            desc=f"{name} / {split}", predict_many=baseline_batch_predictor(baseline),
+                            batch_size=args.baseline_batch_size,
                             journal=journal(system, {"max_new_tokens": BASELINE_MAX_NEW_TOKENS}))
             summaries[system], records[system] = summarize(rows), rows
     thresholds = router.config.call_thresholds(args.tools_per_query)  # the call/no-call setting at this count
     meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
-            "batch_size": args.batch_size, "argument_filling": router.config.argument_filling,
+            "batch_size": args.batch_size, "baseline_batch_size": args.baseline_batch_size,
+            "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
             "later_call_candidates": router.config.later_call_candidates,
             **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
@@ -405,10 +407,10 @@ BASELINE_MAX_NEW_TOKENS = 128
 """Bounds the CPU time of the baselines' prose answers."""
 
 
-def _baseline(name: str):
+def _baseline(name: str, device: Any = None):
     from .baselines import FullSchemaPrompting, RetrievalThenPrompting
 
-    prompting = FullSchemaPrompting.from_default(max_new_tokens=BASELINE_MAX_NEW_TOKENS)
+    prompting = FullSchemaPrompting.from_default(device=device, max_new_tokens=BASELINE_MAX_NEW_TOKENS)
     if name == "full-schema":
         return prompting
     if name == "minilm-top3":
@@ -416,14 +418,16 @@ def _baseline(name: str):
     raise SystemExit(f"unknown baseline {name!r}: full-schema, minilm-top3")
 
 
-def baseline_predictor(baseline) -> Predictor:
-    def predict(messages: list[dict], tools: list[dict]) -> dict[str, Any]:
-        prediction = baseline.predict(messages, tools)
-        return {"calls": prediction.calls, "raw": prediction.raw, "latency_s": prediction.latency_s,
-                "prompt_tokens": prediction.prompt_tokens, "tools_in_prompt": prediction.tools_in_prompt,
-                "valid": calls_are_valid(prediction.calls, tools)}
+def baseline_batch_predictor(baseline) -> BatchPredictor:
+    """A baseline's `predict_batch` as the harness's batch predictor; `latency_s` is each batch's wall time."""
 
-    return predict
+    def predict_many(pairs: list[tuple[list[dict], list[dict]]]) -> list[dict[str, Any]]:
+        return [{"calls": prediction.calls, "raw": prediction.raw, "latency_s": prediction.latency_s,
+                 "prompt_tokens": prediction.prompt_tokens, "tools_in_prompt": prediction.tools_in_prompt,
+                 "valid": calls_are_valid(prediction.calls, tools)}
+                for prediction, (_, tools) in zip(baseline.predict_batch(pairs), pairs)]
+
+    return predict_many
 
 
 def _run_experiments(router: ToolRouter, experiments: set[str], args: argparse.Namespace,
