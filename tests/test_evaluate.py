@@ -9,6 +9,7 @@ from toolformer_router.training.data import Example, GoldCall
 from toolformer_router.training.evaluate import (
     Journal,
     active_tools,
+    baseline_batch_predictor,
     evaluate,
     markdown_table,
     router_batch_predictor,
@@ -115,6 +116,35 @@ def test_gold_without_allowed_values_scores_nested_objects_exactly():
     wrong_count = [both[0], {"name": "order", "arguments": {"item": {"dish": "pizza", "count": 3}}}]
     assert not evaluate(scripted(wrong_count), [example], tools_per_query=1, pool=POOL)[0]["ast_ok"]
     assert not evaluate(scripted(both[:1]), [example], tools_per_query=1, pool=POOL)[0]["ast_ok"]
+
+
+def test_baseline_batches_are_scored_like_single_answers():
+    """A baseline's `predict_batch` answers become records: validity checked against each example's own active
+    tools, the prompt's size and the batch's latency kept; batches of `batch_size` requests."""
+    from toolformer_router.training.baselines import BaselinePrediction
+
+    class Scripted:
+        name = "scripted"
+
+        def __init__(self):
+            self.batches = []
+
+        def predict_batch(self, requests):
+            self.batches.append(len(requests))
+            return [BaselinePrediction([{"name": "get_weather", "arguments": {"city": "Paris"}}]
+                                       if "weather" in messages[-1]["content"] else
+                                       [{"name": "made_up", "arguments": {}}], "raw", 40, 1.5, tools_in_prompt=3)
+                    for messages, _ in requests]
+
+    baseline = Scripted()
+    examples = [*EXAMPLES, _example(2, [WEATHER], "weather in Rome?", [{"name": "get_weather",
+                                                                         "arguments": {"city": "Rome"}}])]
+    records = evaluate(None, examples, tools_per_query=4, pool=POOL, predict_many=baseline_batch_predictor(baseline),
+                       batch_size=2)
+    assert baseline.batches == [2, 1]
+    assert [r["valid"] for r in records] == [True, False, True]  # made_up is none of the active tools
+    assert [r["ast_ok"] for r in records] == [True, False, False]  # Rome was asked, Paris answered
+    assert all(r["latency_s"] == 1.5 and r["tools_in_prompt"] == 3 and r["prompt_tokens"] == 40 for r in records)
 
 
 def test_router_outputs_are_counted_valid(make_router):
