@@ -61,6 +61,25 @@ class ToolMemory:
         return cls(tensors["gists"], tensors["memory"])
 
 
+def open_database(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """A connection to the disk tier in WAL mode with the table in place. Processes that open a new file at once
+    can meet in a lock upgrade, where SQLite answers "database is locked" at once instead of waiting (it would
+    deadlock): the setup is retried until `timeout_s`."""
+    db = sqlite3.connect(path, timeout=timeout_s, check_same_thread=False, isolation_level=None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            return db
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.02)
+
+
 class GistCache:
     """Two-tier cache of `ToolMemory` entries; thread-safe, shareable between routers of the same model.
 
@@ -78,10 +97,7 @@ class GistCache:
         self.hits = self.misses = self.disk_hits = self.corrupt = 0
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self._db = open_database(self.path, timeout_s=60.0)
 
     def __len__(self) -> int:
         return len(self._memory)
