@@ -18,8 +18,8 @@ import dataclasses
 import json
 import re
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
