@@ -193,6 +193,34 @@ def test_composed_examples_join_the_calling_stage_and_train_only_keeps_the_rest(
     assert changed and all(n.startswith("cross_attention.") for n in changed), changed
 
 
+def test_schema_examples_add_each_call_as_the_schema_mode_second_pass_sees_it(tmp_path, backbone_dir):
+    """`schema_examples` adds each call example once more: only its gold tools (in their active order) as
+    memory, their schema text in the system prompt, the same answer; "no call" examples are not repeated."""
+    two_tools = Example(id="w", source="test", tools=[STOCK, EMAIL, WEATHER["function"]],
+                        messages=[{"role": "user", "content": "weather in Oslo, then mail bob: hi"}],
+                        calls=[GoldCall(name="get_weather", arguments={"city": "Oslo"}),
+                               GoldCall(name="send_email", arguments={"to": "bob", "body": "hi"})])
+    stage = StageConfig(name="calling", steps=2, lr=1e-2, batch_size=4, warmup_steps=0, schema_examples=True)
+    config = TrainConfig(backbone=backbone_dir, output_dir=str(tmp_path / "run"), log_every=1,
+                         checkpoint_every=100, router=TINY_ROUTER_CONFIG, stages=[stage])
+    curriculum = Curriculum(config, _router(backbone_dir), [*_examples(), two_tools])
+    items = curriculum._stage_items(stage)
+    plain, schema = items[: len(curriculum.examples)], items[len(curriculum.examples) :]
+    assert plain == curriculum.examples and len(schema) == 4  # four call examples, the "no call" one left out
+    router = curriculum.router
+    for original, variant in zip([e for e in plain if e.gold_tool_indexes], schema):
+        gold_names = [original.tools[i].name for i in original.gold_tool_indexes]
+        assert [variant.tools[i].name for i in variant.gold_tool_indexes] == gold_names
+        assert [t.name for t in variant.tools] == [t.name for t in original.tools if t.name in gold_names]
+        assert variant.target_ids == original.target_ids and variant.list_steps == original.list_steps
+        assert variant.prompt_ids == router.prompt_ids(original.messages, schema_tools=variant.tools)
+        prompt = router.tokenizer.decode(variant.prompt_ids)
+        assert all(router.tool_text(t) in prompt for t in variant.tools)
+        assert router.tool_text(original.tools[0]) not in router.tokenizer.decode(original.prompt_ids)
+    assert [t.name for t in schema[-1].tools] == ["send_email", "get_weather"]  # active order, not call order
+    assert curriculum.run() is not None  # the mixed batches train
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_split_list_steps_puts_each_list_decision_on_its_own_token(tmp_path, backbone_dir, split):
     two_calls = Example(id="p", source="test", tools=[WEATHER["function"], EMAIL],

@@ -42,6 +42,10 @@ class StageConfig(BaseModel):
     """Stage "calling": this many two-call examples, each two one-call training examples' requests in one user
     message (`training.data.compose_multi_call`, seeded), join the stage's examples (the live data has few
     multi-call examples, and a decoder trained on it ends every list after one call)."""
+    schema_examples: bool = False
+    """Stage "calling": each call example (composed ones included) also joins in argument-filling mode "schema",
+    as the router's second pass sees it: its gold tools' schema text in the system prompt and only their gists
+    as memory (`RouterConfig.argument_filling`)."""
     train_only: list[Literal["gist_pooling", "cross_attention", "selector"]] | None = None
     """The new modules this stage updates (None: every trainable parameter). E.g. ["cross_attention"] keeps the
     gists, and so a selector trained on them, as they are."""

@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class PreparedExample:
     query_text: str
     list_steps: list[int]
     """Indexes in `target_ids` where the call list goes on or ends (see `list_step_positions`)."""
+    messages: list[dict[str, Any]]
 
 
 def list_step_positions(token_texts: Sequence[str]) -> list[int]:
@@ -358,6 +359,7 @@ class Curriculum:
         self.dropped: dict[str, int] = {}
         self.raw_examples = list(train_examples)
         self._composed_examples: dict[int, list[PreparedExample]] = {}
+        self._schema_examples: dict[tuple[str, int], list[PreparedExample]] = {}
         self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
@@ -426,7 +428,16 @@ class Curriculum:
         gold = [names.index(c.name) for c in example.calls if c.name in names]
         list_steps = list_step_positions([self.router.token_texts[i] for i in target_ids])
         return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, selection_text(messages),
-                               list_steps)
+                               list_steps, messages)
+
+    def _schema_form(self, example: PreparedExample) -> PreparedExample:
+        """A call example as the second pass of argument-filling mode "schema" decodes it: the gold tools (in
+        their active order) as the only tools, their schema text in the system prompt."""
+        chosen = sorted(set(example.gold_tool_indexes))
+        tools = [example.tools[i] for i in chosen]
+        gold = [chosen.index(i) for i in example.gold_tool_indexes]
+        return replace(example, tools=tools, gold_tool_indexes=gold,
+                       prompt_ids=self.router.prompt_ids(example.messages, schema_tools=tools))
 
     def _answer_ids(self, target: str) -> list[int]:
         """Token ids of a call list's text; with `split_list_steps`, "[call", ",call"… and "]" tokenized apart."""
@@ -444,9 +455,15 @@ class Curriculum:
             return self.catalog
         if stage.name in ("contrastive", "selection"):
             return [e for e in self.examples if e.gold_tool_indexes]
-        if stage.name == "calling" and stage.composed_examples:
-            return self.examples + self._composed(stage.composed_examples)
-        return self.examples
+        if stage.name != "calling":
+            return self.examples
+        items = self.examples + (self._composed(stage.composed_examples) if stage.composed_examples else [])
+        if stage.schema_examples:
+            key = ("schema", stage.composed_examples)
+            if key not in self._schema_examples:
+                self._schema_examples[key] = [self._schema_form(e) for e in items if e.gold_tool_indexes]
+            items = items + self._schema_examples[key]
+        return items
 
     def _composed(self, count: int) -> list[PreparedExample]:
         """`count` two-call examples composed from the training examples (seeded; prepared once per count)."""
