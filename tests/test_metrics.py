@@ -8,6 +8,8 @@ from toolformer_router.training.metrics import (
     ExampleResult,
     ast_match,
     bootstrap_interval,
+    mcnemar_p,
+    paired_outcomes,
     score,
     score_by,
     standardize_string,
@@ -277,3 +279,21 @@ def test_score_by_category():
     assert tables["parallel"]["EM"]["value"] == 1.0
     by_validity = score_by(HAND_MADE, key=lambda r: "valid" if r.valid else "invalid")
     assert by_validity["invalid"]["FNR"]["value"] == 1.0
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial_tail():
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32)  # 2 * P(X <= 0), X ~ Bin(5, 1/2)
+    assert mcnemar_p(2, 8) == pytest.approx(2 * (1 + 10 + 45) / 1024)
+    assert mcnemar_p(8, 2) == mcnemar_p(2, 8)
+    assert mcnemar_p(5, 5) == 1.0  # capped
+    with pytest.raises(ValueError):
+        mcnemar_p(-1, 3)
+
+
+def test_paired_outcomes_count_each_kind_of_pair():
+    pairs = [(True, True)] * 3 + [(True, False)] + [(False, True)] * 4 + [(False, False)] * 2
+    row = paired_outcomes(pairs)
+    assert (row["n"], row["both"], row["only_a"], row["only_b"], row["neither"]) == (10, 3, 1, 4, 2)
+    assert (row["accuracy_a"], row["accuracy_b"]) == (0.4, 0.7)
+    assert row["mcnemar_p"] == pytest.approx(mcnemar_p(1, 4))

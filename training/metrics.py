@@ -268,6 +268,27 @@ def bootstrap_interval(values: Sequence[float]) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar p-value of paired outcomes: a binomial(discordant pairs, 1/2) test, where `only_a`
+    pairs only the first system got right and `only_b` only the second."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"need non-negative counts, got {only_a}, {only_b}")
+    n = only_a + only_b
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_outcomes(pairs: Sequence[tuple[bool, bool]]) -> dict[str, Any]:
+    """Two systems' right/wrong on the same examples: both, only A, only B, neither, each's accuracy, McNemar's p."""
+    both = sum(a and b for a, b in pairs)
+    only_a = sum(a and not b for a, b in pairs)
+    only_b = sum(b and not a for a, b in pairs)
+    n = len(pairs)
+    return {"n": n, "both": both, "only_a": only_a, "only_b": only_b, "neither": n - both - only_a - only_b,
+            "accuracy_a": (both + only_a) / n if n else None, "accuracy_b": (both + only_b) / n if n else None,
+            "mcnemar_p": mcnemar_p(only_a, only_b)}
+
+
 def _proportion(successes: int, n: int) -> dict[str, Any]:
     if n == 0:
         return {"value": None, "n": 0, "ci95": None}

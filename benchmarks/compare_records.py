@@ -1,0 +1,62 @@
+"""Paired comparison of two evaluations on the same examples: per-example AST outcomes from two record files
+(`eval`'s `*.examples.jsonl` or journals), joined by example id and active tools.
+
+    python benchmarks/compare_records.py A.examples.jsonl B.examples.jsonl [--names a,b] [--out result.json]
+
+Prints JSON and a table: examples both got right, only A, only B, neither, and the exact two-sided McNemar
+p-value over the discordant pairs (`training.metrics.paired_outcomes`), overall and per category.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from toolformer_router.training.metrics import paired_outcomes
+
+
+def load_records(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
+    """Records by (example id, active tools); a journal's setting line is skipped."""
+    records = {}
+    for line in path.read_bytes().splitlines():
+        record = orjson.loads(line) if line.strip() else {}
+        if "id" in record:
+            records[record["id"], tuple(record["active_tools"])] = record
+    return records
+
+
+def compare(a: dict, b: dict) -> dict[str, Any]:
+    """Paired AST outcomes on the examples both hold, overall and per category."""
+    by_category: dict[str, list[tuple[bool, bool]]] = {}
+    for key in a.keys() & b.keys():
+        by_category.setdefault(a[key]["category"], []).append((bool(a[key]["ast_ok"]), bool(b[key]["ast_ok"])))
+    return {"overall": paired_outcomes([pair for pairs in by_category.values() for pair in pairs]),
+            "by_category": {name: paired_outcomes(pairs) for name, pairs in sorted(by_category.items())},
+            "only_in_a": len(a.keys() - b.keys()), "only_in_b": len(b.keys() - a.keys())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    parser.add_argument("--names", default="A,B", help="two labels for the table, comma-separated")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    name_a, name_b = args.names.split(",")
+    result = {"a": str(args.a), "b": str(args.b), **compare(load_records(args.a), load_records(args.b))}
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(f"\n| category | N | both | only {name_a} | only {name_b} | neither | AST {name_a} | AST {name_b} | McNemar p |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, row in [("overall", result["overall"]), *result["by_category"].items()]:
+        print(f"| {name} | {row['n']} | {row['both']} | {row['only_a']} | {row['only_b']} | {row['neither']} | "
+              f"{row['accuracy_a']:.3f} | {row['accuracy_b']:.3f} | {row['mcnemar_p']:.3g} |")
+
+
+if __name__ == "__main__":
+    main()
