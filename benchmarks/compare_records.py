@@ -47,6 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     name_a, name_b = args.names.split(",")
     result = {"a": str(args.a), "b": str(args.b), **compare(load_records(args.a), load_records(args.b))}
+    if not result["overall"]["n"]:
+        raise SystemExit(f"{args.a} and {args.b} share no example (same id and active tools)")
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:
