@@ -359,7 +359,7 @@ class Curriculum:
         self.dropped: dict[str, int] = {}
         self.raw_examples = list(train_examples)
         self._composed_examples: dict[int, list[PreparedExample]] = {}
-        self._schema_examples: dict[tuple[str, int], list[PreparedExample]] = {}
+        self._schema_examples: dict[int, list[PreparedExample]] = {}
         self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
@@ -459,10 +459,10 @@ class Curriculum:
             return self.examples
         items = self.examples + (self._composed(stage.composed_examples) if stage.composed_examples else [])
         if stage.schema_examples:
-            key = ("schema", stage.composed_examples)
-            if key not in self._schema_examples:
-                self._schema_examples[key] = [self._schema_form(e) for e in items if e.gold_tool_indexes]
-            items = items + self._schema_examples[key]
+            if stage.composed_examples not in self._schema_examples:
+                self._schema_examples[stage.composed_examples] = [self._schema_form(e) for e in items
+                                                                  if e.gold_tool_indexes]
+            items = items + self._schema_examples[stage.composed_examples]
         return items
 
     def _composed(self, count: int) -> list[PreparedExample]:
