@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -333,3 +334,13 @@ def test_abstention_stage_needs_a_selector_that_scores_no_tool(tmp_path, backbon
     config = TrainConfig(output_dir=str(tmp_path), stages=[StageConfig(name="abstention", steps=1)])
     with pytest.raises(ValueError, match="selector_no_tool"):
         Curriculum(config, _router(backbone_dir), _examples())
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe):
+    """Each recipe in configs/ parses, its router block is a valid `RouterConfig`, and a recipe it builds on exists,
+    so a typo surfaces here rather than after an hour of data preparation."""
+    config = TrainConfig.from_yaml(recipe)
+    RouterConfig(backbone=config.backbone, **config.router)
+    if config.init_from and config.init_from.endswith(".yaml"):
+        assert Path(config.init_from).is_file(), f"{recipe.name}: init_from {config.init_from} is missing"
