@@ -1,7 +1,7 @@
-"""Paired comparison of two evaluations on the same examples: per-example AST outcomes from two record files
-(`eval`'s `*.examples.jsonl` or journals), joined by example id and active tools.
+"""Paired comparison of two evaluations on the same examples: per-example AST (or TSA) outcomes from two record
+files (`eval`'s `*.examples.jsonl` or journals), joined by example id and active tools.
 
-    python benchmarks/compare_records.py A.examples.jsonl B.examples.jsonl [--names a,b] [--out result.json]
+    python benchmarks/compare_records.py A.examples.jsonl B.examples.jsonl [--metric tsa] [--names a,b] [--out result.json]
 
 Prints JSON and a table: examples both got right, only A, only B, neither, and the exact two-sided McNemar
 p-value over the discordant pairs (`training.metrics.paired_outcomes`), overall and per category.
@@ -15,7 +15,13 @@ from typing import Any
 
 import orjson
 
-from toolformer_router.training.metrics import paired_outcomes
+from toolformer_router.training.metrics import paired_outcomes, selects_gold_tools
+
+OUTCOMES = {
+    "ast": lambda record: bool(record["ast_ok"]),
+    "tsa": lambda record: selects_gold_tools(record["calls"], record["gold"]),
+}
+"""Per-example outcome by metric. TSA counts only examples with a gold call, as `training.metrics.score` does."""
 
 
 def load_records(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
@@ -28,11 +34,14 @@ def load_records(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]
     return records
 
 
-def compare(a: dict, b: dict) -> dict[str, Any]:
-    """Paired AST outcomes on the examples both hold, overall and per category."""
+def compare(a: dict, b: dict, metric: str = "ast") -> dict[str, Any]:
+    """Paired outcomes of `metric` ("ast" or "tsa") on the examples both hold, overall and per category."""
+    outcome = OUTCOMES[metric]
     by_category: dict[str, list[tuple[bool, bool]]] = {}
     for key in a.keys() & b.keys():
-        by_category.setdefault(a[key]["category"], []).append((bool(a[key]["ast_ok"]), bool(b[key]["ast_ok"])))
+        if metric == "tsa" and not a[key]["gold"]:
+            continue
+        by_category.setdefault(a[key]["category"], []).append((outcome(a[key]), outcome(b[key])))
     return {"overall": paired_outcomes([pair for pairs in by_category.values() for pair in pairs]),
             "by_category": {name: paired_outcomes(pairs) for name, pairs in sorted(by_category.items())},
             "only_in_a": len(a.keys() - b.keys()), "only_in_b": len(b.keys() - a.keys())}
@@ -42,18 +51,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
+    parser.add_argument("--metric", choices=sorted(OUTCOMES), default="ast", help="the outcome compared")
     parser.add_argument("--names", default="A,B", help="two labels for the table, comma-separated")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     name_a, name_b = args.names.split(",")
-    result = {"a": str(args.a), "b": str(args.b), **compare(load_records(args.a), load_records(args.b))}
+    result = {"a": str(args.a), "b": str(args.b), "metric": args.metric,
+              **compare(load_records(args.a), load_records(args.b), args.metric)}
     if not result["overall"]["n"]:
         raise SystemExit(f"{args.a} and {args.b} share no example (same id and active tools)")
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    print(f"\n| category | N | both | only {name_a} | only {name_b} | neither | AST {name_a} | AST {name_b} | McNemar p |")
+    label = args.metric.upper()
+    print(f"\n| category | N | both | only {name_a} | only {name_b} | neither | {label} {name_a} | {label} {name_b} "
+          "| McNemar p |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, row in [("overall", result["overall"]), *result["by_category"].items()]:
         print(f"| {name} | {row['n']} | {row['both']} | {row['only_a']} | {row['only_b']} | {row['neither']} | "
