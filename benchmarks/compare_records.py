@@ -19,9 +19,10 @@ from toolformer_router.training.metrics import paired_outcomes, selects_gold_too
 
 OUTCOMES = {
     "ast": lambda record: bool(record["ast_ok"]),
-    "tsa": lambda record: selects_gold_tools(record["calls"], record["gold"]),
+    "tsa": lambda record: selects_gold_tools(record["calls"], record["gold"]) if record["gold"] else None,
 }
-"""Per-example outcome by metric. TSA counts only examples with a gold call, as `training.metrics.score` does."""
+"""Per-example outcome by metric; None where the metric does not count the example (TSA: no gold call, as in
+`training.metrics.score`)."""
 
 
 def load_records(path: Path) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
@@ -39,9 +40,9 @@ def compare(a: dict, b: dict, metric: str = "ast") -> dict[str, Any]:
     outcome = OUTCOMES[metric]
     by_category: dict[str, list[tuple[bool, bool]]] = {}
     for key in a.keys() & b.keys():
-        if metric == "tsa" and not a[key]["gold"]:
-            continue
-        by_category.setdefault(a[key]["category"], []).append((outcome(a[key]), outcome(b[key])))
+        pair = outcome(a[key]), outcome(b[key])
+        if None not in pair:
+            by_category.setdefault(a[key]["category"], []).append(pair)
     return {"overall": paired_outcomes([pair for pairs in by_category.values() for pair in pairs]),
             "by_category": {name: paired_outcomes(pairs) for name, pairs in sorted(by_category.items())},
             "only_in_a": len(a.keys() - b.keys()), "only_in_b": len(b.keys() - a.keys())}
