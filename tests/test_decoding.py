@@ -178,6 +178,22 @@ def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
     assert any(not set(names) <= best[q] for (q, _), names in free.items())  # the candidates did the narrowing
 
 
+def test_end_with_plan_ends_a_list_once_its_planned_tools_are_called(make_router, tokenizer):
+    router = make_router(lexical_weight=50.0, clause_plan_gap=0.0)
+    requests = {"What is the weather today? Then play some music.": {"weather_now", "music_now"},
+                "Check the stock. Also, any news?": {"stock_now", "news_now"}}
+
+    def runs() -> dict[tuple[str, int], list[str]]:
+        return {(q, seed): listed_names(router, tokenizer, q, seed) for q in requests for seed in range(3)}
+
+    long_lists = runs()
+    assert any(len(names) > 2 for names in long_lists.values()), long_lists  # "," pushed: lists run on
+    router.config.end_with_plan = True
+    ended = runs()
+    assert all(len(names) == 2 and set(names) == requests[q] for (q, _), names in ended.items()), ended
+    assert all(names[:2] == long_lists[key][:2] for key, names in ended.items())  # the same calls, cut
+
+
 def test_split_clauses_cuts_sentences_and_connectives():
     from toolformer_router.router import split_clauses
 
@@ -233,7 +249,8 @@ def test_closer_ends_a_list_that_could_not_hold_another_call():
 def test_list_continuation_finds_the_tokens_that_go_on_with_a_call_list_or_end_it():
     from toolformer_router.decoding import ListContinuation
 
-    texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", "}]", "]", ", {", "},", "}}]"]
+    texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", "}]", "]", ", {", "},", "}}]",
+             '"name":"g","arguments":{']
     continuation = ListContinuation(texts)
     listed = lambda mask: [texts[i] for i in mask.nonzero().flatten().tolist()]  # noqa: E731
     goes_on = lambda ids: listed(continuation.continuers[continuation.list_step(ids)])  # noqa: E731
@@ -246,6 +263,12 @@ def test_list_continuation_finds_the_tokens_that_go_on_with_a_call_list_or_end_i
     one_call = [0, 1, 2, 3, 4, 5, 6]
     assert continuation.plan_unfinished(one_call, ("f", "g")) and not continuation.plan_unfinished(one_call, ("f",))
     assert not continuation.plan_unfinished(one_call, ())
+    two_calls = one_call + [11, 14, 5, 6]  # ..., {"name":"g","arguments":{}}
+    assert continuation.plan_done(two_calls, 1, ("f", "g"), ())
+    assert continuation.plan_done(two_calls[:-1], 2, ("g", "f"), ())  # the last call's arguments closed
+    assert not continuation.plan_done(one_call, 1, ("f", "g"), ())  # "g" not called yet
+    assert not continuation.plan_done(one_call, 1, ("f",), ())  # a plan of one tool does not end lists
+    assert not continuation.plan_done(two_calls, 1, ("f", "g"), (("a,b", "c"),))  # "a,b" taken, "c" not yet
 
 
 def test_list_bias_lengthens_call_lists(make_router, tokenizer):

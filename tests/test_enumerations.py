@@ -3,7 +3,12 @@
 import pytest
 
 from conftest import finishing_sampler
-from toolformer_router.enumerations import enumeration_unfinished, find_enumerations, parse_call_list_prefix
+from toolformer_router.enumerations import (
+    enumeration_open,
+    enumeration_unfinished,
+    find_enumerations,
+    parse_call_list_prefix,
+)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -44,6 +49,15 @@ def test_a_list_is_unfinished_while_an_enumeration_is_half_covered():
     assert not enumeration_unfinished([call(a=48, b=36)], find_enumerations("the gcd of 36 and 48"))  # one call
     assert enumeration_unfinished([call(date="2022-05-01")], find_enumerations("on 1 and 2"))  # a string's numbers
     assert not enumeration_unfinished([], cities) and not enumeration_unfinished([call(city="Paris")], ())
+
+
+def test_an_enumeration_is_open_while_some_items_are_taken_and_others_not():
+    cities = find_enumerations("weather in Paris, Rome and Oslo")
+    assert enumeration_open([call(city="Paris")], cities)
+    assert enumeration_open([call(city="Paris"), call(city="Paris")], cities)  # a repeat does not close it
+    assert not enumeration_open([call(city="Paris"), call(city="Rome"), call(city="Oslo")], cities)
+    assert not enumeration_open([call(city="Berlin")], cities)  # took none: not this enumeration's list
+    assert not enumeration_open([], cities) and not enumeration_open([call(city="Paris")], ())
 
 
 def test_parse_call_list_prefix_closes_the_list_at_each_depth():

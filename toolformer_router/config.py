@@ -93,6 +93,9 @@ class RouterConfig(CallThresholds):
     cover_enumerations: bool = False
     """While the calls take some items of an enumeration in the last user message ("Paris and Rome",
     "2 and 4": `find_enumerations`) and not others, the call list does not end: one call per item."""
+    end_with_plan: bool = False
+    """With a clause plan of two or more tools (`clause_plan_gap`), the call list ends once each planned tool
+    has a call and no enumeration (`cover_enumerations`) is half covered: no extra call repeats a planned tool."""
     lexical_weight: float = Field(0.0, ge=0.0)
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector

@@ -22,7 +22,7 @@ import llguidance
 import llguidance.torch
 import torch
 
-from .enumerations import Enumeration, enumeration_unfinished, parse_call_list_prefix
+from .enumerations import Enumeration, enumeration_open, enumeration_unfinished, parse_call_list_prefix
 from .modeling import GistMemory, ToolRouterModel
 
 LogitsProcessor = Callable[[torch.Tensor], torch.Tensor]
@@ -49,6 +49,9 @@ class DecodeRequest:
     enumerations: tuple[Enumeration, ...] = ()
     """The request's enumerations ("Paris and Rome"): while the calls take some items of one and not others,
     the list does not end (`enumeration_unfinished`)."""
+    end_with_plan: bool = False
+    """With two or more `planned_call_tools`, the list ends once each has a call and no enumeration is half
+    covered (`ListContinuation.plan_done`)."""
     decline_call: bool = False
     """Where the first token may open a call or answer, answer (the selector found no tool relevant); the call
     margin is still measured."""
@@ -173,6 +176,16 @@ class ListContinuation:
             return False
         named = set(list_call_names("".join(self.token_texts[i] for i in token_ids)))
         return any(name not in named for name in planned_call_tools)
+
+    def plan_done(self, token_ids: list[int], depth: int, planned_call_tools: Sequence[str],
+                  enumerations: Sequence[Enumeration]) -> bool:
+        """True when `planned_call_tools` hold two or more tools, each has a call in the list so far (cut at this
+        step of bracket `depth`), and no enumeration has an item a call takes and one no call takes
+        (`enumeration_open`): the list holds what the request's clauses asked for."""
+        if len(planned_call_tools) < 2 or self.plan_unfinished(token_ids, planned_call_tools):
+            return False
+        calls = parse_call_list_prefix("".join(self.token_texts[i] for i in token_ids), depth)
+        return calls is not None and not enumeration_open(calls, enumerations)
 
     def items_unfinished(self, token_ids: list[int], depth: int, enumerations: Sequence[Enumeration]) -> bool:
         """True while the calls so far (the list cut at this step of bracket `depth`) take some items of one of
@@ -312,7 +325,7 @@ def constrained_greedy_decode(
     `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
     tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
     are not all called, or its `enumerations` are half covered, its list does not end (unless the budget's
-    closing rules need it to).
+    closing rules need it to); with `end_with_plan`, once they are all called and none is half covered, it ends.
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -391,6 +404,11 @@ def constrained_greedy_decode(
                 going_on = allowed[row] & ~continuation.enders[depth].to(device)
                 if going_on.any():  # a planned tool or an enumerated item is still to be called: no end here
                     allowed[row] = going_on
+            elif depth is not None and request.end_with_plan and continuation.plan_done(
+                    output.token_ids, depth, request.planned_call_tools, request.enumerations):
+                ending = allowed[row] & ~continuation.continuers[depth].to(device)
+                if ending.any():  # the plan is complete: no further call
+                    allowed[row] = ending
             if loop_guard is not None:
                 vetoed = list(loop_guard.vetoed(output.token_ids))
                 if vetoed:

@@ -89,23 +89,30 @@ def _covers(leaves: Sequence[Any], item: str) -> bool:
                for leaf in leaves)
 
 
+def _covered(calls: Sequence[dict[str, Any]], enumerations: Sequence[Enumeration]) -> set[tuple[int, int]]:
+    """The (enumeration, item) index pairs some call's arguments take."""
+    leaves = [list(_leaves(call.get("arguments"))) for call in calls]
+    return {(e, i) for e, items in enumerate(enumerations) for i, item in enumerate(items)
+            if any(_covers(call_leaves, item) for call_leaves in leaves)}
+
+
+def _half_covered(covered: set[tuple[int, int]], enumerations: Sequence[Enumeration]) -> bool:
+    return any(0 < sum((e, i) in covered for i in range(len(items))) < len(items)
+               for e, items in enumerate(enumerations))
+
+
 def enumeration_unfinished(calls: Sequence[dict[str, Any]], enumerations: Sequence[Enumeration]) -> bool:
     """True when an enumeration has an item some call takes and an item no call takes, and the last call took
     an item no earlier call did (so a list whose new call covers nothing new is free to end)."""
     if not calls or not enumerations:
         return False
-    covered_before: set[tuple[int, int]] = set()
-    for call in calls[:-1]:
-        leaves = list(_leaves(call.get("arguments")))
-        covered_before |= {(e, i) for e, items in enumerate(enumerations) for i, item in enumerate(items)
-                           if _covers(leaves, item)}
-    last = list(_leaves(calls[-1].get("arguments")))
-    covered = covered_before | {(e, i) for e, items in enumerate(enumerations) for i, item in enumerate(items)
-                                if _covers(last, item)}
-    if covered == covered_before:
-        return False
-    return any(0 < sum((e, i) in covered for i in range(len(items))) < len(items)
-               for e, items in enumerate(enumerations))
+    covered_before, covered = _covered(calls[:-1], enumerations), _covered(calls, enumerations)
+    return covered != covered_before and _half_covered(covered, enumerations)
+
+
+def enumeration_open(calls: Sequence[dict[str, Any]], enumerations: Sequence[Enumeration]) -> bool:
+    """True when an enumeration has an item some call takes and an item no call takes."""
+    return bool(calls and enumerations) and _half_covered(_covered(calls, enumerations), enumerations)
 
 
 def parse_call_list_prefix(text: str, depth: int) -> list[dict[str, Any]] | None:

@@ -592,6 +592,7 @@ class ToolRouter:
                 decode_request.call_bias, threshold = thresholds.call_bias, thresholds.no_tool_margin
                 decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
                 decode_request.planned_call_tools = selection.planned
+                decode_request.end_with_plan = self.config.end_with_plan
                 if self.config.cover_enumerations and request.parallel_tool_calls:
                     decode_request.enumerations = find_enumerations(selection_text(request.messages))
                 decode_request.decline_call = (threshold is not None and selection.margin is not None

@@ -136,6 +136,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--cover-enumerations", choices=["on", "off"], default=None,
                           help="override the checkpoint's cover_enumerations (one call per item of an "
                                "enumeration such as 'Paris and Rome')")
+    evaluate.add_argument("--end-with-plan", choices=["on", "off"], default=None,
+                          help="override the checkpoint's end_with_plan (a list ends once the tools its "
+                               "request's clauses ask for are all called)")
     evaluate.add_argument("--min-argument-grounding", type=float, default=None,
                           help="override the checkpoint's min_argument_grounding (answer instead of calling when "
                                "less of the call's argument values are in the conversation; 0 turns it off)")

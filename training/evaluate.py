@@ -338,8 +338,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if value < 0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
             setattr(router.config, setting, value)
-    if args.cover_enumerations:
-        router.config.cover_enumerations = args.cover_enumerations == "on"
+    for setting in ("cover_enumerations", "end_with_plan"):  # on/off overrides
+        value = getattr(args, setting)
+        if value:
+            setattr(router.config, setting, value == "on")
     for setting in ("min_argument_grounding", "min_request_coverage"):  # shares in [0, 1]; 0 turns the veto off
         value = getattr(args, setting)
         if value is not None:
@@ -388,7 +390,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "later_call_candidates": router.config.later_call_candidates,
             **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
-            "cover_enumerations": router.config.cover_enumerations,
+            "cover_enumerations": router.config.cover_enumerations, "end_with_plan": router.config.end_with_plan,
             "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(out, summaries, records, meta)
