@@ -49,9 +49,6 @@ class DecodeRequest:
     enumerations: tuple[Enumeration, ...] = ()
     """The request's enumerations ("Paris and Rome"): while the calls take some items of one and not others,
     the list does not end (`enumeration_unfinished`)."""
-    end_with_plan: bool = False
-    """With two or more `planned_call_tools`, the list ends once each has a call and no enumeration is half
-    covered (`ListContinuation.plan_done`)."""
     decline_call: bool = False
     """Where the first token may open a call or answer, answer (the selector found no tool relevant); the call
     margin is still measured."""
@@ -312,6 +309,7 @@ def constrained_greedy_decode(
     steering: CallNameSteering | None = None,
     continuation: ListContinuation | None = None,
     list_bias: float = 0.0,
+    end_with_plan: bool = False,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
 
@@ -325,7 +323,8 @@ def constrained_greedy_decode(
     `decline_call` forbids them there instead. `list_bias` is added, wherever a call list may go on or end, to the
     tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
     are not all called, or its `enumerations` are half covered, its list does not end (unless the budget's
-    closing rules need it to); with `end_with_plan`, once they are all called and none is half covered, it ends.
+    closing rules need it to); with `end_with_plan`, once two or more are all called and none is half covered
+    (`ListContinuation.plan_done`), it ends.
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -404,7 +403,7 @@ def constrained_greedy_decode(
                 going_on = allowed[row] & ~continuation.enders[depth].to(device)
                 if going_on.any():  # a planned tool or an enumerated item is still to be called: no end here
                     allowed[row] = going_on
-            elif depth is not None and request.end_with_plan and continuation.plan_done(
+            elif depth is not None and end_with_plan and continuation.plan_done(
                     output.token_ids, depth, request.planned_call_tools, request.enumerations):
                 ending = allowed[row] & ~continuation.continuers[depth].to(device)
                 if ending.any():  # the plan is complete: no further call

@@ -592,7 +592,6 @@ class ToolRouter:
                 decode_request.call_bias, threshold = thresholds.call_bias, thresholds.no_tool_margin
                 decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
                 decode_request.planned_call_tools = selection.planned
-                decode_request.end_with_plan = self.config.end_with_plan
                 if self.config.cover_enumerations and request.parallel_tool_calls:
                     decode_request.enumerations = find_enumerations(selection_text(request.messages))
                 decode_request.decline_call = (threshold is not None and selection.margin is not None
@@ -653,6 +652,7 @@ class ToolRouter:
             pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
             loop_guard=self._loop_guard, closer=self._closer, steering=self._steering,
             continuation=self._continuation, list_bias=self.config.list_bias,
+            end_with_plan=self.config.end_with_plan,
         )
 
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
