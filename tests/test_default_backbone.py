@@ -46,9 +46,9 @@ def test_default_calls_once_per_enumerated_city():
     query = "What's the weather in Lisbon, Paris and Oslo today?"
     assert router.config.cover_enumerations
     cities = [c.arguments["city"] for c in router.route(query, max_new_tokens=96).calls]
-    assert cities == ["Lisbon", "Paris", "Oslo"]
+    assert sorted(cities) == ["Lisbon", "Oslo", "Paris"]  # in any order, as BFCL scores parallel calls
     router.config.cover_enumerations = False  # the decoder alone ends the list early
-    assert [c.arguments["city"] for c in router.route(query, max_new_tokens=96).calls] != cities
+    assert sorted(c.arguments["city"] for c in router.route(query, max_new_tokens=96).calls) != sorted(cities)
 
 
 def test_default_answers_instead_of_a_call_with_invented_values():

@@ -3,7 +3,7 @@
 Unit suite: a scripted router (no model). Integration suite: the real default checkpoint on the CPU
 (marked `slow`). Capability flags are set to what the router really does. The structured-output and unicode
 tests that failed while greedy decoding looped inside values pass since the decoder's loop guard
-(docs/grammar.md). `test_tool_calling` (sync and async) is a strict xfail for the stop-16 default: it reads
+(docs/grammar.md). `test_tool_calling` (sync and async) is a strict xfail for the default (since stop 16): it reads
 "magic_function(3)" as input 1 when the schema bounds the integer to (-1000, 1000). It gives 3 without the bounds,
 and 5, 7, 42 and 250 right with them; the stop-13 default gave 3 (model card, known limitations).
 """
