@@ -51,10 +51,10 @@ def test_custom_tools_are_200_valid_openai_tools_within_256_schema_tokens(tokeni
     assert len(CUSTOM_TOOLS) == 200 and len(set(NAMES)) == 200
     assert all(tool["type"] == "function" and tool["function"]["description"] for tool in CUSTOM_TOOLS)
     tools = normalize_tools(CUSTOM_TOOLS)
-    count = lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"])
+    counts = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     for tool in tools:
-        assert count(render_tool(tool)) <= 256, tool.name
-        assert fit_tool_text(tool, count, 256) == render_tool(tool)  # nothing had to be cut
+        assert counts([render_tool(tool)])[0] <= 256, tool.name
+        assert fit_tool_text(tool, counts, 256) == render_tool(tool)  # nothing had to be cut
     assert len(make_router().check_tools(CUSTOM_TOOLS)) == 200  # the grammar can enforce every schema
     # typed parameters, not just strings: enums, formats, bounds and required keys throughout
     text = json.dumps(CUSTOM_TOOLS)

@@ -25,6 +25,7 @@ from toolformer_router import (
     TooManyToolsError,
     UnknownToolError,
 )
+from toolformer_router.schema import fit_tool_text, render_tool
 
 
 def test_registry_add_remove_and_per_call_override(make_router):
@@ -68,6 +69,27 @@ def test_failed_add_tools_leaves_the_registry_unchanged(make_router, bad_tools, 
         router.add_tools(bad_tools)
     assert router.tools == before
     assert router.route("x", tool_choice="none", max_new_tokens=2).text is not None  # still usable
+
+
+def test_schema_texts_are_counted_in_a_batch_memoised_and_shared_prepared(make_router):
+    router = make_router(max_schema_tokens=64)
+    long = {"name": "long_one", "description": "Look a word up " + "in a large dictionary " * 30,
+            "parameters": {"type": "object", "properties": {"word": {"type": "string", "description": "it"}}}}
+    huge = {"name": "huge", "parameters": {"type": "object", "properties": {
+        f"p{i}": {"type": "string", "enum": [f"value_{j}" for j in range(20)]} for i in range(10)}}}
+    tools = router.prepare_tools([WEATHER, long, EMAIL])
+    texts = router.tool_texts(tools)
+    assert texts == [fit_tool_text(t, router.count_tokens_many, 64) for t in tools]
+    assert texts[0] == render_tool(tools[0]) and texts[1] != render_tool(tools[1])  # only the long one is cut
+    assert all(router.count_tokens(text) <= 64 for text in texts)
+    with pytest.raises(SchemaTooLongError, match="huge"):
+        router.tool_texts(router.prepare_tools([STOCK, huge]))
+    assert (router.prepare_tools([STOCK])[0].schema_hash, 64) in router._tool_texts  # kept though a later one raised
+    calls = []
+    router.count_tokens_many = lambda batch: calls.append(batch) or []
+    assert router.tool_texts(tools) == texts and calls == []  # memoised: nothing counted again
+    other = make_router(seed=1)
+    assert other.prepare_tools([WEATHER])[0] is tools[0]  # normalised and grammar-checked once per process
 
 
 def test_too_many_tools(make_router):

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import EMAIL, STOCK, WEATHER
 from toolformer_router import DuplicateToolError, InvalidToolError, SchemaTooLongError, normalize_tool
-from toolformer_router.schema import fit_tool_text, normalize_tools, render_tool
+from toolformer_router.schema import fit_tool_text, normalize_tools, render_tool, shortened_texts
 
 
 def test_accepts_openai_bare_and_mcp_shapes_with_the_same_result():
@@ -79,7 +79,7 @@ def test_truncation_shortens_descriptions_first_and_keeps_structure():
         "a": {"type": "string", "description": "short", "enum": ["x", "y"]}}}})
     budget = 12  # "tokens" of a stand-in tokenizer: one per 20 characters
     assert len(render_tool(tool)) // 20 > budget
-    text = fit_tool_text(tool, lambda s: len(s) // 20, budget)
+    text = fit_tool_text(tool, lambda texts: [len(s) // 20 for s in texts], budget)
     assert len(text) // 20 <= budget
     assert '"enum":["x","y"]' in text and '"name":"f"' in text
     assert len(text) < len(render_tool(tool))
@@ -90,4 +90,25 @@ def test_schema_that_cannot_fit_raises_schema_too_long():
     tool = normalize_tool({"name": "big", "description": "d" * 50, "parameters": {"type": "object",
                                                                                   "properties": properties}})
     with pytest.raises(SchemaTooLongError, match="big"):
-        fit_tool_text(tool, len, 100)
+        fit_tool_text(tool, lambda texts: [len(s) for s in texts], 100)
+
+
+def test_fit_returns_the_first_shortening_that_fits_across_counting_chunks():
+    properties = {f"p{i}": {"type": "string", "description": f"parameter {i} " + "detail " * 30} for i in range(10)}
+    tool = normalize_tool({"name": "many", "description": "tool " * 80, "parameters": {
+        "type": "object", "properties": properties}})
+    states = list(shortened_texts(tool))
+    assert len(states) > 48 and states[0] == render_tool(tool)
+    assert all(len(a) > len(b) for a, b in zip(states, states[1:]))  # every step shortens
+    assert '"description"' not in states[-1].replace('"description":""', "")  # the last has none left
+    calls = []
+
+    def counts(texts):
+        calls.append(len(texts))
+        return [len(s) // 10 for s in texts]
+
+    budget = len(states[37]) // 10  # first fits at step 37 or just before it: beyond two chunks of 16
+    first = next(i for i, s in enumerate(states) if len(s) // 10 <= budget)
+    assert first > 32
+    assert fit_tool_text(tool, counts, budget) == states[first]
+    assert calls == [16, 16, 16]  # counted a chunk at a time, no further than needed

@@ -15,11 +15,11 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cachetools
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
@@ -91,7 +91,7 @@ class GistCache:
     def __init__(self, path: str | Path | None = None, *, max_memory_entries: int = 100_000):
         self.path = Path(path) if path is not None else None
         self.max_memory_entries = max_memory_entries
-        self._memory: OrderedDict[tuple[str, str], ToolMemory] = OrderedDict()
+        self._memory: cachetools.LRUCache[tuple[str, str], ToolMemory] = cachetools.LRUCache(max_memory_entries)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self.hits = self.misses = self.disk_hits = self.corrupt = 0
@@ -112,7 +112,6 @@ class GistCache:
             for schema_hash in wanted:
                 entry = self._memory.get((schema_hash, fingerprint))
                 if entry is not None:
-                    self._memory.move_to_end((schema_hash, fingerprint))
                     found[schema_hash] = entry
             missing = [h for h in wanted if h not in found]
             if missing and self._db is not None:
@@ -163,9 +162,6 @@ class GistCache:
 
     def _remember(self, key: tuple[str, str], entry: ToolMemory) -> None:
         self._memory[key] = entry
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.max_memory_entries:
-            self._memory.popitem(last=False)
 
     def _read_disk(self, schema_hashes: list[str], fingerprint: str) -> dict[str, ToolMemory]:
         found: dict[str, ToolMemory] = {}

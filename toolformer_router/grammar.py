@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import copy
 import re
-from collections import OrderedDict
 from typing import Any
 
+import cachetools
 import llguidance
 import llguidance.hf
 import orjson
@@ -109,8 +109,7 @@ class ToolGrammar:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int, max_cached_rules: int = 100_000):
         self.ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
         self.vocab_size = vocab_size
-        self._rules: OrderedDict[str, str] = OrderedDict()
-        self._max_cached_rules = max_cached_rules
+        self._rules: cachetools.LRUCache[str, str] = cachetools.LRUCache(maxsize=max_cached_rules)
 
     def tool_rule(self, tool: Tool) -> str:
         """`%json {...}` rule body of one tool's call, cached by schema hash."""
@@ -118,10 +117,6 @@ class ToolGrammar:
         if rule is None:
             rule = "%json " + orjson.dumps({**_NO_FREE_WHITESPACE, **call_schema(tool)}).decode()
             self._rules[tool.schema_hash] = rule
-            if len(self._rules) > self._max_cached_rules:
-                self._rules.popitem(last=False)
-        else:
-            self._rules.move_to_end(tool.schema_hash)
         return rule
 
     def check_tool(self, tool: Tool) -> None:

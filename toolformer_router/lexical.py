@@ -10,10 +10,10 @@ statistics (document frequencies, lengths) are those of the active tools of each
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import cachetools
 import snowballstemmer
 import torch
 from rank_bm25 import BM25Okapi
@@ -41,7 +41,7 @@ class LexicalMatcher:
         self.k1, self.b = k1, b
         self.max_cached_tools = max_cached_tools
         self._stemmer = snowballstemmer.stemmer("english")
-        self._tool_words: OrderedDict[str, list[str]] = OrderedDict()
+        self._tool_words: cachetools.LRUCache[str, list[str]] = cachetools.LRUCache(maxsize=max_cached_tools)
 
     def words(self, text: str) -> list[str]:
         """Stemmed, lower-cased content words of `text` ("getWeatherByCity" -> ["weather", "citi"])."""
@@ -53,14 +53,11 @@ class LexicalMatcher:
         enum values."""
         cached = self._tool_words.get(tool.schema_hash)
         if cached is not None:
-            self._tool_words.move_to_end(tool.schema_hash)
             return cached
         parts = [tool.name, tool.description]
         _parameter_text(tool.parameters, parts)
         words = self.words(" ".join(parts)) or ["_"]  # BM25 needs a non-empty document
         self._tool_words[tool.schema_hash] = words
-        if len(self._tool_words) > self.max_cached_tools:
-            self._tool_words.popitem(last=False)
         return words
 
     def coverage(self, text: str, tools: Sequence[Tool]) -> float | None:

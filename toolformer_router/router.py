@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cachetools
 import llguidance
 import orjson
 import torch
@@ -49,13 +50,17 @@ from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
 from .lexical import LexicalMatcher
 from .relevance import ToolRelevance
 from .modeling import GistMemory, ToolRouterModel, pad_right
-from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools
+from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools, render_tool
 from .types import RouteResult, RouteUsage, ToolCall
 
 logger = logging.getLogger(__name__)
 
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 _ROLES = ("system", "user", "assistant", "tool")
+_PREPARED_TOOLS: cachetools.LRUCache[bytes, Tool] = cachetools.LRUCache(maxsize=100_000)
+"""Normalised, grammar-checked tools by their definitions' canonical JSON: both steps depend on the content
+alone, so every router in the process shares them (an evaluation builds many routers over one catalog)."""
+_PREPARED_TOOLS_LOCK = threading.Lock()
 
 
 def checkpoint_folder(checkpoint: str | Path) -> Path:
@@ -220,9 +225,9 @@ class ToolRouter:
         if self.config.uses_tool_relevance and preload_relevance:
             self.relevance.embedder
         self._registry: OrderedDict[str, Tool] = OrderedDict()
-        self._normalized: OrderedDict[bytes, Tool] = OrderedDict()
-        self._matchers: OrderedDict[tuple, llguidance.LLMatcher] = OrderedDict()
-        self._assembled: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._tool_texts: cachetools.LRUCache[tuple[str, int], str] = cachetools.LRUCache(maxsize=100_000)
+        self._matchers: cachetools.LRUCache[tuple, llguidance.LLMatcher] = cachetools.LRUCache(maxsize=64)
+        self._assembled: cachetools.LRUCache[tuple, tuple[torch.Tensor, torch.Tensor]] = cachetools.LRUCache(4)
         self._model_lock = threading.RLock()
         self._registry_lock = threading.RLock()
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -353,14 +358,13 @@ class ToolRouter:
                 prepared.append(tool)
                 continue
             key = self._content_key(tool)
-            normalized = self._normalized.get(key)
+            with _PREPARED_TOOLS_LOCK:
+                normalized = _PREPARED_TOOLS.get(key)
             if normalized is None:
                 normalized = normalize_tool(tool)
                 self.grammar.check_tool(normalized)
-                with self._registry_lock:
-                    self._normalized[key] = normalized
-                    if len(self._normalized) > 100_000:
-                        self._normalized.popitem(last=False)
+                with _PREPARED_TOOLS_LOCK:
+                    _PREPARED_TOOLS[key] = normalized
             prepared.append(normalized)
         return normalize_tools(prepared)  # duplicate-name check
 
@@ -368,8 +372,7 @@ class ToolRouter:
         """`prepare_tools` plus the encoder's length check: raises a `ToolRouterError` for any tool this router
         cannot take (invalid, not enforceable by the grammar, or over `max_schema_tokens`)."""
         prepared = self.prepare_tools(tools)
-        for tool in prepared:
-            self.tool_text(tool)
+        self.tool_texts(prepared)
         return prepared
 
     @staticmethod
@@ -380,11 +383,33 @@ class ToolRouter:
             raise InvalidToolError(f"tool definition is not JSON-serialisable: {error}") from None
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Tokens of `text` under the backbone's tokenizer (no special tokens)."""
+        return self.count_tokens_many([text])[0]
+
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """`count_tokens` of each text, in one batched tokenizer call."""
+        return self.tokenizer(texts, add_special_tokens=False, return_length=True)["length"] if texts else []
 
     def tool_text(self, tool: Tool) -> str:
         """The (possibly description-truncated) schema text the encoder reads for `tool`."""
-        return fit_tool_text(tool, self.count_tokens, self.config.max_schema_tokens)
+        return self.tool_texts([tool])[0]
+
+    def tool_texts(self, tools: Sequence[Tool]) -> list[str]:
+        """`tool_text` of each tool, memoised by schema hash; the full renderings of tools not seen yet are
+        counted in one batched tokenizer call, and only those over `max_schema_tokens` are shortened.
+        Raises `SchemaTooLongError` for a tool that does not fit even without descriptions."""
+        max_tokens = self.config.max_schema_tokens
+        texts = {tool.schema_hash: self._tool_texts.get((tool.schema_hash, max_tokens)) for tool in tools}
+        new = list({tool.schema_hash: tool for tool in tools if texts[tool.schema_hash] is None}.values())
+        if new:
+            rendered = [render_tool(tool) for tool in new]
+            lengths = self.count_tokens_many(rendered)
+            fitting = [(tool, text) for tool, text, length in zip(new, rendered, lengths) if length <= max_tokens]
+            too_long = [(tool, None) for tool, length in zip(new, lengths) if length > max_tokens]
+            for tool, text in fitting + too_long:  # the ones that fit are kept even if a later one raises
+                text = text or fit_tool_text(tool, self.count_tokens_many, max_tokens)
+                self._tool_texts[(tool.schema_hash, max_tokens)] = texts[tool.schema_hash] = text
+        return [texts[tool.schema_hash] for tool in tools]
 
     @torch.no_grad()
     def tool_memories(
@@ -395,7 +420,7 @@ class ToolRouter:
         found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device)
         missing = list({t.schema_hash: t for t in tools if t.schema_hash not in found}.values())
         if missing:
-            texts = [self.tool_text(tool) for tool in missing]  # may raise SchemaTooLongError, before any work
+            texts = self.tool_texts(missing)  # may raise SchemaTooLongError, before any work
             order = sorted(range(len(missing)), key=lambda i: len(texts[i]))  # similar lengths pad less
             missing, texts = [missing[i] for i in order], [texts[i] for i in order]
             with self._model_lock, tqdm(total=len(missing), desc="encoding tools", unit="tool",
@@ -557,10 +582,6 @@ class ToolRouter:
         if matcher is None:
             matcher = self.grammar.matcher(request.tools, request.tool_choice, request.parallel_tool_calls)
             self._matchers[key] = matcher
-            if len(self._matchers) > 64:
-                self._matchers.popitem(last=False)
-        else:
-            self._matchers.move_to_end(key)
         return matcher.deep_copy()
 
     def _route_requests(
@@ -779,14 +800,11 @@ class ToolRouter:
         key = (self.model.memory_fingerprint(), tuple(t.schema_hash for t in tools))
         assembled = self._assembled.get(key)
         if assembled is not None:
-            self._assembled.move_to_end(key)
             return *assembled, len(tools), 0
         entries, hits, misses = self.tool_memories(tools)
         assembled = (GistMemory.flatten(torch.stack([entry.memory for entry in entries])),
                      torch.stack([entry.gists for entry in entries]))
         self._assembled[key] = assembled
-        if len(self._assembled) > 4:
-            self._assembled.popitem(last=False)
         return *assembled, hits, misses
 
     def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,32 +247,41 @@ def render_tool(tool: Tool) -> str:
     return _render(tool.name, tool.description, tool.parameters)
 
 
-def fit_tool_text(tool: Tool, count_tokens: Callable[[str], int], max_tokens: int) -> str:
-    """Render `tool` within `max_tokens`, shortening descriptions when it is too long.
-
-    Documented truncation order: the longest description (tool's or any parameter's) is halved, at a
-    word boundary, again and again; a description shorter than 8 characters is dropped. Names, types,
-    enums and structure are never cut. Raises `SchemaTooLongError` when even no description fits.
-    """
-    text = render_tool(tool)
-    if count_tokens(text) <= max_tokens:
-        return text
+def shortened_texts(tool: Tool) -> Iterator[str]:
+    """The tool's full text, then its text after each step of the documented shortening order, the last one
+    with no description left: the longest description (tool's or any parameter's) is halved, at a word
+    boundary, again and again; a description shorter than 8 characters is dropped."""
+    yield render_tool(tool)
     description = tool.description
     parameters = copy.deepcopy(tool.parameters)
     while True:
         entries = [(("tool",), description)] if description else []
         entries += _descriptions(parameters)
         if not entries:
-            raise SchemaTooLongError(
-                f"tool {tool.name!r}: schema needs {count_tokens(text)} tokens without any description, "
-                f"more than max_schema_tokens={max_tokens}; simplify its parameters or raise the cap"
-            )
+            return
         path, longest = max(entries, key=lambda entry: len(entry[1]))
         shorter = longest[: len(longest) // 2].rsplit(" ", 1)[0] if len(longest) >= 8 else ""
         if path == ("tool",):
             description = shorter
         else:
             _set_path(parameters, path, shorter)
-        text = _render(tool.name, description, parameters)
-        if count_tokens(text) <= max_tokens:
-            return text
+        yield _render(tool.name, description, parameters)
+
+
+def fit_tool_text(
+    tool: Tool, count_tokens: Callable[[list[str]], list[int]], max_tokens: int, *, chunk_size: int = 16
+) -> str:
+    """Render `tool` within `max_tokens`: the first of `shortened_texts(tool)` that fits, so names, types,
+    enums and structure are never cut. `count_tokens` maps a list of texts to their token counts; the texts
+    are counted `chunk_size` at a time. Raises `SchemaTooLongError` when even no description fits.
+    """
+    texts = shortened_texts(tool)
+    while chunk := list(itertools.islice(texts, chunk_size)):
+        counts = count_tokens(chunk)
+        for text, count in zip(chunk, counts):
+            if count <= max_tokens:
+                return text
+    raise SchemaTooLongError(
+        f"tool {tool.name!r}: schema needs {counts[-1]} tokens without any description, "
+        f"more than max_schema_tokens={max_tokens}; simplify its parameters or raise the cap"
+    )

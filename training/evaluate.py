@@ -96,6 +96,16 @@ def calls_are_valid(calls: list[dict], tools: list[dict]) -> bool:
 def usable_pool(router: ToolRouter, pool: Sequence[dict]) -> list[dict]:
     """The catalog tools the router accepts (valid, enforceable, within `max_schema_tokens`): distractors are
     drawn from these, so every system sees the same tool sets."""
+    prepared = []
+    for raw in pool:
+        try:
+            prepared += router.prepare_tools([raw])
+        except ToolRouterError:
+            continue
+    try:
+        router.tool_texts(prepared)  # every schema's length counted in one batch, the ones that fit memoised
+    except ToolRouterError:
+        pass  # a schema too long even without descriptions: the pass below leaves it out
     usable = []
     for raw in pool:
         try:
