@@ -96,6 +96,13 @@ class RouterConfig(CallThresholds):
     end_with_plan: bool = False
     """With a clause plan of two or more tools (`clause_plan_gap`), the call list ends once each planned tool
     has a call and no enumeration (`cover_enumerations`) is half covered: no extra call repeats a planned tool."""
+    copy_bias: float = 0.0
+    """Decoding: inside an argument value, added to the logits of the tokens that copy a span of the
+    conversation on, or close the value where the span ends a phrase (`SourceCopy`); above 0, values
+    are taken from the request rather than made up. 0: off."""
+    drop_repeated_calls: bool = False
+    """A call list's exact repeats (the same tool with the same arguments) are dropped from the result's calls:
+    a list that says the same thing twice asks once."""
     lexical_weight: float = Field(0.0, ge=0.0)
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector

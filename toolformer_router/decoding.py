@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import llguidance
 import llguidance.torch
@@ -24,6 +25,9 @@ import torch
 
 from .enumerations import Enumeration, enumeration_open, enumeration_unfinished, parse_call_list_prefix
 from .modeling import GistMemory, ToolRouterModel
+
+if TYPE_CHECKING:
+    from .copying import SourceCopy
 
 LogitsProcessor = Callable[[torch.Tensor], torch.Tensor]
 _BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
@@ -54,6 +58,8 @@ class DecodeRequest:
     margin is still measured."""
     call_bias: float = 0.0
     """Added to the call-opening logits at the first token: below 0, fewer calls."""
+    copy_source: str = ""
+    """The conversation's text, whose spans argument values may copy (`SourceCopy`)."""
 
 
 @dataclass
@@ -310,6 +316,8 @@ def constrained_greedy_decode(
     continuation: ListContinuation | None = None,
     list_bias: float = 0.0,
     end_with_plan: bool = False,
+    copier: SourceCopy | None = None,
+    copy_bias: float = 0.0,
 ) -> list[DecodeOutput]:
     """Decode all requests together; returns one `DecodeOutput` per request, in order.
 
@@ -324,7 +332,8 @@ def constrained_greedy_decode(
     tokens `continuation` finds going on with it: above 0, longer lists. While a request's `planned_call_tools`
     are not all called, or its `enumerations` are half covered, its list does not end (unless the budget's
     closing rules need it to); with `end_with_plan`, once two or more are all called and none is half covered
-    (`ListContinuation.plan_done`), it ends.
+    (`ListContinuation.plan_done`), it ends. Inside an argument value, `copy_bias` is added to the tokens
+    `copier` finds copying a span of the request's `copy_source` on.
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
@@ -387,6 +396,8 @@ def constrained_greedy_decode(
                      and (list_bias or request.planned_call_tools or request.enumerations) else None)
             if depth is not None and list_bias:
                 logits[row, continuation.continuers[depth].to(device)] += list_bias
+            if copier is not None and copy_bias and is_call and request.copy_source:
+                copier.bias(logits[row], output.token_ids, request.copy_source, copy_bias)
             left = budget[b] - len(output.token_ids)
             if closer is not None and is_call and closer.engaged(left, budget[b]):
                 output.closed_early = True

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .backbone import load_backbone, router_home
 from .checkpoint import load_weights, read_config, save_checkpoint
 from .config import RouterConfig
+from .copying import SourceCopy
 from .decoding import (
     CallCloser,
     ListContinuation,
@@ -162,6 +163,29 @@ def _parse_call_list(raw: str) -> list[dict[str, Any]] | None:
         return None
 
 
+def conversation_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """What normalised `messages` state: every message's content, then the earlier calls' arguments as JSON."""
+    texts = [m["content"] for m in messages]
+    return texts + [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
+
+
+def _copy_source(request: _Request) -> str:
+    """The conversation's text whose spans argument values may copy (`SourceCopy`)."""
+    return "\n".join(text for text in conversation_texts(request.messages) if text)
+
+
+def drop_repeats(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`calls` without the exact repeats of an earlier call (the same name and arguments), in order."""
+    seen: set[bytes] = set()
+    kept = []
+    for call in calls:
+        key = orjson.dumps(call, option=orjson.OPT_SORT_KEYS)
+        if key not in seen:
+            seen.add(key)
+            kept.append(call)
+    return kept
+
+
 def selection_text(messages: list[dict[str, Any]]) -> str:
     """The text the `ToolSelector` reads: the last user message (the last message when there is none)."""
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
@@ -218,6 +242,7 @@ class ToolRouter:
         self._continuation = ListContinuation(token_texts)
         self._loop_guard = LoopGuard(min_span) if min_span else None
         self._steering = CallNameSteering(token_texts)
+        self._copier = SourceCopy(token_texts)
         self.lexical = LexicalMatcher()
         self.relevance = ToolRelevance()
         """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set (and
@@ -603,7 +628,7 @@ class ToolRouter:
                 memory, gists, hits, misses = self._request_memory(request.tools)
                 gist_sets.append(gists)
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
-                                                     request.max_text_tokens))
+                                                     request.max_text_tokens, copy_source=_copy_source(request)))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
@@ -644,14 +669,12 @@ class ToolRouter:
         """How far the conversation (normalised `messages`) supports the call list `calls` (`[{"name",
         "arguments"}]`) among the active `tools`: the fields the vetoes read (the tool relevance only with
         `relevance` and `min_tool_relevance` set for this many tools: it costs a sentence-encoder pass)."""
-        texts = [m["content"] for m in messages]
-        texts += [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
         schemas = {tool.name: tool.parameters for tool in tools}
         called = [tool for tool in tools if tool.name in {call["name"] for call in calls}]
         text = selection_text(messages)
         cosine = (self.relevance.score(text, called) if relevance
                   and self.config.call_thresholds(len(tools)).min_tool_relevance is not None else None)
-        return CallSupport(argument_grounding(calls, schemas, ConversationText(texts)),
+        return CallSupport(argument_grounding(calls, schemas, ConversationText(conversation_texts(messages))),
                            self.lexical.coverage(text, called), cosine)
 
     def _declines(self, request: _Request, support: CallSupport) -> bool:
@@ -673,7 +696,7 @@ class ToolRouter:
             pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
             loop_guard=self._loop_guard, closer=self._closer, steering=self._steering,
             continuation=self._continuation, list_bias=self.config.list_bias,
-            end_with_plan=self.config.end_with_plan,
+            end_with_plan=self.config.end_with_plan, copier=self._copier, copy_bias=self.config.copy_bias,
         )
 
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
@@ -772,7 +795,7 @@ class ToolRouter:
                 narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls,
                                     request.max_new_tokens, request.max_text_tokens)
                 redo = DecodeRequest(prompt, self._request_memory(chosen)[0], self._matcher(narrowed),
-                                     request.max_new_tokens)
+                                     request.max_new_tokens, copy_source=_copy_source(request))
             else:
                 continue
             usages[i].input_tokens += len(redo.prompt_ids)
@@ -817,6 +840,8 @@ class ToolRouter:
                              request_coverage=support.request_coverage, tool_relevance=support.tool_relevance)
         if raw.startswith("["):
             calls = _parse_call_list(raw) if output.stopped else None
+            if calls is not None and self.config.drop_repeated_calls:
+                calls = drop_repeats(calls)
             if calls is not None:
                 result.calls = [
                     ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])

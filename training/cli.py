@@ -139,6 +139,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--end-with-plan", choices=["on", "off"], default=None,
                           help="override the checkpoint's end_with_plan (a list ends once the tools its "
                                "request's clauses ask for are all called)")
+    evaluate.add_argument("--copy-bias", type=float, default=None,
+                          help="override the checkpoint's copy_bias (above 0: argument values copy spans of the "
+                               "request)")
+    evaluate.add_argument("--drop-repeated-calls", choices=["on", "off"], default=None,
+                          help="override the checkpoint's drop_repeated_calls (a call list's exact repeats dropped)")
     evaluate.add_argument("--min-argument-grounding", type=float, default=None,
                           help="override the checkpoint's min_argument_grounding (answer instead of calling when "
                                "less of the call's argument values are in the conversation; 0 turns it off)")

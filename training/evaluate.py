@@ -348,7 +348,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if value < 0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
             setattr(router.config, setting, value)
-    for setting in ("cover_enumerations", "end_with_plan"):  # on/off overrides
+    for setting in ("cover_enumerations", "end_with_plan", "drop_repeated_calls"):  # on/off overrides
         value = getattr(args, setting)
         if value:
             setattr(router.config, setting, value == "on")
@@ -363,7 +363,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
                                          None if args.min_tool_relevance == "off" else args.min_tool_relevance)
     if args.call_bias is not None:
         router.config.set_call_threshold("call_bias", args.call_bias)
-    for setting in ("list_bias", "clause_plan_gap"):  # any-value overrides
+    for setting in ("list_bias", "clause_plan_gap", "copy_bias"):  # any-value overrides
         value = getattr(args, setting)
         if value is not None:
             setattr(router.config, setting, value)
@@ -401,6 +401,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
             "cover_enumerations": router.config.cover_enumerations, "end_with_plan": router.config.end_with_plan,
+            "copy_bias": router.config.copy_bias, "drop_repeated_calls": router.config.drop_repeated_calls,
             "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(out, summaries, records, meta)

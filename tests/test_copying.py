@@ -1,0 +1,51 @@
+"""Copy bias: argument values that copy spans of the conversation (`toolformer_router.copying`)."""
+
+import pytest
+
+from toolformer_router.copying import SourceCopy, open_value
+from toolformer_router.router import drop_repeats
+
+CALL = '[{"name":"send_email","arguments":{'
+
+
+@pytest.mark.parametrize("text, expected", [
+    (CALL + '"to":"ann', ("string", "ann")),
+    (CALL + '"to', None),  # a key, not a value
+    (CALL + '"n":99', ("number", "99")),
+    (CALL + '"n":', ("number", "")),  # a value not begun: a number may start here
+    (CALL + '"l":["a","b', ("string", "b")),  # an array member
+    (CALL + '"l":[1, 2', ("number", "2")),
+    (CALL + '"b":true', None),
+    (CALL + '"a":"x","b":-1.5e', ("number", "-1.5e")),
+    (CALL + '"o":{', None),  # a nested object's key comes next
+    ('[{"name":"send_em', None),  # the call's name is no argument value
+])
+def test_open_value_finds_the_argument_value_a_call_list_ends_in(text, expected):
+    assert open_value(text) == expected
+
+
+def test_copying_tokens_go_on_with_a_span_of_the_request_or_close_it_at_a_word_end():
+    texts = ["ann", "anna", "a", "@", "example", ".com", "Ex", '"', '",', "9", "99", "999", "1", "}", ",", "x"]
+    copier = SourceCopy(texts)
+    named = lambda ids: sorted(texts[i] for i in ids)  # noqa: E731
+    source = "Email Anna@example.com that $999 is due"
+    # a value not begun: every word start of the request, case-insensitively ("Anna" → "ann", "anna", "a")
+    assert {"ann", "anna", "a", "example", "Ex"} <= set(named(copier.copying_tokens(CALL + '"to":"', source)))
+    # "anna" so far: only "@" goes on; "@" does not end a phrase, so no closing quote
+    assert named(copier.copying_tokens(CALL + '"to":"anna', source)) == ["@"]
+    assert named(copier.copying_tokens(CALL + '"to":"anna@example', source)) == [".com"]
+    # the whole address: the span ends before a space, so the quotes that close the value are favoured
+    assert named(copier.copying_tokens(CALL + '"to":"anna@example.com', source)) == ['"', '",']
+    assert copier.copying_tokens(CALL + '"to":"bob', source) == []  # no span of the request
+    # numbers: the digits of "999" from its start, then what ends a number
+    assert named(copier.copying_tokens(CALL + '"amount":', source)) == ["9", "99", "999"]
+    assert named(copier.copying_tokens(CALL + '"amount":99', source)) == ["9"]
+    ended = named(copier.copying_tokens(CALL + '"amount":999', source))  # " is" follows: what ends a number
+    assert {"}", ","} <= set(ended) and not {"9", "99", "999", "1", "example"} & set(ended), ended
+    assert copier.copying_tokens(CALL + '"to', source) == []  # keys are left to the model
+
+
+def test_drop_repeats_keeps_the_first_of_each_identical_call():
+    calls = [{"name": "f", "arguments": {"a": 1, "b": 2}}, {"name": "f", "arguments": {"b": 2, "a": 1}},
+             {"name": "f", "arguments": {"a": 2, "b": 2}}, {"name": "g", "arguments": {"a": 1, "b": 2}}]
+    assert drop_repeats(calls) == [calls[0], calls[2], calls[3]]

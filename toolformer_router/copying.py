@@ -1,0 +1,128 @@
+"""Copy bias: inside an argument value, favour the tokens that go on copying a span of the conversation.
+
+Most argument values are spans of the request ("Email anna@example.com" → `to: "anna@example.com"`, "$999" →
+`999`). A small decoder compressing the request into hidden states drops or mangles parts of them ("example.com",
+1999). `SourceCopy` finds, at each step inside a string or number value of a call's arguments, where the value
+written so far occurs in the conversation (case-insensitively, starting at a word boundary) and which tokens
+would copy it on — or close it, where the span ends a phrase there (before a space or closing punctuation). `RouterConfig.copy_bias` is added
+to those tokens' logits; the grammar still decides what is allowed, so an `enum` or a type wins over the copy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from .decoding import JsonState
+
+_NUMBER_CHARS = frozenset("0123456789.-+eE")
+_PHRASE_PUNCTUATION = frozenset(",.;:!?)]}'\"")
+_MAX_SPAN_CHARS = 24
+"""The longest token text looked up at one position (no BPE token of the backbone is longer)."""
+
+
+def open_value(text: str) -> tuple[str, str] | None:
+    """("string" | "number", the value so far) when a call list's `text` ends inside an argument value — a string
+    value (not a key) or a number at bracket depth 3 or more (inside a call's "arguments"), the number possibly
+    not begun yet; None otherwise."""
+    state, containers = JsonState(), []
+    last = ""  # the last character outside strings that is not a space ('"' once a string closed)
+    string_start = number_start = 0
+    string_is_value = False
+    number_follows = ""  # the character before the number being written
+    for index, char in enumerate(text):
+        was_in_string = state.in_string
+        change = state.feed(char)
+        if was_in_string:
+            last = last if state.in_string else '"'
+            continue
+        in_array = containers[-1:] == ["["]
+        if state.in_string:  # a string opens: a value after ":" or as an array member, a key otherwise
+            string_start, string_is_value = index + 1, last == ":" or (last in "[," and in_array)
+        elif change > 0:
+            containers.append(char)
+        elif change < 0:
+            containers.pop()
+        if char in _NUMBER_CHARS and last not in _NUMBER_CHARS and not state.in_string:
+            number_start, number_follows = index, last
+        if not char.isspace():
+            last = char
+    if state.depth < 3:
+        return None
+    if state.in_string:
+        return ("string", text[string_start:]) if string_is_value else None
+    opens_value = {":": True, "[": True, ",": containers[-1:] == ["["]}
+    if last in _NUMBER_CHARS:
+        return ("number", text[number_start:].strip()) if opens_value.get(number_follows) else None
+    return ("number", "") if opens_value.get(last) else None
+
+
+def _phrase_ends(source: str, offset: int) -> bool:
+    """Whether a copied span may end at `offset` of `source`: at the end, before a space, or before punctuation
+    that is followed by a space or the end ("Lisbon, Portugal"; not "anna" of "anna@example.com")."""
+    rest = source[offset:offset + 2]
+    return not rest or rest[0].isspace() or (rest[0] in _PHRASE_PUNCTUATION
+                                             and (len(rest) == 1 or rest[1].isspace() or rest[1] in _PHRASE_PUNCTUATION))
+
+
+class SourceCopy:
+    """The tokens that copy a span of the conversation on from the value written so far.
+    Built once per tokenizer from each token's text."""
+
+    def __init__(self, token_texts: list[str]):
+        self.token_texts = token_texts
+        by_text: dict[str, list[int]] = defaultdict(list)
+        for token, text in enumerate(token_texts):
+            if text:
+                by_text[text.lower()].append(token)
+        self.by_text = dict(by_text)
+        self.string_closers = [t for t, text in enumerate(token_texts) if text.startswith('"')]
+        self.number_enders = [t for t, text in enumerate(token_texts) if text and text[0] not in _NUMBER_CHARS]
+
+    def copying_tokens(self, text: str, source: str) -> list[int]:
+        """Token ids that go on copying `source` (the conversation's text) from the argument value the call
+        list `text` ends in (or close it where a copied span ends a phrase, `_phrase_ends`); [] outside a value or
+        where the value is no span of `source`."""
+        value = open_value(text)
+        if value is None:
+            return []
+        kind, prefix = value
+        lowered, prefix = source.lower(), prefix.lower()
+        tokens: set[int] = set()
+        ends_here = False
+        for end in self._span_ends(lowered, prefix, kind):
+            rest = lowered[end:end + _MAX_SPAN_CHARS]
+            if kind == "number":
+                rest = rest[:next((i for i, c in enumerate(rest) if c not in _NUMBER_CHARS), len(rest))]
+            for length in range(1, len(rest) + 1):
+                tokens.update(self.by_text.get(rest[:length], ()))
+            ends_here = ends_here or (bool(prefix) and _phrase_ends(lowered, end))
+        if ends_here:
+            tokens.update(self.string_closers if kind == "string" else self.number_enders)
+        return sorted(tokens)
+
+    @staticmethod
+    def _span_ends(source: str, prefix: str, kind: str) -> list[int]:
+        """Offsets in `source` right after an occurrence of `prefix` that starts at a word boundary (for a
+        number: not inside another number); with an empty `prefix`, the word (number) starts."""
+        def starts_word(start: int) -> bool:
+            if kind == "number":
+                return source[start:start + 1].isdigit() and (start == 0 or source[start - 1] not in _NUMBER_CHARS)
+            return start == 0 or not source[start - 1].isalnum() or not source[start].isalnum()
+
+        if not prefix:
+            return [start for start in range(len(source)) if not source[start].isspace() and starts_word(start)]
+        ends, start = [], source.find(prefix)
+        while start >= 0:
+            if starts_word(start):
+                ends.append(start + len(prefix))
+            start = source.find(prefix, start + 1)
+        return ends
+
+    def bias(self, logits: torch.Tensor, token_ids: list[int], source: str, amount: float) -> None:
+        """Add `amount` in place to the (vocab,) `logits` of the tokens that copy `source` on after the call
+        list `token_ids`."""
+        tokens = self.copying_tokens("".join(self.token_texts[i] for i in token_ids), source)
+        if tokens:
+            logits[torch.tensor(tokens, device=logits.device)] += amount
