@@ -4,8 +4,9 @@ Most argument values are spans of the request ("Email anna@example.com" → `to:
 `999`). A small decoder compressing the request into hidden states drops or mangles parts of them ("example.com",
 1999). `SourceCopy` finds, at each step inside a string or number value of a call's arguments, where the value
 written so far occurs in the conversation (case-insensitively, starting at a word boundary) and which tokens
-would copy it on — or close it, where the span ends a phrase there (before a space or closing punctuation). `RouterConfig.copy_bias` is added
-to those tokens' logits; the grammar still decides what is allowed, so an `enum` or a type wins over the copy.
+would copy it on — or close it, where the span ends a phrase there (before a space or closing punctuation).
+`RouterConfig.copy_bias` is added to those tokens' logits; the grammar still decides what is allowed, so an
+`enum` or a type wins over the copy.
 """
 
 from __future__ import annotations

@@ -169,11 +169,6 @@ def conversation_texts(messages: list[dict[str, Any]]) -> list[str]:
     return texts + [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
 
 
-def _copy_source(request: _Request) -> str:
-    """The conversation's text whose spans argument values may copy (`SourceCopy`)."""
-    return "\n".join(text for text in conversation_texts(request.messages) if text)
-
-
 def drop_repeats(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`calls` without the exact repeats of an earlier call (the same name and arguments), in order."""
     seen: set[bytes] = set()
@@ -628,7 +623,7 @@ class ToolRouter:
                 memory, gists, hits, misses = self._request_memory(request.tools)
                 gist_sets.append(gists)
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
-                                                     request.max_text_tokens, copy_source=_copy_source(request)))
+                                                     request.max_text_tokens, copy_source=self._copy_source(request)))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
@@ -688,6 +683,10 @@ class ToolRouter:
             (thresholds.min_argument_grounding, support.argument_grounding),
             (thresholds.min_request_coverage, support.request_coverage),
             (thresholds.min_tool_relevance, support.tool_relevance)))
+
+    def _copy_source(self, request: _Request) -> str:
+        """The conversation's text whose spans argument values may copy (`SourceCopy`); "" with `copy_bias` off."""
+        return "\n".join(filter(None, conversation_texts(request.messages))) if self.config.copy_bias else ""
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         return constrained_greedy_decode(
@@ -795,7 +794,7 @@ class ToolRouter:
                 narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls,
                                     request.max_new_tokens, request.max_text_tokens)
                 redo = DecodeRequest(prompt, self._request_memory(chosen)[0], self._matcher(narrowed),
-                                     request.max_new_tokens, copy_source=_copy_source(request))
+                                     request.max_new_tokens, copy_source=self._copy_source(request))
             else:
                 continue
             usages[i].input_tokens += len(redo.prompt_ids)
