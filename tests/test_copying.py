@@ -12,7 +12,7 @@ CALL = '[{"name":"send_email","arguments":{'
     (CALL + '"to":"ann', ("string", "ann")),
     (CALL + '"to', None),  # a key, not a value
     (CALL + '"n":99', ("number", "99")),
-    (CALL + '"n":', ("number", "")),  # a value not begun: a number may start here
+    (CALL + '"n":', ("start", "")),  # a value not begun: a string or a number may start here
     (CALL + '"l":["a","b', ("string", "b")),  # an array member
     (CALL + '"l":[1, 2', ("number", "2")),
     (CALL + '"b":true', None),
@@ -37,8 +37,11 @@ def test_copying_tokens_go_on_with_a_span_of_the_request_or_close_it_at_a_word_e
     # the whole address: the span ends before a space, so the quotes that close the value are favoured
     assert named(copier.copying_tokens(CALL + '"to":"anna@example.com', source)) == ['"', '",']
     assert copier.copying_tokens(CALL + '"to":"bob', source) == []  # no span of the request
+    # a value not begun: a number's first digits, or a quote alone or merged with a word start ('"Anna')
+    texts += ['"ex', '"Anna', '"b']
+    copier = SourceCopy(texts)
+    assert named(copier.copying_tokens(CALL + '"amount":', source)) == ['"', '"Anna', '"ex', "9", "99", "999"]
     # numbers: the digits of "999" from its start, then what ends a number
-    assert named(copier.copying_tokens(CALL + '"amount":', source)) == ["9", "99", "999"]
     assert named(copier.copying_tokens(CALL + '"amount":99', source)) == ["9"]
     ended = named(copier.copying_tokens(CALL + '"amount":999', source))  # " is" follows: what ends a number
     assert {"}", ","} <= set(ended) and not {"9", "99", "999", "1", "example"} & set(ended), ended

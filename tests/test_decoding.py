@@ -289,6 +289,38 @@ def test_list_bias_lengthens_call_lists(make_router, tokenizer):
     assert counts[1000.0] != counts[0.0]
 
 
+def test_drop_repeated_calls_keeps_the_first_of_each_call_a_list_repeats(make_router, tokenizer):
+    router = make_router(list_bias=1000.0)  # lists run on over two allowed values: calls must repeat
+    tool = {"name": "get_weather", "description": "Weather of a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                           "required": ["city"]}}
+
+    def lists(drop: bool) -> list[list[tuple[str, str]]]:
+        router.config.drop_repeated_calls = drop
+        results = [router.route("weather in Paris and Rome", tools=[tool], tool_choice="required",
+                                max_new_tokens=80, logits_processor=finishing_sampler(tokenizer, seed))
+                   for seed in range(3)]
+        return [[(c.name, c.arguments["city"]) for c in result.calls] for result in results]
+
+    repeated, dropped = lists(False), lists(True)
+    router.config.drop_repeated_calls = False
+    assert all(len(calls) > len(set(calls)) for calls in repeated), repeated
+    assert dropped == [list(dict.fromkeys(calls)) for calls in repeated]  # the first of each, in order
+
+
+@pytest.mark.parametrize("copy_bias", [0.0, 1000.0])
+def test_copy_bias_makes_a_free_string_value_a_span_of_the_request(make_router, tokenizer, copy_bias):
+    router = make_router(copy_bias=copy_bias)
+    tool = {"name": "find_hotel", "description": "Hotels in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+    query = "Find me a hotel in Zanzibar City, please."
+    values = [router.route(query, tools=[tool], tool_choice="required", max_new_tokens=60,
+                           logits_processor=finishing_sampler(tokenizer, seed)).calls[0].arguments["city"]
+              for seed in range(3)]
+    spans = [bool(value) and value.lower() in query.lower() for value in values]
+    assert all(spans) if copy_bias else not any(spans), values
+
+
 def test_a_list_is_closed_instead_of_opening_a_call_the_budget_cannot_hold(make_router, tokenizer):
     router = make_router()
     settings = {f"setting_number_{i}": {"type": "string", "enum": ["alpha_option", "beta_option"]} for i in range(4)}

@@ -25,8 +25,8 @@ _MAX_SPAN_CHARS = 24
 
 def open_value(text: str) -> tuple[str, str] | None:
     """("string" | "number", the value so far) when a call list's `text` ends inside an argument value — a string
-    value (not a key) or a number at bracket depth 3 or more (inside a call's "arguments"), the number possibly
-    not begun yet; None otherwise."""
+    value (not a key) or a number at bracket depth 3 or more (inside a call's "arguments") — or ("start", "")
+    where a value may begin next (after ":", or "[" / "," in an array); None otherwise."""
     state, containers = JsonState(), []
     last = ""  # the last character outside strings that is not a space ('"' once a string closed)
     string_start = number_start = 0
@@ -56,7 +56,7 @@ def open_value(text: str) -> tuple[str, str] | None:
     opens_value = {":": True, "[": True, ",": containers[-1:] == ["["]}
     if last in _NUMBER_CHARS:
         return ("number", text[number_start:].strip()) if opens_value.get(number_follows) else None
-    return ("number", "") if opens_value.get(last) else None
+    return ("start", "") if opens_value.get(last) else None
 
 
 def _phrase_ends(source: str, offset: int) -> bool:
@@ -83,25 +83,33 @@ class SourceCopy:
 
     def copying_tokens(self, text: str, source: str) -> list[int]:
         """Token ids that go on copying `source` (the conversation's text) from the argument value the call
-        list `text` ends in (or close it where a copied span ends a phrase, `_phrase_ends`); [] outside a value or
-        where the value is no span of `source`."""
+        list `text` ends in (or close it where a copied span ends a phrase, `_phrase_ends`); where a value may
+        begin, the first digits of a number of `source` and the opening quote with the start of a word (BPE
+        often merges the two: `"Lis`); [] outside a value or where the value is no span of `source`."""
         value = open_value(text)
         if value is None:
             return []
         kind, prefix = value
-        lowered, prefix = source.lower(), prefix.lower()
+        lowered = source.lower()
+        if kind == "start":
+            return sorted(self._copying(lowered, "", "number") | self._copying(lowered, "", "string", quote='"'))
+        return sorted(self._copying(lowered, prefix.lower(), kind))
+
+    def _copying(self, source: str, prefix: str, kind: str, quote: str = "") -> set[int]:
+        """The tokens (`quote` + text) that copy on each occurrence of `prefix` in the lowercased `source`, and
+        the value's closers where one occurrence ends a phrase."""
         tokens: set[int] = set()
         ends_here = False
-        for end in self._span_ends(lowered, prefix, kind):
-            rest = lowered[end:end + _MAX_SPAN_CHARS]
+        for end in self._span_ends(source, prefix, kind):
+            rest = source[end:end + _MAX_SPAN_CHARS]
             if kind == "number":
                 rest = rest[:next((i for i, c in enumerate(rest) if c not in _NUMBER_CHARS), len(rest))]
-            for length in range(1, len(rest) + 1):
-                tokens.update(self.by_text.get(rest[:length], ()))
-            ends_here = ends_here or (bool(prefix) and _phrase_ends(lowered, end))
+            for length in range(0 if quote else 1, len(rest) + 1):
+                tokens.update(self.by_text.get(quote + rest[:length], ()))
+            ends_here = ends_here or (bool(prefix) and _phrase_ends(source, end))
         if ends_here:
             tokens.update(self.string_closers if kind == "string" else self.number_enders)
-        return sorted(tokens)
+        return tokens
 
     @staticmethod
     def _span_ends(source: str, prefix: str, kind: str) -> list[int]:
