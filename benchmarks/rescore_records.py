@@ -96,7 +96,8 @@ def main() -> None:
     print(f"\n| {args.records.name} (N = {result['n']}) | before | after `{args.filter}` |\n|---|---|---|")
     for metric in ("AST", "TSA", "FPR", "FNR", "validity"):
         before, after = result["before"][metric], result["after"][metric]
-        print(f"| {metric} (n={before['n']}) | {before['value']:.3f} | {after['value']:.3f} |")
+        if before["n"]:
+            print(f"| {metric} (n={before['n']}) | {before['value']:.3f} | {after['value']:.3f} |")
     for name in ("ast", "tsa"):
         pairs = result[f"paired_{name}"]
         print(f"| {name.upper()}: only before / only after right, McNemar p | {pairs['only_a']} / {pairs['only_b']}, "
