@@ -24,27 +24,28 @@ def test_open_value_finds_the_argument_value_a_call_list_ends_in(text, expected)
     assert open_value(text) == expected
 
 
-def test_copying_tokens_go_on_with_a_span_of_the_request_or_close_it_at_a_word_end():
+def test_copying_tokens_go_on_with_a_span_of_the_request_and_close_it_only_at_the_request_end():
     texts = ["ann", "anna", "a", "@", "example", ".com", "Ex", '"', '",', "9", "99", "999", "1", "}", ",", "x"]
     copier = SourceCopy(texts)
     named = lambda ids: sorted(texts[i] for i in ids)  # noqa: E731
     source = "Email Anna@example.com that $999 is due"
     # a value not begun: every word start of the request, case-insensitively ("Anna" → "ann", "anna", "a")
     assert {"ann", "anna", "a", "example", "Ex"} <= set(named(copier.copying_tokens(CALL + '"to":"', source)))
-    # "anna" so far: only "@" goes on; "@" does not end a phrase, so no closing quote
+    # "anna" so far: only "@" goes on
     assert named(copier.copying_tokens(CALL + '"to":"anna', source)) == ["@"]
     assert named(copier.copying_tokens(CALL + '"to":"anna@example', source)) == [".com"]
-    # the whole address: the span ends before a space, so the quotes that close the value are favoured
-    assert named(copier.copying_tokens(CALL + '"to":"anna@example.com', source)) == ['"', '",']
+    # the whole address: the span goes on into " that"; the closing quotes are left to the model
+    assert not {'"', '",'} & set(named(copier.copying_tokens(CALL + '"to":"anna@example.com', source)))
     assert copier.copying_tokens(CALL + '"to":"bob', source) == []  # no span of the request
+    # a span that ends the request: nothing left to copy, so the closing quotes are favoured
+    assert named(copier.copying_tokens(CALL + '"to":"is due', source)) == ['"', '",']
     # a value not begun: a number's first digits, or a quote alone or merged with a word start ('"Anna')
     texts += ['"ex', '"Anna', '"b']
     copier = SourceCopy(texts)
     assert named(copier.copying_tokens(CALL + '"amount":', source)) == ['"', '"Anna', '"ex', "9", "99", "999"]
-    # numbers: the digits of "999" from its start, then what ends a number
+    # numbers: the digits of "999" from its start; once whole, nothing is favoured (" is" follows)
     assert named(copier.copying_tokens(CALL + '"amount":99', source)) == ["9"]
-    ended = named(copier.copying_tokens(CALL + '"amount":999', source))  # " is" follows: what ends a number
-    assert {"}", ","} <= set(ended) and not {"9", "99", "999", "1", "example"} & set(ended), ended
+    assert copier.copying_tokens(CALL + '"amount":999', source) == []
     assert copier.copying_tokens(CALL + '"to', source) == []  # keys are left to the model
 
 

@@ -98,8 +98,8 @@ class RouterConfig(CallThresholds):
     has a call and no enumeration (`cover_enumerations`) is half covered: no extra call repeats a planned tool."""
     copy_bias: float = 0.0
     """Decoding: inside an argument value, added to the logits of the tokens that copy a span of the
-    conversation on, or close the value where the span ends a phrase (`SourceCopy`); above 0, values
-    are taken from the request rather than made up. 0: off."""
+    conversation on (`SourceCopy`; the value's end is left to the model unless the span ends the conversation);
+    above 0, values are taken from the request rather than made up. 0: off."""
     drop_repeated_calls: bool = False
     """A call list's exact repeats (the same tool with the same arguments) are dropped from the result's calls:
     a list that says the same thing twice asks once."""

@@ -4,8 +4,9 @@ Most argument values are spans of the request ("Email anna@example.com" → `to:
 `999`). A small decoder compressing the request into hidden states drops or mangles parts of them ("example.com",
 1999). `SourceCopy` finds, at each step inside a string or number value of a call's arguments, where the value
 written so far occurs in the conversation (case-insensitively, starting at a word boundary) and which tokens
-would copy it on — or close it, where the span ends a phrase there (before a space or closing punctuation).
-`RouterConfig.copy_bias` is added to those tokens' logits; the grammar still decides what is allowed, so an
+would copy it on, and the tokens that close it where the span reaches the end of the conversation. Elsewhere
+the value's end is left to the model (a boost for the closing quote at every phrase end cut "Berkeley, CA" to
+"Berkeley": RESULTS.md, stop 36). `RouterConfig.copy_bias` is added to those tokens' logits; the grammar still decides what is allowed, so an
 `enum` or a type wins over the copy.
 """
 
@@ -18,7 +19,6 @@ import torch
 from .decoding import JsonState
 
 _NUMBER_CHARS = frozenset("0123456789.-+eE")
-_PHRASE_PUNCTUATION = frozenset(",.;:!?)]}'\"")
 _MAX_SPAN_CHARS = 24
 """The longest token text looked up at one position (no BPE token of the backbone is longer)."""
 
@@ -59,14 +59,6 @@ def open_value(text: str) -> tuple[str, str] | None:
     return ("start", "") if opens_value.get(last) else None
 
 
-def _phrase_ends(source: str, offset: int) -> bool:
-    """Whether a copied span may end at `offset` of `source`: at the end, before a space, or before punctuation
-    that is followed by a space or the end ("Lisbon, Portugal"; not "anna" of "anna@example.com")."""
-    rest = source[offset:offset + 2]
-    return not rest or rest[0].isspace() or (rest[0] in _PHRASE_PUNCTUATION
-                                             and (len(rest) == 1 or rest[1].isspace() or rest[1] in _PHRASE_PUNCTUATION))
-
-
 class SourceCopy:
     """The tokens that copy a span of the conversation on from the value written so far.
     Built once per tokenizer from each token's text."""
@@ -83,7 +75,7 @@ class SourceCopy:
 
     def copying_tokens(self, text: str, source: str) -> list[int]:
         """Token ids that go on copying `source` (the conversation's text) from the argument value the call
-        list `text` ends in (or close it where a copied span ends a phrase, `_phrase_ends`); where a value may
+        list `text` ends in (or close it where the span reaches the end of `source`); where a value may
         begin, the first digits of a number of `source` and the opening quote with the start of a word (BPE
         often merges the two: `"Lis`); [] outside a value or where the value is no span of `source`."""
         value = open_value(text)
@@ -97,18 +89,16 @@ class SourceCopy:
 
     def _copying(self, source: str, prefix: str, kind: str, quote: str = "") -> set[int]:
         """The tokens (`quote` + text) that copy on each occurrence of `prefix` in the lowercased `source`, and
-        the value's closers where one occurrence ends a phrase."""
+        the value's closers where one occurrence ends `source` (nothing left to copy)."""
         tokens: set[int] = set()
-        ends_here = False
         for end in self._span_ends(source, prefix, kind):
             rest = source[end:end + _MAX_SPAN_CHARS]
             if kind == "number":
                 rest = rest[:next((i for i, c in enumerate(rest) if c not in _NUMBER_CHARS), len(rest))]
             for length in range(0 if quote else 1, len(rest) + 1):
                 tokens.update(self.by_text.get(quote + rest[:length], ()))
-            ends_here = ends_here or (bool(prefix) and _phrase_ends(source, end))
-        if ends_here:
-            tokens.update(self.string_closers if kind == "string" else self.number_enders)
+            if prefix and not source[end:].strip():
+                tokens.update(self.string_closers if kind == "string" else self.number_enders)
         return tokens
 
     @staticmethod
