@@ -6,8 +6,8 @@ Most argument values are spans of the request ("Email anna@example.com" → `to:
 written so far occurs in the conversation (case-insensitively, starting at a word boundary) and which tokens
 would copy it on, and the tokens that close it where the span reaches the end of the conversation. Elsewhere
 the value's end is left to the model (a boost for the closing quote at every phrase end cut "Berkeley, CA" to
-"Berkeley": RESULTS.md, stop 36). `RouterConfig.copy_bias` is added to those tokens' logits; the grammar still decides what is allowed, so an
-`enum` or a type wins over the copy.
+"Berkeley": RESULTS.md, stop 36). `RouterConfig.copy_bias` is added to those tokens' logits; the grammar still
+decides what is allowed, so an `enum` or a type wins over the copy.
 """
 
 from __future__ import annotations
@@ -91,13 +91,14 @@ class SourceCopy:
         """The tokens (`quote` + text) that copy on each occurrence of `prefix` in the lowercased `source`, and
         the value's closers where one occurrence ends `source` (nothing left to copy)."""
         tokens: set[int] = set()
+        source_end = len(source.rstrip())
         for end in self._span_ends(source, prefix, kind):
             rest = source[end:end + _MAX_SPAN_CHARS]
             if kind == "number":
                 rest = rest[:next((i for i, c in enumerate(rest) if c not in _NUMBER_CHARS), len(rest))]
             for length in range(0 if quote else 1, len(rest) + 1):
                 tokens.update(self.by_text.get(quote + rest[:length], ()))
-            if prefix and not source[end:].strip():
+            if prefix and end >= source_end:
                 tokens.update(self.string_closers if kind == "string" else self.number_enders)
         return tokens
 
