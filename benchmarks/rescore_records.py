@@ -1,10 +1,11 @@
 """Re-score kept evaluation records after a filter that acts on the parsed call list only (no routing again).
 
     python benchmarks/rescore_records.py RECORDS.examples.jsonl[.gz] --data-dir data/prepared --split validation \
-        [--filter drop-repeats] [--out result.json]
+        [--filter drop-repeats|drop-unstated-optionals] [--out result.json]
 
-A filter of this kind (`drop-repeats`: `RouterConfig.drop_repeated_calls`, applied in `ToolRouter._result` after
-decoding) changes nothing the decoder sees, so applying it to an `eval` run's records gives exactly the figures
+A filter of this kind (`drop-repeats`: `RouterConfig.drop_repeated_calls`; `drop-unstated-optionals`:
+`RouterConfig.drop_unstated_optionals`; both applied in `ToolRouter._result` after decoding and after the call
+decision) changes nothing the decoder sees, so applying it to an `eval` run's records gives exactly the figures
 a run with the setting on would give. The records' active tools are rebuilt by name (the example's own tools,
 then the split's catalog); scoring the records as kept must reproduce every stored AST outcome first, or the
 script stops. Prints JSON and a table: the metrics before and after, the paired AST and TSA outcomes (McNemar
@@ -21,11 +22,22 @@ from typing import Any
 
 import orjson
 
-from toolformer_router.router import drop_repeats
+from toolformer_router.grounding import ConversationText, drop_unstated_optionals
+from toolformer_router.router import conversation_texts, drop_repeats, normalize_messages
+from toolformer_router.schema import normalize_tools
 from toolformer_router.training.data import load_prepared
+from toolformer_router.training.evaluate import calls_are_valid
 from toolformer_router.training.metrics import ExampleResult, ast_match, paired_outcomes, score, selects_gold_tools
 
-FILTERS: dict[str, Callable[[list[dict[str, Any]]], list[dict[str, Any]]]] = {"drop-repeats": drop_repeats}
+CallFilter = Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
+"""(a record's parsed calls, the record with `_tools` and `_messages`) → the calls the setting would return."""
+
+FILTERS: dict[str, CallFilter] = {
+    "drop-repeats": lambda calls, record: drop_repeats(calls),
+    "drop-unstated-optionals": lambda calls, record: drop_unstated_optionals(
+        calls, {tool.name: tool.parameters for tool in normalize_tools(record["_tools"])},
+        ConversationText(conversation_texts(record["_messages"]))),
+}
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -36,7 +48,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def attach_tools(records: list[dict[str, Any]], data_dir: Path, split: str) -> None:
     """Give each record `_tools`: its active tools' dicts, by name (own tools first, then the catalog's first
-    tool of that name)."""
+    tool of that name), and `_messages`: its example's conversation, normalised as the router reads it."""
     catalog_file = "catalog_test.jsonl" if split == "test" else "catalog_train.jsonl"
     catalog: dict[str, dict] = {}
     for line in (data_dir / catalog_file).read_bytes().splitlines():
@@ -49,27 +61,40 @@ def attach_tools(records: list[dict[str, Any]], data_dir: Path, split: str) -> N
             raise SystemExit(f"record {record['id']!r} is not an example of {data_dir}/{split}")
         own = {tool["name"]: tool for tool in examples[record["id"]].tools}
         record["_tools"] = [own.get(name) or catalog[name] for name in record["active_tools"]]
+        record["_messages"] = normalize_messages(examples[record["id"]].messages)
 
 
-def _results(records: list[dict[str, Any]], calls_key: str) -> list[ExampleResult]:
+def _results(records: list[dict[str, Any]], calls_key: str, valid_key: str) -> list[ExampleResult]:
     return [ExampleResult(id=r["id"], category=r["category"], predicted=r[calls_key], gold=r["gold"],
-                          tools=r["_tools"], valid=r["valid"]) for r in records]
+                          tools=r["_tools"], valid=r[valid_key]) for r in records]
 
 
-def rescore(records: list[dict[str, Any]], call_filter: Callable[[list[dict]], list[dict]]) -> dict[str, Any]:
+def _still_valid(record: dict[str, Any]) -> bool:
+    """Whether the filtered calls still validate: the stored outcome, unless the filter changed the calls and
+    made them fail the normalised schemas the grammar enforces. (Where the rebuilt tools fail the kept calls
+    too, e.g. a catalog tool that shares its name with another, the filter is not blamed.)"""
+    if not record["valid"] or record["_filtered"] == record["calls"]:
+        return record["valid"]
+    schemas = [{"name": tool.name, "parameters": tool.parameters} for tool in normalize_tools(record["_tools"])]
+    return calls_are_valid(record["_filtered"], schemas) or not calls_are_valid(record["calls"], schemas)
+
+
+def rescore(records: list[dict[str, Any]], call_filter: CallFilter) -> dict[str, Any]:
     """Metrics of `records` as kept and after `call_filter`, their paired outcomes and the changed examples."""
     for record in records:
         if ast_match(record["calls"], record["gold"], record["_tools"])[0] != record["ast_ok"]:
             raise SystemExit(f"record {record['id']!r}: its stored AST outcome does not reproduce; the rebuilt "
                              "active tools differ from the run's (wrong --data-dir or --split?)")
-        record["_filtered"] = call_filter(record["calls"])
+        record["_filtered"] = call_filter(record["calls"], record)
+        record["_valid_after"] = _still_valid(record)
     changed = [r for r in records if r["_filtered"] != r["calls"]]
     ast_pairs = [(r["ast_ok"], ast_match(r["_filtered"], r["gold"], r["_tools"])[0]) for r in records]
     tsa_pairs = [(selects_gold_tools(r["calls"], r["gold"]), selects_gold_tools(r["_filtered"], r["gold"]))
                  for r in records if r["gold"]]
     return {
         "n": len(records), "calls_changed": len(changed),
-        "before": score(_results(records, "calls")), "after": score(_results(records, "_filtered")),
+        "before": score(_results(records, "calls", "valid")),
+        "after": score(_results(records, "_filtered", "_valid_after")),
         "paired_ast": paired_outcomes(ast_pairs), "paired_tsa": paired_outcomes(tsa_pairs),
         "changed": [{"id": r["id"], "category": r["category"], "calls": len(r["calls"]),
                      "kept": len(r["_filtered"]), "gold": len(r["gold"]),

@@ -10,6 +10,7 @@ from jsonschema import Draft202012Validator
 
 from conftest import EMAIL, STOCK, WEATHER, bfcl_training_side_tools, finishing_sampler
 from toolformer_router import CallThresholds, UnknownToolError
+from toolformer_router.grounding import ConversationText
 
 
 def _validate(result, tools) -> None:
@@ -306,6 +307,27 @@ def test_drop_repeated_calls_keeps_the_first_of_each_call_a_list_repeats(make_ro
     router.config.drop_repeated_calls = False
     assert all(len(calls) > len(set(calls)) for calls in repeated), repeated
     assert dropped == [list(dict.fromkeys(calls)) for calls in repeated]  # the first of each, in order
+
+
+def test_drop_unstated_optionals_removes_the_optional_values_nobody_gave(make_router, tokenizer):
+    router = make_router()
+    tool = {"name": "get_weather", "description": "Weather of a city.",
+            "parameters": {"type": "object", "properties": {"note": {"type": "string"},
+                                                           "city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                           "required": ["city"]}}
+    query = "weather in Paris"
+
+    def arguments(drop: bool) -> list[dict]:
+        router.config.drop_unstated_optionals = drop
+        return [router.route(query, tools=[tool], tool_choice="required", parallel_tool_calls=False,
+                             max_new_tokens=60, logits_processor=finishing_sampler(tokenizer, seed)).calls[0].arguments
+                for seed in range(6)]
+
+    kept, dropped = arguments(False), arguments(True)
+    router.config.drop_unstated_optionals = False
+    made_up = [i for i, a in enumerate(kept) if "note" in a and not ConversationText([query]).mentions(a["note"])]
+    assert made_up, kept  # the random model writes notes that share no word with the request
+    assert dropped == [{k: v for k, v in a.items() if k != "note" or i not in made_up} for i, a in enumerate(kept)]
 
 
 @pytest.mark.parametrize("copy_bias", [0.0, 1000.0])

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import EMAIL, WEATHER, finishing_sampler
-from toolformer_router.grounding import ConversationText, argument_grounding, schema_constants
+from toolformer_router.grounding import ConversationText, argument_grounding, drop_unstated_optionals, schema_constants
 from toolformer_router.lexical import LexicalMatcher
 from toolformer_router.relevance import ToolRelevance
 
@@ -59,6 +59,46 @@ def test_argument_grounding_counts_only_values_the_user_had_to_give():
     assert grounding(city="[:,") is None  # no letter or digit: nothing to check
     two = [{"name": "weather", "arguments": {"city": "Paris"}}, {"name": "other", "arguments": {"q": ["Oslo", 4]}}]
     assert argument_grounding(two, {"weather": schema}, text) == pytest.approx(2 / 3)  # unknown tool: no constants
+
+
+@pytest.mark.parametrize("value, mentioned", [
+    ("Seattle, WA", True),
+    ("seattle", True),
+    ("2023-03-12", True),  # "12th" holds the digits 12
+    ("2023-03-08", True),  # "2023"
+    ("2024-01-01", False),
+    ("dontcare", False),
+    ("Portland", False),
+    (12, True),
+    (3, True),  # "march" is no number, but "3 tickets" is
+    (30, False),
+    ("030", False),
+])
+def test_conversation_mentions(value, mentioned):
+    text = ConversationText(["A music event in Seattle, WA on the 12th of march 2023, 3 tickets"])
+    assert text.mentions(value) is mentioned
+
+
+def test_drop_unstated_optionals_drops_only_optional_values_the_conversation_does_not_mention():
+    schema = {"type": "object", "required": ["city"], "properties": {
+        "city": {"type": "string"}, "date": {"type": "string"}, "genre": {"type": "string", "enum": ["Rock", "Pop"]},
+        "limit": {"type": "integer", "default": 10}, "private": {"type": "boolean"},
+        "tags": {"type": "array", "items": {"type": "string"}}}}
+    text = ConversationText(["Find music events in New York this weekend, tagged jazz"])
+    call = {"name": "find_events", "arguments": {
+        "city": "Boston",  # required: kept though unstated
+        "date": "2023-01-01",  # optional and made up: dropped
+        "genre": "Rock", "limit": 10, "private": True,  # an enum member, a default, a boolean: kept
+        "tags": ["blues", "jazz"]}}  # one member mentioned: kept whole
+    other = {"name": "unknown_tool", "arguments": {"q": "zzz"}}  # no schema: nothing is required, "zzz" dropped
+    kept = drop_unstated_optionals([call, other], {"find_events": schema}, text)
+    assert kept == [{"name": "find_events", "arguments": {"city": "Boston", "genre": "Rock", "limit": 10,
+                                                          "private": True, "tags": ["blues", "jazz"]}},
+                    {"name": "unknown_tool", "arguments": {}}]
+    assert call["arguments"]["date"] == "2023-01-01"  # the input is not changed
+    stated = {"name": "find_events", "arguments": {"city": "New York", "date": "this weekend", "limit": 5}}
+    assert drop_unstated_optionals([stated], {"find_events": schema}, text) == [
+        {"name": "find_events", "arguments": {"city": "New York", "date": "this weekend"}}]  # 5: nobody said it
 
 
 def _grounding_of(router, calls, messages, tools):

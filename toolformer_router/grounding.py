@@ -6,6 +6,10 @@ triangle-area tool, fills `base` and `height` with numbers nobody gave. `argumen
 list's checkable values found in the conversation; `RouterConfig.min_argument_grounding` turns a call list below
 it into a text answer. Values the schema itself offers (an `enum` member, a `default`, a `const`), booleans and
 nulls are not checkable: the model picks them, the user need not say them.
+
+`drop_unstated_optionals` acts on the values one by one: an optional argument that shares not a word or a
+number with the conversation is dropped from the call (`RouterConfig.drop_unstated_optionals`), so the tool's
+own default applies instead of a value the decoder made up ("date": "2023-01-01" for "movies playing today").
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
                 "dozen": 12, "once": 1, "twice": 2, "single": 1, "double": 2, "triple": 3, "half": 0.5}
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _NOT_WORD = re.compile(r"[^0-9a-z]+")
+_DIGITS = re.compile(r"\d+")
 _CODE = re.compile(r"[A-Z]{2,5}")
 """A code the decoder may write for words the user wrote: "USD" for "US dollars", "NYC" for "New York City"."""
 
@@ -84,6 +89,7 @@ class ConversationText:
         self.numbers = {float(part) for number in _NUMBER.findall(text)
                         for part in [number.replace(",", ""), *number.split(",")] if part.strip("+-")}
         self.numbers |= {float(NUMBER_WORDS[w]) for w in self.words if w in NUMBER_WORDS}
+        self.digit_runs = {run.lstrip("0") for word in self.words for run in _DIGITS.findall(word)}
 
     def states(self, value: Any) -> bool:
         """Whether the conversation states a scalar value: a number it writes (digits, a few number words, or
@@ -103,6 +109,23 @@ class ConversationText:
             _abbreviates(joined, self.sequence, start) for start in range(len(self.sequence)))
 
 
+    def mentions(self, value: Any) -> bool:
+        """Whether the conversation has anything of a scalar value: a number it `states`, or a string with a
+        word it contains (a run of digits counts where the conversation has it in any word: "10" of
+        "2023-03-10" in "March 10th")."""
+        if isinstance(value, (int, float)):
+            return self.states(value)
+        return any(word in self.words or (word.isdigit() and word.lstrip("0") in self.digit_runs)
+                   for word in _words(str(value)))
+
+
+def _checkable(value: Any, offered: set[str]) -> bool:
+    """Whether a scalar argument value is one the user would have to state: not a boolean or null, not a
+    string without a letter or digit, and not a value the schema offers (`schema_constants`)."""
+    return not (value is None or isinstance(value, bool) or (isinstance(value, str) and not _words(value))
+                or json.dumps(value, sort_keys=True) in offered)
+
+
 def argument_grounding(calls: Iterable[Mapping[str, Any]], schemas: Mapping[str, Any],
                        conversation: ConversationText) -> float | None:
     """The share of the calls' checkable argument values that the conversation states, in [0, 1]; None when
@@ -114,9 +137,29 @@ def argument_grounding(calls: Iterable[Mapping[str, Any]], schemas: Mapping[str,
     for call in calls:
         offered = schema_constants(schemas.get(call["name"], {}))
         for value in argument_values(call.get("arguments") or {}):
-            if (value is None or isinstance(value, bool) or (isinstance(value, str) and not _words(value))
-                    or json.dumps(value, sort_keys=True) in offered):
-                continue
-            checked += 1
-            stated += conversation.states(value)
+            if _checkable(value, offered):
+                checked += 1
+                stated += conversation.states(value)
     return stated / checked if checked else None
+
+
+def drop_unstated_optionals(calls: Iterable[Mapping[str, Any]], schemas: Mapping[str, Any],
+                            conversation: ConversationText) -> list[dict[str, Any]]:
+    """`calls` without the optional arguments (not in their tool's top-level `required`) that have checkable
+    values and none that the conversation `mentions`: the user said nothing of them, so the tool's default
+    applies. Required arguments, and optional ones whose values are all booleans, nulls or schema constants,
+    are kept.
+
+    `calls`: {"name", "arguments"} mappings; `schemas`: tool name → its parameters schema."""
+    kept = []
+    for call in calls:
+        schema = schemas.get(call["name"]) or {}
+        required, properties = set(schema.get("required") or ()), schema.get("properties") or {}
+        arguments = {}
+        for key, value in (call.get("arguments") or {}).items():
+            offered = schema_constants(properties.get(key, {}))
+            checkable = [v for v in argument_values(value) if _checkable(v, offered)]
+            if key in required or not checkable or any(conversation.mentions(v) for v in checkable):
+                arguments[key] = value
+        kept.append({**call, "arguments": arguments})
+    return kept

@@ -46,7 +46,7 @@ from .errors import (
     UnknownToolError,
 )
 from .gist_cache import GistCache, ToolMemory
-from .grounding import ConversationText, argument_grounding
+from .grounding import ConversationText, argument_grounding, drop_unstated_optionals
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
 from .lexical import LexicalMatcher
 from .relevance import ToolRelevance
@@ -643,9 +643,9 @@ class ToolRouter:
             self._second_pass(requests, outputs, usages, supports, logits_processor)
         latency = time.perf_counter() - started
         results = []
-        for output, usage, selection, support in zip(outputs, usages, selections, supports):
+        for request, output, usage, selection, support in zip(requests, outputs, usages, selections, supports):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(output, usage, selection.margin, support))
+            results.append(self._result(request, output, usage, selection.margin, support))
         return results
 
     def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
@@ -829,7 +829,7 @@ class ToolRouter:
         self._assembled[key] = assembled
         return *assembled, hits, misses
 
-    def _result(self, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,
+    def _result(self, request: _Request, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,
                 support: CallSupport) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
@@ -841,6 +841,9 @@ class ToolRouter:
             calls = _parse_call_list(raw) if output.stopped else None
             if calls is not None and self.config.drop_repeated_calls:
                 calls = drop_repeats(calls)
+            if calls is not None and self.config.drop_unstated_optionals:
+                calls = drop_unstated_optionals(calls, {tool.name: tool.parameters for tool in request.tools},
+                                                ConversationText(conversation_texts(request.messages)))
             if calls is not None:
                 result.calls = [
                     ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
