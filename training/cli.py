@@ -144,6 +144,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                                "request)")
     evaluate.add_argument("--drop-repeated-calls", choices=["on", "off"], default=None,
                           help="override the checkpoint's drop_repeated_calls (a call list's exact repeats dropped)")
+    evaluate.add_argument("--drop-unstated-optionals", choices=["on", "off"], default=None,
+                          help="override the checkpoint's drop_unstated_optionals (optional arguments that share "
+                               "no word or number with the conversation dropped)")
     evaluate.add_argument("--min-argument-grounding", type=float, default=None,
                           help="override the checkpoint's min_argument_grounding (answer instead of calling when "
                                "less of the call's argument values are in the conversation; 0 turns it off)")

@@ -348,7 +348,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if value < 0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
             setattr(router.config, setting, value)
-    for setting in ("cover_enumerations", "end_with_plan", "drop_repeated_calls"):  # on/off overrides
+    for setting in ("cover_enumerations", "end_with_plan", "drop_repeated_calls", "drop_unstated_optionals"):  # on/off
         value = getattr(args, setting)
         if value:
             setattr(router.config, setting, value == "on")
@@ -402,6 +402,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
             "cover_enumerations": router.config.cover_enumerations, "end_with_plan": router.config.end_with_plan,
             "copy_bias": router.config.copy_bias, "drop_repeated_calls": router.config.drop_repeated_calls,
+            "drop_unstated_optionals": router.config.drop_unstated_optionals,
             "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(out, summaries, records, meta)
