@@ -1,14 +1,15 @@
 """Re-score kept evaluation records after a filter that acts on the parsed call list only (no routing again).
 
     python benchmarks/rescore_records.py RECORDS.examples.jsonl[.gz] --data-dir data/prepared --split validation \
-        [--filter drop-repeats|drop-unstated-optionals] [--out result.json]
+        [--filter drop-repeats|drop-unstated-optionals] [--limit N [--seed S]] [--out result.json]
 
 A filter of this kind (`drop-repeats`: `RouterConfig.drop_repeated_calls`; `drop-unstated-optionals`:
 `RouterConfig.drop_unstated_optionals`; both applied in `ToolRouter._result` after decoding and after the call
 decision) changes nothing the decoder sees, so applying it to an `eval` run's records gives exactly the figures
 a run with the setting on would give. The records' active tools are rebuilt by name (the example's own tools,
 then the split's catalog); scoring the records as kept must reproduce every stored AST outcome first, or the
-script stops. Prints JSON and a table: the metrics before and after, the paired AST and TSA outcomes (McNemar
+script stops. `--limit` keeps the examples `eval --limit` would route (N per category, seeded), e.g. the subset the
+baselines ran on. Prints JSON and a table: the metrics before and after, the paired AST and TSA outcomes (McNemar
 p) and the examples whose outcome changed.
 """
 
@@ -26,7 +27,7 @@ from toolformer_router.grounding import ConversationText, drop_unstated_optional
 from toolformer_router.router import conversation_texts, drop_repeats, normalize_messages
 from toolformer_router.schema import normalize_tools
 from toolformer_router.training.data import load_prepared
-from toolformer_router.training.evaluate import calls_are_valid
+from toolformer_router.training.evaluate import calls_are_valid, limit_per_category
 from toolformer_router.training.metrics import ExampleResult, ast_match, paired_outcomes, score, selects_gold_tools
 
 CallFilter = Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
@@ -108,11 +109,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the prepared data the run was made on")
     parser.add_argument("--split", required=True, help="the split the run was made on")
     parser.add_argument("--filter", choices=sorted(FILTERS), default="drop-repeats")
+    parser.add_argument("--limit", type=int, help="only the examples `eval --limit N` routes (N per category)")
+    parser.add_argument("--seed", type=int, default=0, help="the run's --seed (which examples --limit keeps)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     records = read_records(args.records)
+    if args.limit is not None:
+        kept = {e.id for e in limit_per_category(load_prepared(args.data_dir, args.split), args.limit, args.seed)}
+        records = [record for record in records if record["id"] in kept]
     attach_tools(records, args.data_dir, args.split)
-    result = {"records": str(args.records), "split": args.split, "filter": args.filter,
+    result = {"records": str(args.records), "split": args.split, "filter": args.filter, "limit": args.limit,
               **rescore(records, FILTERS[args.filter])}
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     print(text)
