@@ -5,7 +5,9 @@ curriculum's `selection` stage trains it (`CurriculumModel.selection_loss`, ever
 the checkpoint's fixed gists) on the training examples whose calls name no held-out tool, with the held-out
 tools removed from their lists. It is then measured on the training-side BFCL examples (train + validation)
 whose calls all name held-out tools, each among its own tools plus held-out distractors up to 20 and 200:
-recall@1 of the first call's tool under score = selector logit + w x BM25 (`LexicalMatcher`), for each w, and,
+recall@1 of the first call's tool under score = selector logit + w x BM25 (`LexicalMatcher`), for each w (and,
+with `--relevance-weights`, at the config's `lexical_weight` plus r x the MiniLM cosine of `ToolRelevance`
+between the request and each tool's "name: description", for each r), and,
 at the config's `lexical_weight`, how often every tool the example calls is among the k best scores (k of
 `--top-k`; for a multi-call example all its tools must be). This is how `lexical_weight` and
 `later_call_candidates` are chosen; the BFCL test categories are not read.
@@ -16,7 +18,8 @@ measured on the held-out call examples and on a "no call" copy of each (its gold
 BFCL's irrelevance category): the AUC of the selection margin, of the best selection score, of the best BM25
 alone and of the decoder's call margin, and FNR / FPR at the checkpoint's `no_tool_margin` and `call_bias`.
 
-    python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--top-k 1,2,3,5] [--out FILE]
+    python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--relevance-weights 1,2,4]
+        [--top-k 1,2,3,5] [--out FILE]
 
 Prints a JSON document and a table. Caveat: the gists (and the decoder) were trained with these tools in the
 data; only the selector has not seen them.
@@ -136,6 +139,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weights", default="0,0.5,1,2,4,8")
+    parser.add_argument("--relevance-weights", default="",
+                        help="r of 'selector + lexical_weight x BM25 + r x MiniLM cosine' (none by default)")
     parser.add_argument("--top-k", default="1,2,3,5", help="k of 'every called tool among the k best'")
     parser.add_argument("--tool-counts", default="20,200")
     parser.add_argument("--seed", type=int, default=0)
@@ -163,11 +168,13 @@ def main() -> None:
     shipped_weight = config.router.get("lexical_weight", 0.0)
     router.config.lexical_weight = 0.0
     weights = [float(w) for w in args.weights.split(",")]
+    relevance_weights = [float(r) for r in filter(None, args.relevance_weights.split(","))]
     top_ks = [int(k) for k in args.top_k.split(",")]
     rows, top_k_rows = [], []
     for count in (int(c) for c in args.tool_counts.split(",")):
         hits = {w: 0 for w in weights}
         hits["bm25"] = 0
+        relevance_hits = {r: 0 for r in relevance_weights}
         n = 0
         within = {(k, multi): 0 for k in top_ks for multi in (False, True)}
         n_multi = 0
@@ -184,6 +191,11 @@ def main() -> None:
             for w in weights:
                 hits[w] += tools[int((selector + w * lexical).argmax())].name == gold
             hits["bm25"] += tools[int(lexical.argmax())].name == gold
+            if relevance_weights:
+                request = router.relevance.embedder.embed([selection_text(example.messages)])[0]
+                cosine = router.relevance.tool_vectors(tools) @ request
+                for r in relevance_weights:
+                    relevance_hits[r] += tools[int((selector + shipped_weight * lexical + r * cosine).argmax())].name == gold
             order = (selector + shipped_weight * lexical).argsort(descending=True, stable=True)
             ranked = [tools[i].name for i in order.tolist()]
             multi = len({call.name for call in example.calls}) > 1
@@ -191,7 +203,8 @@ def main() -> None:
             for k in top_ks:
                 within[k, multi] += {call.name for call in example.calls} <= set(ranked[:k])
         rows.append({"tools": count, "n": n, **{f"w={w:g}": round(hits[w] / n, 3) for w in weights},
-                     "bm25 alone": round(hits["bm25"] / n, 3)})
+                     "bm25 alone": round(hits["bm25"] / n, 3),
+                     **{f"w={shipped_weight:g} r={r:g}": round(relevance_hits[r] / n, 3) for r in relevance_weights}})
         for multi, examples in ((False, n - n_multi), (True, n_multi)):
             if examples:
                 top_k_rows.append({"tools": count, "calls": "several tools" if multi else "one tool", "n": examples,
