@@ -175,6 +175,7 @@ def main() -> None:
         hits = {w: 0 for w in weights}
         hits["bm25"] = 0
         relevance_hits = {r: 0 for r in relevance_weights}
+        relevance_hits["minilm"] = 0
         n = 0
         within = {(k, multi): 0 for k in top_ks for multi in (False, True)}
         n_multi = 0
@@ -196,6 +197,7 @@ def main() -> None:
                 cosine = router.relevance.tool_vectors(tools) @ request
                 for r in relevance_weights:
                     relevance_hits[r] += tools[int((selector + shipped_weight * lexical + r * cosine).argmax())].name == gold
+                relevance_hits["minilm"] += tools[int(cosine.argmax())].name == gold
             order = (selector + shipped_weight * lexical).argsort(descending=True, stable=True)
             ranked = [tools[i].name for i in order.tolist()]
             multi = len({call.name for call in example.calls}) > 1
@@ -204,7 +206,8 @@ def main() -> None:
                 within[k, multi] += {call.name for call in example.calls} <= set(ranked[:k])
         rows.append({"tools": count, "n": n, **{f"w={w:g}": round(hits[w] / n, 3) for w in weights},
                      "bm25 alone": round(hits["bm25"] / n, 3),
-                     **{f"w={shipped_weight:g} r={r:g}": round(relevance_hits[r] / n, 3) for r in relevance_weights}})
+                     **{f"w={shipped_weight:g} r={r:g}": round(relevance_hits[r] / n, 3) for r in relevance_weights},
+                     **({"minilm alone": round(relevance_hits["minilm"] / n, 3)} if relevance_weights else {})})
         for multi, examples in ((False, n - n_multi), (True, n_multi)):
             if examples:
                 top_k_rows.append({"tools": count, "calls": "several tools" if multi else "one tool", "n": examples,
