@@ -197,10 +197,11 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--experiments", "order",
           "--lexical-weight", "3", "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
-          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on"])
+          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2"])
     meta = json.loads(out.read_text())["meta"]
     assert meta["lexical_weight"] == 3.0 and meta["later_call_candidates"] == 2 and meta["min_tool_relevance"] == 0.2
     assert meta["call_bias"] == 0.5 and meta["clause_plan_gap"] == 4.0 and meta["drop_unstated_optionals"] is True
+    assert meta["relevance_weight"] == 2.0
     summary = json.loads(out.read_text())["systems"]["router/validation"]
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
     journal = out.parent / "summary.router-validation.journal.jsonl"
@@ -208,7 +209,7 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--lexical-weight", "3",
           "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
-          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--resume"])  # every record reused: the same summary
+          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2", "--resume"])  # every record reused: the same summary
     assert json.loads(out.read_text())["systems"]["router/validation"] == summary
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()

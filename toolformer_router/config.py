@@ -111,6 +111,10 @@ class RouterConfig(CallThresholds):
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector
     never saw; 0 leaves selection to the learned score (e.g. after training on your own tools)."""
+    relevance_weight: float = Field(0.0, ge=0.0)
+    """Weight of the MiniLM cosine between the last user message and each tool's "name: description"
+    (`ToolRelevance.similarities`), added to the selection score beside `lexical_weight`'s word match. Like it,
+    it needs no training; it costs one sentence-encoder pass per request. 0: off."""
     max_schema_tokens: int = Field(256, ge=16)
     max_tools: int = Field(1000, ge=1)
     max_query_tokens: int = Field(2048, ge=16)
@@ -176,8 +180,9 @@ class RouterConfig(CallThresholds):
 
     @property
     def uses_tool_relevance(self) -> bool:
-        """Whether any request can be vetoed by `min_tool_relevance` (so the sentence encoder is needed)."""
-        return any(t.min_tool_relevance is not None for t in self._threshold_sets())
+        """Whether the sentence encoder is needed: `relevance_weight` is set, or a request can be vetoed by
+        `min_tool_relevance`."""
+        return bool(self.relevance_weight) or any(t.min_tool_relevance is not None for t in self._threshold_sets())
 
     def resolved_decoder_layers(self, num_backbone_layers: int) -> tuple[int, int]:
         start, end = self.decoder_layers or (0, num_backbone_layers)

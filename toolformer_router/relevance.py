@@ -87,11 +87,14 @@ class ToolRelevance:
             self._tool_vectors.popitem(last=False)
         return stacked
 
+    def similarities(self, text: str, tools: Sequence[Tool]) -> torch.Tensor:
+        """(T,) cosine similarities in [-1, 1] between `text` and each of `tools`' "name: description"."""
+        with self._lock:
+            return self.tool_vectors(tools) @ self.embedder.embed([text])[0]
+
     def score(self, text: str, tools: Sequence[Tool]) -> float | None:
         """The lowest cosine similarity between `text` and one of `tools` (in [-1, 1]): the call list is as
         relevant as its least relevant tool. None without tools or without text."""
         if not tools or not text.strip():
             return None
-        with self._lock:
-            similarities = self.tool_vectors(tools) @ self.embedder.embed([text])[0]
-        return float(similarities.min())
+        return float(self.similarities(text, tools).min())

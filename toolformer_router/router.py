@@ -531,7 +531,8 @@ class ToolRouter:
     def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
         """The active tools (registered, or `tools`) ordered by their selection score for `query`, best first:
         `[(name, score), ...]`; score = `ToolSelector` logit + `lexical_weight` x BM25 match of the last user
-        message. In "selector" mode the first call names the best allowed one."""
+        message (+ `relevance_weight` x its MiniLM cosine with the tool). In "selector" mode the first call names
+        the best allowed one."""
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
         if not active:
@@ -701,7 +702,8 @@ class ToolRouter:
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
                           gist_sets: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[float | None]]:
         """(selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
-        (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message;
+        (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message and
+        `relevance_weight` x its MiniLM cosine with each tool;
         per conversation, the best tool's `ToolSelector` logit minus its "no tool" logit, or None without one)."""
         texts = [selection_text(messages) for messages in conversations]
         input_ids, mask = pad_right([self.query_token_ids(text) for text in texts], device=self.device)
@@ -715,6 +717,9 @@ class ToolRouter:
             margins = [(s.max() - n).item() for s, n in zip(scores, no_tool)]
         if self.config.lexical_weight:
             scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
+                      for s, text, tools in zip(scores, texts, tool_lists)]
+        if self.config.relevance_weight:
+            scores = [s + self.config.relevance_weight * self.relevance.similarities(text, tools).to(s.device)
                       for s, text, tools in zip(scores, texts, tool_lists)]
         return scores, margins
 

@@ -124,6 +124,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="override the checkpoint's tool-selection mode")
     evaluate.add_argument("--lexical-weight", type=float, default=None,
                           help="override the checkpoint's lexical_weight (BM25 share of the selection score)")
+    evaluate.add_argument("--relevance-weight", type=float, default=None,
+                          help="override the checkpoint's relevance_weight (MiniLM cosine share of the selection "
+                               "score)")
     evaluate.add_argument("--later-call-candidates", type=int, default=None,
                           help="override the checkpoint's later_call_candidates (0: later calls name any tool)")
     evaluate.add_argument("--list-bias", type=float, default=None,

@@ -342,7 +342,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
         router.config.argument_filling = args.argument_filling
     if args.tool_selection:
         router.config.tool_selection = args.tool_selection
-    for setting in ("lexical_weight", "later_call_candidates"):  # non-negative overrides of the checkpoint
+    for setting in ("lexical_weight", "relevance_weight", "later_call_candidates"):  # non-negative overrides
         value = getattr(args, setting)
         if value is not None:
             if value < 0:
@@ -397,6 +397,7 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "batch_size": args.batch_size, "baseline_batch_size": args.baseline_batch_size,
             "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
+            "relevance_weight": router.config.relevance_weight,
             "later_call_candidates": router.config.later_call_candidates,
             **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
