@@ -195,8 +195,9 @@ def main() -> None:
             if relevance_weights:
                 request = router.relevance.embedder.embed([selection_text(example.messages)])[0]
                 cosine = router.relevance.tool_vectors(tools) @ request
+                shipped = selector + shipped_weight * lexical
                 for r in relevance_weights:
-                    relevance_hits[r] += tools[int((selector + shipped_weight * lexical + r * cosine).argmax())].name == gold
+                    relevance_hits[r] += tools[int((shipped + r * cosine).argmax())].name == gold
                 relevance_hits["minilm"] += tools[int(cosine.argmax())].name == gold
             order = (selector + shipped_weight * lexical).argsort(descending=True, stable=True)
             ranked = [tools[i].name for i in order.tolist()]

@@ -209,7 +209,8 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--lexical-weight", "3",
           "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
-          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2", "--resume"])  # every record reused: the same summary
+          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2",
+          "--resume"])  # every record reused: the same summary
     assert json.loads(out.read_text())["systems"]["router/validation"] == summary
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()

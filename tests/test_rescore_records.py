@@ -30,7 +30,8 @@ def _write(tmp_path: Path, made_up_ast_ok: bool = False) -> Path:
     examples = [
         {"id": "events", "source": "bfcl:live_multiple", "tools": [EVENTS],
          "messages": [{"role": "user", "content": "Find music events in Paris"}],
-         "calls": [{"name": "find_events", "arguments": {"city": "Paris"}, "allowed": {"city": ["Paris"], "date": [""]}}]},
+         "calls": [{"name": "find_events", "arguments": {"city": "Paris"},
+                    "allowed": {"city": ["Paris"], "date": [""]}}]},
         {"id": "greeting", "source": "bfcl:live_irrelevance", "tools": [EVENTS],
          "messages": [{"role": "user", "content": "Hello there"}], "calls": []},
     ]

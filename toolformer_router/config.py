@@ -104,9 +104,10 @@ class RouterConfig(CallThresholds):
     """A call list's exact repeats (the same tool with the same arguments) are dropped from the result's calls:
     a list that says the same thing twice asks once."""
     drop_unstated_optionals: bool = False
-    """An optional argument that shares no word or number with the conversation (`drop_unstated_optionals`)
-    is dropped from the result's calls, so the tool's default applies instead of a made-up value. It acts after
-    the call decision; booleans, nulls and values the schema offers (enum members, defaults) are kept."""
+    """An optional argument that shares no word or number with the conversation
+    (`grounding.drop_unstated_optionals`) is dropped from the result's calls, so the tool's default applies
+    instead of a made-up value. It acts after the call decision; booleans, nulls and values the schema offers
+    (enum members, defaults) are kept."""
     lexical_weight: float = Field(0.0, ge=0.0)
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector

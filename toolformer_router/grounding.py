@@ -108,7 +108,6 @@ class ConversationText:
         return bool(_CODE.fullmatch(str(value))) and any(
             _abbreviates(joined, self.sequence, start) for start in range(len(self.sequence)))
 
-
     def mentions(self, value: Any) -> bool:
         """Whether the conversation has anything of a scalar value: a number it `states`, or a string with a
         word it contains (a run of digits counts where the conversation has it in any word: "10" of
