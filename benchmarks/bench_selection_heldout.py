@@ -193,8 +193,7 @@ def main() -> None:
                 hits[w] += tools[int((selector + w * lexical).argmax())].name == gold
             hits["bm25"] += tools[int(lexical.argmax())].name == gold
             if relevance_weights:
-                request = router.relevance.embedder.embed([selection_text(example.messages)])[0]
-                cosine = router.relevance.tool_vectors(tools) @ request
+                cosine = router.relevance.similarities(selection_text(example.messages), tools)
                 shipped = selector + shipped_weight * lexical
                 for r in relevance_weights:
                     relevance_hits[r] += tools[int((shipped + r * cosine).argmax())].name == gold
