@@ -31,12 +31,13 @@ from toolformer_router.training.evaluate import calls_are_valid, limit_per_categ
 from toolformer_router.training.metrics import ExampleResult, ast_match, paired_outcomes, score, selects_gold_tools
 
 CallFilter = Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any]]]
-"""(a record's parsed calls, the record with `_tools` and `_messages`) → the calls the setting would return."""
+"""(a record's parsed calls, the record with `_tools`, `_schemas` and `_messages`) → the calls the setting
+would return."""
 
 FILTERS: dict[str, CallFilter] = {
     "drop-repeats": lambda calls, record: drop_repeats(calls),
     "drop-unstated-optionals": lambda calls, record: drop_unstated_optionals(
-        calls, {tool.name: tool.parameters for tool in normalize_tools(record["_tools"])},
+        calls, record["_schemas"],
         ConversationText(conversation_texts(record["_messages"]))),
 }
 
@@ -49,7 +50,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def attach_tools(records: list[dict[str, Any]], data_dir: Path, split: str) -> None:
     """Give each record `_tools`: its active tools' dicts, by name (own tools first, then the catalog's first
-    tool of that name), and `_messages`: its example's conversation, normalised as the router reads it."""
+    tool of that name), `_schemas`: their normalised parameters by name (what the grammar enforces), and
+    `_messages`: its example's conversation, normalised as the router reads it."""
     catalog_file = "catalog_test.jsonl" if split == "test" else "catalog_train.jsonl"
     catalog: dict[str, dict] = {}
     for line in (data_dir / catalog_file).read_bytes().splitlines():
@@ -62,6 +64,7 @@ def attach_tools(records: list[dict[str, Any]], data_dir: Path, split: str) -> N
             raise SystemExit(f"record {record['id']!r} is not an example of {data_dir}/{split}")
         own = {tool["name"]: tool for tool in examples[record["id"]].tools}
         record["_tools"] = [own.get(name) or catalog[name] for name in record["active_tools"]]
+        record["_schemas"] = {tool.name: tool.parameters for tool in normalize_tools(record["_tools"])}
         record["_messages"] = normalize_messages(examples[record["id"]].messages)
 
 
@@ -76,7 +79,7 @@ def _still_valid(record: dict[str, Any]) -> bool:
     too, e.g. a catalog tool that shares its name with another, the filter is not blamed.)"""
     if not record["valid"] or record["_filtered"] == record["calls"]:
         return record["valid"]
-    schemas = [{"name": tool.name, "parameters": tool.parameters} for tool in normalize_tools(record["_tools"])]
+    schemas = [{"name": name, "parameters": parameters} for name, parameters in record["_schemas"].items()]
     return calls_are_valid(record["_filtered"], schemas) or not calls_are_valid(record["calls"], schemas)
 
 
