@@ -563,6 +563,38 @@ def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tok
         make_router(seed=6, no_tool_margin=0.0)
 
 
+def test_min_selection_score_declines_calls_to_a_tool_the_selector_scores_low(make_router, tokenizer):
+    """`selection_score` is the selector's own logit for the first call's tool (the word match not added);
+    "auto" calls only where it reaches `min_selection_score`, the call margin is measured either way, and a
+    required call is never declined."""
+    always_call = torch.zeros(len(tokenizer))
+    for token, i in tokenizer.get_vocab().items():
+        if tokenizer.convert_tokens_to_string([token]).startswith("["):
+            always_call[i] = 1e4
+
+    def processor(logits):
+        return logits + always_call
+
+    router = make_router(seed=6, max_new_tokens=48, lexical_weight=2.0)
+    messages = [{"role": "user", "content": "weather in Paris"}]
+    free = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
+    assert free.raw.startswith("[") and free.calls
+    router.config.lexical_weight = 0.0
+    logits = dict(router.rank_tools(messages, tools=[EMAIL, WEATHER]))
+    router.config.lexical_weight = 2.0
+    assert free.selection_score == pytest.approx(logits[free.calls[0].name], abs=1e-4)
+    first, score = router.first_call_selection(messages, [EMAIL, WEATHER])
+    assert first == free.calls[0].name and score == pytest.approx(free.selection_score, abs=1e-5)
+    for threshold, calls in ((free.selection_score - 0.01, True), (free.selection_score + 0.01, False)):
+        router.config.min_selection_score = threshold
+        result = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
+        assert result.raw.startswith("[") == calls and result.call_margin == pytest.approx(free.call_margin)
+        assert result.selection_score == pytest.approx(free.selection_score)
+    assert router.route(messages, tools=[EMAIL, WEATHER], tool_choice="required", logits_processor=processor).calls
+    decoder = make_router(seed=6, tool_selection="decoder", min_selection_score=1e6)
+    assert decoder.route(messages, tools=[EMAIL, WEATHER], max_new_tokens=8).selection_score is None
+
+
 def test_each_request_decides_with_the_thresholds_of_its_tool_count(make_router):
     """With `thresholds_by_tool_count`, a request's call bias is the one calibrated at the count nearest its
     own (log scale): a bias that turns one tool count's call into text leaves the other count's call alone."""

@@ -197,11 +197,12 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--experiments", "order",
           "--lexical-weight", "3", "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
-          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2"])
+          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2",
+          "--min-selection-score=-1e6"])
     meta = json.loads(out.read_text())["meta"]
     assert meta["lexical_weight"] == 3.0 and meta["later_call_candidates"] == 2 and meta["min_tool_relevance"] == 0.2
     assert meta["call_bias"] == 0.5 and meta["clause_plan_gap"] == 4.0 and meta["drop_unstated_optionals"] is True
-    assert meta["relevance_weight"] == 2.0
+    assert meta["relevance_weight"] == 2.0 and meta["min_selection_score"] == -1e6
     summary = json.loads(out.read_text())["systems"]["router/validation"]
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
     journal = out.parent / "summary.router-validation.journal.jsonl"
@@ -210,7 +211,7 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
           "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--lexical-weight", "3",
           "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
           "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2",
-          "--resume"])  # every record reused: the same summary
+          "--min-selection-score=-1e6", "--resume"])  # every record reused: the same summary
     assert json.loads(out.read_text())["systems"]["router/validation"] == summary
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()
@@ -398,14 +399,39 @@ def test_calibration_keeps_the_current_threshold_when_no_quantile_beats_it():
     records = [{"id": str(i), "category": "no_call" if i < 4 else "c", "calls": call, "gold": [] if i < 4 else gold,
                 "_tools": [tool], "valid": True, "call_margin": 1.0, "request_coverage": (i + 1) / 100}
                for i in range(40)]
-    args = SimpleNamespace(grounding_veto="on", coverage_veto="on", relevance_veto="on", pass_call_bias=1.0,
-                           max_fnr=0.0, checkpoint="x")
+    args = SimpleNamespace(grounding_veto="on", coverage_veto="on", relevance_veto="on", selection_veto="on",
+                           pass_call_bias=1.0, max_fnr=0.0, checkpoint="x")
     router = SimpleNamespace(model=SimpleNamespace(selector=SimpleNamespace(has_no_tool=False)))
     from_grid = _choose(router, records, 20, args, CallThresholds())
     assert from_grid["chosen"]["FPR"] == 0.25 and from_grid["chosen"]["FNR"] == 0.0
     kept = _choose(router, records, 20, args, CallThresholds(min_request_coverage=0.045))
     assert (kept["chosen"]["min_request_coverage"], kept["chosen"]["FPR"], kept["chosen"]["FNR"]) == (0.045, 0.0, 0.0)
     assert kept["chosen_FPR_by_category"] == {"no_call": 0.0}
+
+
+def test_calibration_sweeps_the_selection_score_veto_on_calls_and_text_answers():
+    """`min_selection_score` vetoes by the record's `selection_score`, which a text answer has too: below the
+    threshold no bias makes it a call."""
+    from toolformer_router.training.calibrate import decision_rates, score_with_bias, sweep_call_bias
+
+    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
+    call, gold = [{"name": "f", "arguments": {"x": 1}}], [{"f": {"x": [1]}}]
+
+    def record(i, gold, calls, margin, selection_score):
+        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool], "valid": True,
+                "call_margin": margin, "selection_score": selection_score}
+
+    records = [record(0, gold, call, 2.0, 9.0),  # right call, a tool the selector likes
+               record(1, [], call, 1.5, 1.0),  # false positive the selector scores low
+               record(2, gold, [], -1.0, 0.5),  # a missed call, low too: a higher bias cannot bring it back
+               record(3, [], [], -2.0, None)]  # right "no call", no selection
+    assert score_with_bias(records, 1.0, pass_bias=1.0)["FPR"]["value"] == 0.5
+    assert score_with_bias(records, 1.0, None, 1.0, None, None, None, 2.0)["FPR"]["value"] == 0.0
+    assert decision_rates(records, 1.5) == (0.5, 0.0) and decision_rates(records, 1.5, min_selection=2.0) == (0.0, 0.5)
+    rows = sweep_call_bias(records, 1.0, min_selections=[None, 2.0])
+    assert {row["min_selection_score"] for row in rows} == {None, 2.0}
+    at_pass = {row["min_selection_score"]: row for row in rows if row["call_bias"] == 1.0}
+    assert (at_pass[None]["FPR"], at_pass[2.0]["FPR"], at_pass[2.0]["AST"]) == (0.5, 0.0, 0.75)
 
 
 @pytest.mark.parametrize("value", ["1.5", "-2", "high"])
@@ -415,3 +441,12 @@ def test_eval_rejects_a_tool_relevance_that_is_no_cosine(value, capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--out", "unused.json", "--min-tool-relevance", value])
     assert "expected a cosine in [-1, 1] or 'off'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["nan", "high"])
+def test_eval_rejects_a_selection_score_that_is_no_number(value, capsys):
+    from toolformer_router.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--out", "unused.json", "--min-selection-score", value])
+    assert "expected a selector logit or 'off'" in capsys.readouterr().err

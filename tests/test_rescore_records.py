@@ -70,3 +70,36 @@ def test_records_whose_stored_outcome_does_not_reproduce_are_refused(tmp_path, r
                                      "--split", "validation", "--filter", "drop-unstated-optionals"])
     with pytest.raises(SystemExit, match="does not reproduce"):
         rescore_records.main()
+
+
+def test_the_selection_veto_turns_low_scored_calls_into_text_and_scores_missing_records(
+        tmp_path, rescore_records, monkeypatch):
+    """`selection-veto` empties the calls of records whose `selection_score` is below the threshold (here the
+    greeting's false call); a record without a score gets the router's, routed with its own active tools."""
+    path = _write(tmp_path)
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    records[0]["selection_score"] = 5.0
+    records[1].update(calls=[{"name": "get_weather", "arguments": {"city": "Paris"}}], ast_ok=False)
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    routed = []
+
+    class FakeRouter:
+        @classmethod
+        def from_pretrained(cls, checkpoint, **kwargs):
+            return cls()
+
+        def first_call_selection(self, messages, tools):
+            routed.append(([t["name"] for t in tools], messages[-1]["content"]))
+            return "get_weather", 0.5
+
+    monkeypatch.setattr(rescore_records, "ToolRouter", FakeRouter)
+    out = tmp_path / "result.json"
+    monkeypatch.setattr("sys.argv", ["rescore_records.py", str(path), "--data-dir", str(tmp_path / "data"),
+                                     "--split", "validation", "--filter", "selection-veto",
+                                     "--min-selection-score", "2", "--out", str(out)])
+    rescore_records.main()
+    assert routed == [(["find_events", "get_weather"], "Hello there")]
+    result = json.loads(out.read_text())
+    assert result["calls_changed"] == 1 and result["changed"][0]["id"] == "greeting"
+    assert result["before"]["FPR"]["value"] == 1.0 and result["after"]["FPR"]["value"] == 0.0
+    assert result["after"]["FNR"]["value"] == 0.0  # the events call (score 5) is kept

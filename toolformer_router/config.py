@@ -27,6 +27,11 @@ class CallThresholds(BaseModel):
     """With `selector_no_tool`, in "selector" mode and `tool_choice` "auto": answer without a call when the best
     tool's `ToolSelector` logit beats the "no tool" logit by less than this (`RouteResult.selection_margin`);
     None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
+    min_selection_score: float | None = None
+    """In "selector" mode with `tool_choice` "auto": answer without a call when the `ToolSelector` logit of the
+    tool the first call would name (the selector's own score, before `lexical_weight` and `relevance_weight`)
+    is below this (`RouteResult.selection_score`): no active tool is one the selector would pick for this
+    request. None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
     min_argument_grounding: float | None = Field(None, ge=0.0, le=1.0)
     """With `tool_choice` "auto": answer without a call when less than this share of the call list's checkable
     argument values are stated in the conversation (`RouteResult.argument_grounding`, see

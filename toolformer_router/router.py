@@ -90,6 +90,13 @@ class _Selection:
     later: frozenset[str] | None = None
     margin: float | None = None
     planned: tuple[str, ...] = ()
+    score: float | None = None
+    """The first call's tool's `ToolSelector` logit (before the word match and the cosine)."""
+
+
+def _below(value: float | None, threshold: float | None) -> bool:
+    """Whether a veto's threshold is set and the measured value (if any) lies below it."""
+    return threshold is not None and value is not None and value < threshold
 
 
 @dataclass
@@ -542,6 +549,16 @@ class ToolRouter:
         order = scores.argsort(descending=True).tolist()
         return [(active[i].name, float(scores[i])) for i in order]
 
+    @torch.no_grad()
+    def first_call_selection(self, query: Query, tools: Iterable[Any] | None = None) -> tuple[str | None, float | None]:
+        """(the tool an "auto" `route` of `query` would name in its first call, its `ToolSelector` logit: the
+        `RouteResult.selection_score` that `min_selection_score` reads), without decoding; (None, None) where
+        the selector takes no part (decoder mode, no tools)."""
+        request = self._request(query, tools, None, True, None)
+        with self._model_lock:
+            selection = self._call_names([request], [self._request_memory(request.tools)[1]])[0]
+        return selection.first, selection.score
+
     def close(self) -> None:
         """Stop the background batching thread (started by the first `aroute`)."""
         if self._worker is not None:
@@ -631,14 +648,15 @@ class ToolRouter:
             selections = self._call_names(requests, gist_sets)
             for decode_request, selection, request in zip(decode_requests, selections, requests):
                 thresholds = self.config.call_thresholds(len(request.tools))
-                decode_request.call_bias, threshold = thresholds.call_bias, thresholds.no_tool_margin
+                decode_request.call_bias = thresholds.call_bias
                 decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
                 decode_request.planned_call_tools = selection.planned
                 if self.config.cover_enumerations and request.parallel_tool_calls:
                     decode_request.enumerations = find_enumerations(selection_text(request.messages))
-                decode_request.decline_call = (threshold is not None and selection.margin is not None
-                                               and selection.margin < threshold
-                                               and resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto")
+                decode_request.decline_call = (
+                    resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto"
+                    and (_below(selection.margin, thresholds.no_tool_margin)
+                         or _below(selection.score, thresholds.min_selection_score)))
             outputs = self._decode(decode_requests, logits_processor)
             supports = [self._support(request, output) for request, output in zip(requests, outputs)]
             self._second_pass(requests, outputs, usages, supports, logits_processor)
@@ -646,7 +664,7 @@ class ToolRouter:
         results = []
         for request, output, usage, selection, support in zip(requests, outputs, usages, selections, supports):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(request, output, usage, selection.margin, support))
+            results.append(self._result(request, output, usage, selection, support))
         return results
 
     def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
@@ -680,7 +698,7 @@ class ToolRouter:
         if resolve_tool_choice(request.tool_choice, request.tools)[0] != "auto":
             return False
         thresholds = self.config.call_thresholds(len(request.tools))
-        return any(threshold is not None and value is not None and value < threshold for threshold, value in (
+        return any(_below(value, threshold) for threshold, value in (
             (thresholds.min_argument_grounding, support.argument_grounding),
             (thresholds.min_request_coverage, support.request_coverage),
             (thresholds.min_tool_relevance, support.tool_relevance)))
@@ -700,28 +718,31 @@ class ToolRouter:
         )
 
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
-                          gist_sets: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[float | None]]:
+                          gist_sets: list[torch.Tensor]
+                          ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float | None]]:
         """(selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
         (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message and
         `relevance_weight` x its MiniLM cosine with each tool;
+        the `ToolSelector` logits alone (T,) per conversation;
         per conversation, the best tool's `ToolSelector` logit minus its "no tool" logit, or None without one)."""
         texts = [selection_text(messages) for messages in conversations]
         input_ids, mask = pad_right([self.query_token_ids(text) for text in texts], device=self.device)
         selector = self.model.selector
         queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
-        scores = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
+        logits = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
                   for q, gists in zip(queries, gist_sets)]
+        scores = logits
         margins: list[float | None] = [None] * len(scores)
         if selector.has_no_tool:
             no_tool = selector.no_tool_scores(queries)
-            margins = [(s.max() - n).item() for s, n in zip(scores, no_tool)]
+            margins = [(s.max() - n).item() for s, n in zip(logits, no_tool)]
         if self.config.lexical_weight:
             scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
                       for s, text, tools in zip(scores, texts, tool_lists)]
         if self.config.relevance_weight:
             scores = [s + self.config.relevance_weight * self.relevance.similarities(text, tools).to(s.device)
                       for s, text, tools in zip(scores, texts, tool_lists)]
-        return scores, margins
+        return scores, logits, margins
 
     def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[_Selection]:
         """Per request, in "selector" mode, the tool its first call names (the best selection score), the tools
@@ -734,13 +755,16 @@ class ToolRouter:
                 and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
         if not rows:
             return chosen
-        scores, margins = self._selection_scores([requests[i].messages for i in rows],
-                                                 [requests[i].tools for i in rows], [gist_sets[i] for i in rows])
+        scores, logits, margins = self._selection_scores([requests[i].messages for i in rows],
+                                                         [requests[i].tools for i in rows],
+                                                         [gist_sets[i] for i in rows])
         plans = self._clause_plans([requests[i] for i in rows], [gist_sets[i] for i in rows])
-        for i, row_scores, margin, plan in zip(rows, scores, margins, plans):
-            ranked = [requests[i].tools[j].name for j in row_scores.argsort(descending=True, stable=True).tolist()]
+        for i, row_scores, row_logits, margin, plan in zip(rows, scores, logits, margins, plans):
+            order = row_scores.argsort(descending=True, stable=True).tolist()
+            ranked = [requests[i].tools[j].name for j in order]
             later = self.config.later_call_candidates
-            chosen[i] = _Selection(ranked[0], frozenset(ranked[:later]) if later else None, margin, plan)
+            chosen[i] = _Selection(ranked[0], frozenset(ranked[:later]) if later else None, margin, plan,
+                                   float(row_logits[order[0]]))
         return chosen
 
     def _clause_plans(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[tuple[str, ...]]:
@@ -754,7 +778,7 @@ class ToolRouter:
         if not pairs:
             return [()] * len(requests)
         owners = [i for i, _ in pairs]
-        scores, _ = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
+        scores, _, _ = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
                                            [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
         plans: list[list[str]] = [[] for _ in requests]
         for i, clause_scores in zip(owners, scores):
@@ -834,12 +858,13 @@ class ToolRouter:
         self._assembled[key] = assembled
         return *assembled, hits, misses
 
-    def _result(self, request: _Request, output: DecodeOutput, usage: RouteUsage, selection_margin: float | None,
+    def _result(self, request: _Request, output: DecodeOutput, usage: RouteUsage, selection: _Selection,
                 support: CallSupport) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
-                             call_margin=output.call_margin, selection_margin=selection_margin,
+                             call_margin=output.call_margin, selection_margin=selection.margin,
+                             selection_score=selection.score,
                              argument_grounding=support.argument_grounding,
                              request_coverage=support.request_coverage, tool_relevance=support.tool_relevance)
         if raw.startswith("["):

@@ -1,7 +1,7 @@
 """Choose the router's call/no-call thresholds on validation: `call_bias` (the decoder's first token) and the
 vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`, `min_request_coverage`,
-`min_tool_relevance` — the setting with the fewest false positives whose false-negative rate stays within
-`--max-fnr`.
+`min_tool_relevance`, `min_selection_score` — the setting with the fewest false positives whose false-negative
+rate stays within `--max-fnr`.
 
     toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared \
         --out reports/calibration.json [--pass-call-bias 1.0] [--write] [--records earlier.examples.jsonl]
@@ -9,8 +9,9 @@ vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`,
 One validation pass at `call_bias = --pass-call-bias` (default 0), without vetoes, records each example's
 `call_margin` (call-opening logit minus text logit at the first token), `selection_margin` (best tool minus "no
 tool", selector logits), `argument_grounding` (the share of its call list's values the conversation states),
-`request_coverage` (the share of the request's words the called tools speak of) and `tool_relevance` (the
-least MiniLM cosine between the request and a called tool). A bias b at or below the pass's and veto thresholds
+`request_coverage` (the share of the request's words the called tools speak of), `tool_relevance` (the
+least MiniLM cosine between the request and a called tool) and `selection_score` (the selector's logit for the
+first call's tool). A bias b at or below the pass's and veto thresholds
 turn exactly the calls with margin + b <= 0 or a field below its threshold into "no call" and change nothing
 else, so each setting is scored from that one pass, without decoding again. A bias above the pass's turns
 exactly the text answers with margin + b > 0 into calls: their FPR and FNR follow from the same pass, their AST
@@ -48,7 +49,8 @@ BEST_SETTINGS_KEPT = 100
 
 
 VETO_FIELDS = {"no_tool_margin": "selection_margin", "min_argument_grounding": "argument_grounding",
-               "min_request_coverage": "request_coverage", "min_tool_relevance": "tool_relevance"}
+               "min_request_coverage": "request_coverage", "min_tool_relevance": "tool_relevance",
+               "min_selection_score": "selection_score"}
 """Each veto's `RouterConfig` key and the record field it reads: a call whose field is below the threshold is
 answered in text instead (a record without the field is never vetoed)."""
 
@@ -68,13 +70,13 @@ def _calls(record: dict[str, Any], bias: float, vetoes: dict[str, float | None])
 
 def score_with_bias(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
                     pass_bias: float = 0.0, min_grounding: float | None = None,
-                    min_coverage: float | None = None, min_relevance: float | None = None
-                    ) -> dict[str, dict[str, Any]]:
+                    min_coverage: float | None = None, min_relevance: float | None = None,
+                    min_selection: float | None = None) -> dict[str, dict[str, Any]]:
     """`score` of records decoded at `call_bias = pass_bias` (no veto) as if decoded at `bias <= pass_bias`
-    with the vetoes `no_tool_margin`, `min_grounding`, `min_coverage` and `min_relevance`."""
+    with the vetoes `no_tool_margin`, `min_grounding`, `min_coverage`, `min_relevance` and `min_selection`."""
     if bias > pass_bias:
         raise ValueError(f"only biases <= {pass_bias} (the pass's) can be scored from it: they only remove calls")
-    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance)))
+    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance, min_selection)))
     results = [ExampleResult(id=r["id"], category=r["category"], predicted=r["calls"] if _calls(r, bias, vetoes)
                              else [], gold=r["gold"], tools=r["_tools"], valid=r["valid"]) for r in records]
     return score(results)
@@ -82,10 +84,11 @@ def score_with_bias(records: list[dict[str, Any]], bias: float, no_tool_margin: 
 
 def decision_rates(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
                    min_grounding: float | None = None, min_coverage: float | None = None,
-                   min_relevance: float | None = None) -> tuple[float | None, float | None]:
+                   min_relevance: float | None = None, min_selection: float | None = None
+                   ) -> tuple[float | None, float | None]:
     """(FPR, FNR) at (bias, vetoes), a bias of either sign."""
     outcomes = _Outcomes(records)
-    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance)))
+    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance, min_selection)))
     row = outcomes.rows([bias], outcomes.vetoed(vetoes), with_ast=[False])[0]
     return row["FPR"], row["FNR"]
 
@@ -177,10 +180,11 @@ def sweep_call_bias(records: list[dict[str, Any]], pass_bias: float = 0.0,
                     no_tool_margins: list[float | None] | None = None,
                     min_groundings: list[float | None] | None = None,
                     min_coverages: list[float | None] | None = None,
-                    min_relevances: list[float | None] | None = None) -> list[dict[str, Any]]:
+                    min_relevances: list[float | None] | None = None,
+                    min_selections: list[float | None] | None = None) -> list[dict[str, Any]]:
     """Every row of `sweep_groups` for the candidate lists `no_tool_margins` x `min_groundings` x
-    `min_coverages` x `min_relevances` (default None only)."""
-    lists = (no_tool_margins, min_groundings, min_coverages, min_relevances)
+    `min_coverages` x `min_relevances` x `min_selections` (default None only)."""
+    lists = (no_tool_margins, min_groundings, min_coverages, min_relevances, min_selections)
     return [row for group in sweep_groups(records, pass_bias, dict(zip(VETO_FIELDS, lists))) for row in group]
 
 
@@ -283,7 +287,7 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
     `current` thresholds at that count are candidates beside the quantiles, so a choice is never worse under the
     rule than keeping them."""
     switches = {"min_argument_grounding": args.grounding_veto, "min_request_coverage": args.coverage_veto,
-                "min_tool_relevance": args.relevance_veto}
+                "min_tool_relevance": args.relevance_veto, "min_selection_score": args.selection_veto}
     candidates = {key: [None] if switches.get(key, "on") == "off" else
                   sorted(set(threshold_candidates(records, field, 1e-3)) | {getattr(current, key)},
                          key=lambda value: (value is not None, value or 0.0))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from typing import get_args
 
 import orjson
@@ -58,17 +60,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _cosine_or_off(text: str) -> float | str:
-    """An `--min-tool-relevance` value: a cosine in [-1, 1], or "off"."""
-    if text == "off":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1] or 'off', got {text!r}") from None
-    if not -1.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a cosine in [-1, 1] or 'off', got {value}")
-    return value
+def _threshold_or_off(what: str, low: float = -math.inf, high: float = math.inf) -> Callable[[str], float | str]:
+    """An argparse type for a veto's threshold: `what` (a number in [low, high]), or "off"."""
+    def parse(text: str) -> float | str:
+        if text == "off":
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} or 'off', got {text!r}") from None
+        if not low <= value <= high or math.isnan(value):
+            raise argparse.ArgumentTypeError(f"expected {what} or 'off', got {value}")
+        return value
+
+    return parse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -156,7 +161,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--min-request-coverage", type=float, default=None,
                           help="override the checkpoint's min_request_coverage (answer instead of calling when less "
                                "of the request's words occur in the called tools' text; 0 turns it off)")
-    evaluate.add_argument("--min-tool-relevance", type=_cosine_or_off, default=None,
+    evaluate.add_argument("--min-selection-score", type=_threshold_or_off("a selector logit"), default=None,
+                          help="override the checkpoint's min_selection_score (answer instead of calling when the "
+                               "selector's logit for the first call's tool is below this; off turns it off)")
+    evaluate.add_argument("--min-tool-relevance", type=_threshold_or_off("a cosine in [-1, 1]", -1.0, 1.0),
+                          default=None,
                           help="override the checkpoint's min_tool_relevance (answer instead of calling when a "
                                "called tool means something else than the request: MiniLM cosine below this; off "
                                "turns it off)")
@@ -172,8 +181,8 @@ def register(commands: argparse._SubParsersAction) -> None:
              "context), minilm-top3 (the 3 tools closest to the request under all-MiniLM-L6-v2, then the same prompt)")
 
     calibrate = commands.add_parser(
-        "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding, min_request_coverage and "
-             "min_tool_relevance (the call/no-call thresholds) on validation")
+        "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding, min_request_coverage, "
+             "min_tool_relevance and min_selection_score (the call/no-call thresholds) on validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -193,6 +202,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="also sweep min_request_coverage (off: leave it unset)")
     calibrate.add_argument("--relevance-veto", choices=["on", "off"], default="on",
                            help="also sweep min_tool_relevance (off: leave it unset)")
+    calibrate.add_argument("--selection-veto", choices=["on", "off"], default="on",
+                           help="also sweep min_selection_score (off: leave it unset)")
     calibrate.add_argument("--records", action="append", default=None,
                            help="re-sweep the .examples.jsonl of an earlier calibrate pass at the same "
                                 "--pass-call-bias instead of decoding again (once per --tools-per-query count, in "

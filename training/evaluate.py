@@ -125,7 +125,8 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
     return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
             "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
             "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin,
-            "selection_margin": result.selection_margin, "argument_grounding": result.argument_grounding,
+            "selection_margin": result.selection_margin, "selection_score": result.selection_score,
+            "argument_grounding": result.argument_grounding,
             "request_coverage": result.request_coverage, "tool_relevance": result.tool_relevance}
 
 
@@ -235,7 +236,8 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "output": output["raw"], "calls": output["calls"], "gold": gold,
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
-        "selection_margin": output.get("selection_margin"), "argument_grounding": output.get("argument_grounding"),
+        "selection_margin": output.get("selection_margin"), "selection_score": output.get("selection_score"),
+        "argument_grounding": output.get("argument_grounding"),
         "request_coverage": output.get("request_coverage"), "tool_relevance": output.get("tool_relevance"),
         "prompt_tokens": output.get("prompt_tokens"), "tools_in_prompt": output.get("tools_in_prompt"),
         "latency_s": latency, "_tools": tools,
@@ -358,9 +360,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
             if not 0.0 <= value <= 1.0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must lie in [0, 1], got {value}")
             router.config.set_call_threshold(setting, value or None)
-    if args.min_tool_relevance is not None:  # a cosine in [-1, 1], or "off"
-        router.config.set_call_threshold("min_tool_relevance",
-                                         None if args.min_tool_relevance == "off" else args.min_tool_relevance)
+    for setting in ("min_tool_relevance", "min_selection_score"):  # a number, or "off"
+        value = getattr(args, setting)
+        if value is not None:
+            router.config.set_call_threshold(setting, None if value == "off" else value)
     if args.call_bias is not None:
         router.config.set_call_threshold("call_bias", args.call_bias)
     for setting in ("list_bias", "clause_plan_gap", "copy_bias"):  # any-value overrides
