@@ -135,7 +135,8 @@ def main() -> None:
     parser.add_argument("records", type=Path)
     parser.add_argument("--data-dir", type=Path, required=True, help="the prepared data the run was made on")
     parser.add_argument("--split", required=True, help="the split the run was made on")
-    parser.add_argument("--filter", choices=sorted(FILTERS), default="drop-repeats")
+    parser.add_argument("--filter", choices=sorted(FILTERS), action="append",
+                        help="the setting to apply (default drop-repeats); several apply in the order given")
     parser.add_argument("--min-selection-score", type=float,
                         help="selection-veto: the threshold (min_selection_score at the run's tool count)")
     parser.add_argument("--checkpoint", default="default",
@@ -149,19 +150,25 @@ def main() -> None:
         kept = {e.id for e in limit_per_category(load_prepared(args.data_dir, args.split), args.limit, args.seed)}
         records = [record for record in records if record["id"] in kept]
     attach_tools(records, args.data_dir, args.split)
-    if args.filter == "selection-veto":
+    names = args.filter or ["drop-repeats"]
+    if "selection-veto" in names:
         if args.min_selection_score is None:
             parser.error("--filter selection-veto needs --min-selection-score")
         attach_selection_scores(records, args.checkpoint)
         for record in records:
             record["_min_selection_score"] = args.min_selection_score
-    result = {"records": str(args.records), "split": args.split, "filter": args.filter, "limit": args.limit,
-              "min_selection_score": args.min_selection_score, **rescore(records, FILTERS[args.filter])}
+    def combined(calls: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
+        for name in names:
+            calls = FILTERS[name](calls, record)
+        return calls
+
+    result = {"records": str(args.records), "split": args.split, "filter": " + ".join(names), "limit": args.limit,
+              "min_selection_score": args.min_selection_score, **rescore(records, combined)}
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
-    print(f"\n| {args.records.name} (N = {result['n']}) | before | after `{args.filter}` |\n|---|---|---|")
+    print(f"\n| {args.records.name} (N = {result['n']}) | before | after `{result['filter']}` |\n|---|---|---|")
     for metric in ("AST", "TSA", "FPR", "FNR", "validity"):
         before, after = result["before"][metric], result["after"][metric]
         if before["n"]:

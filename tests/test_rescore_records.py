@@ -103,3 +103,11 @@ def test_the_selection_veto_turns_low_scored_calls_into_text_and_scores_missing_
     assert result["calls_changed"] == 1 and result["changed"][0]["id"] == "greeting"
     assert result["before"]["FPR"]["value"] == 1.0 and result["after"]["FPR"]["value"] == 0.0
     assert result["after"]["FNR"]["value"] == 0.0  # the events call (score 5) is kept
+    # both settings, in order: the made-up date dropped as well, so every example is right
+    monkeypatch.setattr("sys.argv", ["rescore_records.py", str(path), "--data-dir", str(tmp_path / "data"),
+                                     "--split", "validation", "--filter", "drop-unstated-optionals",
+                                     "--filter", "selection-veto", "--min-selection-score", "2", "--out", str(out)])
+    rescore_records.main()
+    result = json.loads(out.read_text())
+    assert result["filter"] == "drop-unstated-optionals + selection-veto" and result["calls_changed"] == 2
+    assert result["before"]["AST"]["value"] == 0.0 and result["after"]["AST"]["value"] == 1.0
