@@ -1,7 +1,7 @@
 """Choose the router's call/no-call thresholds on validation: `call_bias` (the decoder's first token) and the
 vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`, `min_request_coverage`,
-`min_tool_relevance`, `min_selection_score` — the setting with the fewest false positives whose false-negative
-rate stays within `--max-fnr`.
+`min_tool_relevance`, `min_selection_score` (with `--selection-veto on`) — the setting with the fewest false
+positives whose false-negative rate stays within `--max-fnr`.
 
     toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared \
         --out reports/calibration.json [--pass-call-bias 1.0] [--write] [--records earlier.examples.jsonl]

@@ -202,8 +202,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="also sweep min_request_coverage (off: leave it unset)")
     calibrate.add_argument("--relevance-veto", choices=["on", "off"], default="on",
                            help="also sweep min_tool_relevance (off: leave it unset)")
-    calibrate.add_argument("--selection-veto", choices=["on", "off"], default="on",
-                           help="also sweep min_selection_score (off: leave it unset)")
+    calibrate.add_argument("--selection-veto", choices=["on", "off"], default="off",
+                           help="also sweep min_selection_score (off, the default: leave it unset; a learned "
+                                "score, low on tools the selector never saw)")
     calibrate.add_argument("--records", action="append", default=None,
                            help="re-sweep the .examples.jsonl of an earlier calibrate pass at the same "
                                 "--pass-call-bias instead of decoding again (once per --tools-per-query count, in "
