@@ -6,15 +6,16 @@
 
 A filter of this kind (`drop-repeats`: `RouterConfig.drop_repeated_calls`; `drop-unstated-optionals`:
 `RouterConfig.drop_unstated_optionals`; both applied in `ToolRouter._result` after decoding and after the call
-decision) changes nothing the decoder sees, so applying it to an `eval` run's records gives exactly the figures
-a run with the setting on would give. So does `selection-veto` (`min_selection_score` added to the run's
-setting): it only turns the calls of requests whose `selection_score` is below `--min-selection-score` into
-text answers, and leaves every other output as it was. Records made before `selection_score` was recorded get
-it from `--checkpoint`'s router (`ToolRouter.first_call_selection`: the selector alone, no decoding). The records' active tools are rebuilt by name (the example's own tools,
-then the split's catalog); scoring the records as kept must reproduce every stored AST outcome first, or the
-script stops. `--limit` keeps the examples `eval --limit` would route (N per category, seeded), e.g. the subset the
-baselines ran on. Prints JSON and a table: the metrics before and after, the paired AST and TSA outcomes (McNemar
-p) and the examples whose outcome changed.
+decision) changes nothing the decoder sees, so applying it to an `eval` run's records gives exactly the figures a
+run with the setting on would give. So does `selection-veto` (`min_selection_score` added to the run's setting): it
+only turns the calls of requests whose `selection_score` is below `--min-selection-score` into text answers, and
+leaves every other output as it was. Records made before `selection_score` was recorded get it from
+`--checkpoint`'s router (`ToolRouter.first_call_selection`: the selector alone, no decoding). The records' active
+tools are rebuilt by name (the example's own tools, then the split's catalog); scoring the records as kept must
+reproduce every stored AST outcome first, or the script stops. `--limit` keeps the examples `eval --limit` would
+route (N per category, seeded), e.g. the subset the baselines ran on. Prints JSON and a table: the metrics before
+and after, the paired AST and TSA outcomes (McNemar p) and the examples whose outcome changed. Several `--filter`s
+apply in the order given.
 """
 
 from __future__ import annotations

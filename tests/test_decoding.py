@@ -529,9 +529,8 @@ def test_no_call_answers_are_the_backbones_own_reply_without_the_tools(make_rout
     assert answers[False].usage.input_tokens == len(routed_prompt)
 
 
-def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tokenizer):
-    """With `selector_no_tool`, "auto" calls only where the best tool beats "no tool" by `no_tool_margin`;
-    the decoder's call margin is still measured, and a required call is never declined."""
+def _always_call(tokenizer):
+    """A logits processor that makes the first token open a call list (every token starting with "[")."""
     always_call = torch.zeros(len(tokenizer))
     for token, i in tokenizer.get_vocab().items():
         if tokenizer.convert_tokens_to_string([token]).startswith("["):
@@ -540,6 +539,13 @@ def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tok
     def processor(logits):
         return logits + always_call
 
+    return processor
+
+
+def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tokenizer):
+    """With `selector_no_tool`, "auto" calls only where the best tool beats "no tool" by `no_tool_margin`;
+    the decoder's call margin is still measured, and a required call is never declined."""
+    processor = _always_call(tokenizer)
     router = make_router(seed=6, selector_no_tool=True, max_new_tokens=48)
     with torch.no_grad():
         router.model.selector.no_tool_bias.fill_(0.05)
@@ -567,14 +573,7 @@ def test_min_selection_score_declines_calls_to_a_tool_the_selector_scores_low(ma
     """`selection_score` is the selector's own logit for the first call's tool (the word match not added);
     "auto" calls only where it reaches `min_selection_score`, the call margin is measured either way, and a
     required call is never declined."""
-    always_call = torch.zeros(len(tokenizer))
-    for token, i in tokenizer.get_vocab().items():
-        if tokenizer.convert_tokens_to_string([token]).startswith("["):
-            always_call[i] = 1e4
-
-    def processor(logits):
-        return logits + always_call
-
+    processor = _always_call(tokenizer)
     router = make_router(seed=6, max_new_tokens=48, lexical_weight=2.0)
     messages = [{"role": "user", "content": "weather in Paris"}]
     free = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)

@@ -550,7 +550,8 @@ class ToolRouter:
         return [(active[i].name, float(scores[i])) for i in order]
 
     @torch.no_grad()
-    def first_call_selection(self, query: Query, tools: Iterable[Any] | None = None) -> tuple[str | None, float | None]:
+    def first_call_selection(self, query: Query, tools: Iterable[Any] | None = None
+                             ) -> tuple[str | None, float | None]:
         """(the tool an "auto" `route` of `query` would name in its first call, its `ToolSelector` logit: the
         `RouteResult.selection_score` that `min_selection_score` reads), without decoding; (None, None) where
         the selector takes no part (decoder mode, no tools)."""
@@ -731,8 +732,8 @@ class ToolRouter:
         queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
         logits = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
                   for q, gists in zip(queries, gist_sets)]
-        scores = logits
-        margins: list[float | None] = [None] * len(scores)
+        scores = logits  # the word match and the cosine are added below, into new tensors
+        margins: list[float | None] = [None] * len(logits)
         if selector.has_no_tool:
             no_tool = selector.no_tool_scores(queries)
             margins = [(s.max() - n).item() for s, n in zip(logits, no_tool)]
@@ -779,7 +780,7 @@ class ToolRouter:
             return [()] * len(requests)
         owners = [i for i, _ in pairs]
         scores, _, _ = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
-                                           [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
+                                              [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
         plans: list[list[str]] = [[] for _ in requests]
         for i, clause_scores in zip(owners, scores):
             best = clause_scores.topk(2)
