@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
 from tqdm.auto import tqdm
 
 from toolformer_router import ToolRouter, ToolRouterError
@@ -158,6 +157,7 @@ def main() -> None:
         attach_selection_scores(records, args.checkpoint)
         for record in records:
             record["_min_selection_score"] = args.min_selection_score
+
     def combined(calls: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
         for name in names:
             calls = FILTERS[name](calls, record)

@@ -9,18 +9,17 @@ positives whose false-negative rate stays within `--max-fnr`.
 One validation pass at `call_bias = --pass-call-bias` (default 0), without vetoes, records each example's
 `call_margin` (call-opening logit minus text logit at the first token), `selection_margin` (best tool minus "no
 tool", selector logits), `argument_grounding` (the share of its call list's values the conversation states),
-`request_coverage` (the share of the request's words the called tools speak of), `tool_relevance` (the
-least MiniLM cosine between the request and a called tool) and `selection_score` (the selector's logit for the
-first call's tool). A bias b at or below the pass's and veto thresholds
-turn exactly the calls with margin + b <= 0 or a field below its threshold into "no call" and change nothing
-else, so each setting is scored from that one pass, without decoding again. A bias above the pass's turns
-exactly the text answers with margin + b > 0 into calls: their FPR and FNR follow from the same pass, their AST
-needs a pass at that bias, so it is left out. `--records` re-sweeps an earlier pass's records with the support
-fields recomputed (they need no decoding). With several `--tools-per-query` (e.g. `20,200`), one pass (or one
-`--records` file, in the same order) per tool count, each choosing its own setting: `--write` stores them as
-`thresholds_by_tool_count`, and a request uses the setting of the count nearest its own (the signals shift
-with the number of distractors: one setting cannot be right at 20 tools and at 200). Only the validation split
-is used: the BFCL test categories never choose a hyperparameter.
+`request_coverage` (the share of the request's words the called tools speak of), `tool_relevance` (the least MiniLM
+cosine between the request and a called tool) and `selection_score` (the selector's logit for the first call's
+tool). A bias b at or below the pass's and veto thresholds turn exactly the calls with margin + b <= 0 or a field
+below its threshold into "no call" and change nothing else, so each setting is scored from that one pass, without
+decoding again. A bias above the pass's turns exactly the text answers with margin + b > 0 into calls: their FPR
+and FNR follow from the same pass, their AST needs a pass at that bias, so it is left out. `--records` re-sweeps an
+earlier pass's records with the support fields recomputed (they need no decoding). With several `--tools-per-query`
+(e.g. `20,200`), one pass (or one `--records` file, in the same order) per tool count, each choosing its own
+setting: `--write` stores them as `thresholds_by_tool_count`, and a request uses the setting of the count nearest
+its own (the signals shift with the number of distractors: one setting cannot be right at 20 tools and at 200).
+Only the validation split is used: the BFCL test categories never choose a hyperparameter.
 """
 
 from __future__ import annotations

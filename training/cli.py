@@ -69,7 +69,7 @@ def _threshold_or_off(what: str, low: float = -math.inf, high: float = math.inf)
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what} or 'off', got {text!r}") from None
-        if not low <= value <= high or math.isnan(value):
+        if not low <= value <= high:  # NaN too
             raise argparse.ArgumentTypeError(f"expected {what} or 'off', got {value}")
         return value
 
