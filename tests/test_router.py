@@ -48,6 +48,25 @@ def test_registry_add_remove_and_per_call_override(make_router):
     assert len({c.id for c in result.calls}) == len(result.calls)
 
 
+def test_routing_builds_no_autograd_graph(make_router, monkeypatch):
+    """Selection (encoder pass, selector, clause plans) and decoding run without autograd, even when the caller
+    has gradients enabled: a route holds no graph and no activations for a backward pass."""
+    router = make_router()
+    seen: list[bool] = []
+    selection_scores = router._selection_scores
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_grad_enabled())
+        return selection_scores(*args, **kwargs)
+
+    monkeypatch.setattr(router, "_selection_scores", recording)
+    with torch.enable_grad():
+        result = router.route("weather in Paris?", tools=[WEATHER, STOCK], tool_choice="required", max_new_tokens=40,
+                              logits_processor=finishing_sampler(router.tokenizer, 0))
+    assert seen == [False] and result.selection_score is not None
+    assert not any(torch.is_tensor(value) and value.requires_grad for value in vars(result).values())
+
+
 @pytest.mark.parametrize(
     "bad_tools, error",
     [
@@ -283,6 +302,16 @@ def test_call_thresholds_by_tool_count():
     assert not config.uses_tool_relevance
     with pytest.raises(ValueError, match="not a call/no-call setting"):
         config.set_call_threshold("max_tools", 3)
+    # a count's set takes the top-level value of what it leaves unset; the cosine's selection weight is per count
+    config = RouterConfig(min_request_coverage=0.3, relevance_weight=8.0, thresholds_by_tool_count={
+        "20": {"relevance_weight": 64.0}, "200": {"min_request_coverage": 0.1, "relevance_weight": 0.0}})
+    assert [config.call_thresholds(n).relevance_weight for n in (5, 20, 200)] == [64.0, 64.0, 0.0]
+    assert [config.call_thresholds(n).min_request_coverage for n in (20, 200)] == [0.3, 0.1]
+    assert config.uses_tool_relevance  # through the 20-tool set alone once the top level is 0
+    config.relevance_weight = 0.0
+    assert config.uses_tool_relevance
+    config.set_call_threshold("relevance_weight", 0.0)
+    assert not config.uses_tool_relevance
     with pytest.raises(ValueError, match="tool counts must be >= 1"):
         RouterConfig(thresholds_by_tool_count={0: {}})
     with pytest.raises(ValueError, match="selector_no_tool"):

@@ -623,6 +623,7 @@ class ToolRouter:
             self._matchers[key] = matcher
         return matcher.deep_copy()
 
+    @torch.no_grad()  # selection and decoding alike: routing never builds an autograd graph
     def _route_requests(
         self, requests: list[_Request], logits_processor: LogitsProcessor | None = None
     ) -> list[RouteResult]:
