@@ -231,7 +231,12 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     with pytest.raises(SystemExit, match="tools_per_query 5, not 6"):
         main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
               "6", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
-    # one choice per tool count, each as a pass at that count alone gives it, stored per count
+    # one choice per tool count, each as a pass at that count alone gives it, stored per count; each count keeps
+    # the cosine's selection weight its pass decoded with
+    config_path = tmp_path / "ckpt" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["thresholds_by_tool_count"] = {"3": {"relevance_weight": 2.0}, "5": {}}
+    config_path.write_text(json.dumps(config))
     main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
           "3,5", "--limit", "1", "--max-fnr", "1.0", "--out", str(tmp_path / "two" / "calibration.json"), "--write"])
     two = json.loads((tmp_path / "two" / "calibration.json").read_text())
@@ -240,6 +245,7 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     stored = ToolRouter.from_pretrained(checkpoint, disk_cache=False).config
     for count in (3, 5):
         assert stored.call_thresholds(count).call_bias == two["by_tools"][str(count)]["chosen"]["call_bias"]
+    assert [stored.call_thresholds(count).relevance_weight for count in (3, 5)] == [2.0, 0.0]
     with pytest.raises(SystemExit, match="one file per tool count"):
         main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
               "3,5", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])

@@ -14,8 +14,10 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 class CallThresholds(BaseModel):
-    """The call/no-call decision: the first token's bias and the vetoes that answer in text instead of calling
-    (`RouterConfig` holds one set, and optionally one per active-tool count: `thresholds_by_tool_count`)."""
+    """The call/no-call decision: the first token's bias and the vetoes that answer in text instead of calling,
+    and the cosine's share of the selection score that feeds them (`RouterConfig` holds one set, and optionally
+    one per active-tool count: `thresholds_by_tool_count`, whose sets take the top-level value of any field they
+    leave unset)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +49,11 @@ class CallThresholds(BaseModel):
     than this to the last user message (cosine under all-MiniLM-L6-v2, `RouteResult.tool_relevance`): a call
     list whose meaning is far from the request's answers another one. None never declines this way (and never
     loads the sentence encoder). Chosen on validation by `toolformer-router calibrate`."""
+    relevance_weight: float = Field(0.0, ge=0.0)
+    """Selection: weight of the MiniLM cosine between the last user message and each tool's "name:
+    description" (`ToolRelevance.similarities`), added to the selection score beside `lexical_weight`'s word
+    match. Like it, it needs no training; it costs one sentence-encoder pass per request. 0: off. It is set per
+    tool count because the tool it picks feeds the vetoes above, whose effect shifts with the distractors."""
 
 
 class RouterConfig(CallThresholds):
@@ -117,10 +124,6 @@ class RouterConfig(CallThresholds):
     """Weight of the BM25 word match between the last user message and each tool's text (`LexicalMatcher`),
     added to the `ToolSelector`'s logit. It needs no training, so it carries selection on tools the selector
     never saw; 0 leaves selection to the learned score (e.g. after training on your own tools)."""
-    relevance_weight: float = Field(0.0, ge=0.0)
-    """Weight of the MiniLM cosine between the last user message and each tool's "name: description"
-    (`ToolRelevance.similarities`), added to the selection score beside `lexical_weight`'s word match. Like it,
-    it needs no training; it costs one sentence-encoder pass per request. 0: off."""
     max_schema_tokens: int = Field(256, ge=16)
     max_tools: int = Field(1000, ge=1)
     max_query_tokens: int = Field(2048, ge=16)
@@ -155,7 +158,7 @@ class RouterConfig(CallThresholds):
     """model_type, hidden_size, layers, heads and vocab of the backbone a checkpoint was trained on."""
 
     @model_validator(mode="after")
-    def _check_heads(self) -> RouterConfig:
+    def _check_and_fill_counts(self) -> RouterConfig:
         if self.cross_attention_heads % self.cross_attention_kv_heads:
             raise ValueError("cross_attention_heads must be a multiple of cross_attention_kv_heads")
         if any(t.no_tool_margin is not None for t in self._threshold_sets()) and not self.selector_no_tool:
@@ -163,6 +166,9 @@ class RouterConfig(CallThresholds):
         if any(count < 1 for count in self.thresholds_by_tool_count or {}):
             raise ValueError(f"thresholds_by_tool_count: tool counts must be >= 1, "
                              f"got {sorted(self.thresholds_by_tool_count)}")
+        for thresholds in (self.thresholds_by_tool_count or {}).values():  # unset fields: the top-level value
+            for name in CallThresholds.model_fields.keys() - thresholds.model_fields_set:
+                setattr(thresholds, name, getattr(self, name))
         return self
 
     def _threshold_sets(self) -> list[CallThresholds]:
@@ -188,7 +194,7 @@ class RouterConfig(CallThresholds):
     def uses_tool_relevance(self) -> bool:
         """Whether the sentence encoder is needed: `relevance_weight` is set, or a request can be vetoed by
         `min_tool_relevance`."""
-        return bool(self.relevance_weight) or any(t.min_tool_relevance is not None for t in self._threshold_sets())
+        return any(t.relevance_weight or t.min_tool_relevance is not None for t in self._threshold_sets())
 
     def resolved_decoder_layers(self, num_backbone_layers: int) -> tuple[int, int]:
         start, end = self.decoder_layers or (0, num_backbone_layers)

@@ -538,8 +538,8 @@ class ToolRouter:
     def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
         """The active tools (registered, or `tools`) ordered by their selection score for `query`, best first:
         `[(name, score), ...]`; score = `ToolSelector` logit + `lexical_weight` x BM25 match of the last user
-        message (+ `relevance_weight` x its MiniLM cosine with the tool). In "selector" mode the first call names
-        the best allowed one."""
+        message (+ `relevance_weight`, at this tool count, x its MiniLM cosine with the tool). In "selector" mode
+        the first call names the best allowed one."""
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
         if not active:
@@ -724,7 +724,7 @@ class ToolRouter:
                           ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float | None]]:
         """(selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
         (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message and
-        `relevance_weight` x its MiniLM cosine with each tool;
+        `relevance_weight` (at the tool count's setting) x its MiniLM cosine with each tool;
         the `ToolSelector` logits alone (T,) per conversation;
         per conversation, the best tool's `ToolSelector` logit minus its "no tool" logit, or None without one)."""
         texts = [selection_text(messages) for messages in conversations]
@@ -741,9 +741,9 @@ class ToolRouter:
         if self.config.lexical_weight:
             scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
                       for s, text, tools in zip(scores, texts, tool_lists)]
-        if self.config.relevance_weight:
-            scores = [s + self.config.relevance_weight * self.relevance.similarities(text, tools).to(s.device)
-                      for s, text, tools in zip(scores, texts, tool_lists)]
+        weights = [self.config.call_thresholds(len(tools)).relevance_weight for tools in tool_lists]
+        scores = [s + weight * self.relevance.similarities(text, tools).to(s.device) if weight else s
+                  for s, weight, text, tools in zip(scores, weights, texts, tool_lists)]
         return scores, logits, margins
 
     def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[_Selection]:

@@ -267,6 +267,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     reports = {}
     for i, size in enumerate(sizes):
+        router.config.relevance_weight = stored[size].relevance_weight  # the selection this count decodes with
         records = (_stored_records(router, args, Path(args.records[i]), size) if args.records
                    else _pass_records(router, args, size))
         _records_path(out, size, len(sizes) > 1).write_bytes(b"".join(jsonl_line(record) for record in records))
@@ -276,7 +277,8 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
                "max_fnr": args.max_fnr, "by_tools": reports})
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     if args.write:
-        _write_choice(args.checkpoint, {size: each["chosen"] for size, each in reports.items()})
+        _write_choice(args.checkpoint, {size: {**each["chosen"], "relevance_weight": stored[size].relevance_weight}
+                                        for size, each in reports.items()})
     return report
 
 
@@ -326,12 +328,13 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
 
 
 def _write_choice(checkpoint: str, chosen: dict[int, dict[str, Any]]) -> None:
-    """Store the chosen settings in the checkpoint's config.json: the top-level `call_bias` and vetoes from the
-    first tool count, and with several counts each count's under `thresholds_by_tool_count` (one count removes
+    """Store the chosen settings in the checkpoint's config.json: the top-level `call_bias`, vetoes and
+    `relevance_weight` (kept as each count's pass used it) from the first tool count, and with several counts each count's under `thresholds_by_tool_count` (one count removes
     an earlier map, so that its choice applies)."""
     folder = checkpoint_folder(checkpoint)
     config = orjson.loads((folder / "config.json").read_bytes())
-    settings = {size: {key: row[key] for key in ("call_bias", *VETO_FIELDS)} for size, row in chosen.items()}
+    settings = {size: {key: row[key] for key in ("call_bias", *VETO_FIELDS, "relevance_weight")}
+                for size, row in chosen.items()}
     config.update(next(iter(settings.values())))
     config["thresholds_by_tool_count"] = ({str(size): value for size, value in settings.items()}
                                           if len(settings) > 1 else None)

@@ -349,7 +349,10 @@ def run_eval_command(args: argparse.Namespace) -> None:
         if value is not None:
             if value < 0:
                 raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
-            setattr(router.config, setting, value)
+            if setting in CallThresholds.model_fields:  # set per tool count: everywhere
+                router.config.set_call_threshold(setting, value)
+            else:
+                setattr(router.config, setting, value)
     for setting in ("cover_enumerations", "end_with_plan", "drop_repeated_calls", "drop_unstated_optionals"):  # on/off
         value = getattr(args, setting)
         if value:
@@ -400,7 +403,6 @@ def run_eval_command(args: argparse.Namespace) -> None:
             "batch_size": args.batch_size, "baseline_batch_size": args.baseline_batch_size,
             "argument_filling": router.config.argument_filling,
             "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
-            "relevance_weight": router.config.relevance_weight,
             "later_call_candidates": router.config.later_call_candidates,
             **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
             "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
