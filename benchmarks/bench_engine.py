@@ -3,7 +3,8 @@ tools (warm cache; the call's tool is forced so every N decodes the same call, h
 whose own cost — `rank_tools`: one encoder pass over the query + the tools' vectors — is its own column, as is
 the tool-relevance veto's: one MiniLM pass over the query against the called tool's cached vector, which an
 "auto" route that calls adds when `min_tool_relevance` is set), and full-schema prompting of the same query on
-the same backbone, in the same run.
+the same backbone, in the same run. The "auto" columns time the product path on the same query: `route` with the
+checkpoint's own config (selector, clause plan, call decision and vetoes, grammar-constrained decoding).
 
     python benchmarks/bench_engine.py [--checkpoint default] [--tool-counts 5,20,50,200,1000] [--out FILE]
 
@@ -122,6 +123,8 @@ def main() -> None:
 
         results = []
         route_times = timed(lambda: results.append(route(args.max_new_tokens)), repeats=args.repeats)
+        auto_results = []
+        auto_times = timed(lambda: auto_results.append(router.route(QUERY, tools=tools)), repeats=args.repeats)
         first_token = timed(lambda: route(1), repeats=args.repeats)
         selector = timed(lambda: router.rank_tools(QUERY, tools), repeats=args.repeats)
         relevance = timed(lambda: router.relevance.score(QUERY, tools[:1]), repeats=args.repeats)
@@ -131,6 +134,8 @@ def main() -> None:
                "output_tokens": sum(r.usage.output_tokens for r in results) / len(results),
                "sampled_tokens": sum(r.usage.output_tokens - r.usage.forced_tokens for r in results) / len(results),
                "first_token_p50_ms": percentiles(first_token)["p50_ms"],
+               "auto_p50_ms": percentiles(auto_times)["p50_ms"], "auto_p95_ms": percentiles(auto_times)["p95_ms"],
+               "auto_calls": sorted({",".join(c.name for c in r.calls) or "(text)" for r in auto_results}),
                "selector_p50_ms": percentiles(selector)["p50_ms"],
                "relevance_p50_ms": percentiles(relevance)["p50_ms"],
                "router_input_tokens": results[-1].usage.input_tokens,
@@ -150,7 +155,7 @@ def main() -> None:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
     print()
-    print_table(rows, ["tools", "route_p50_ms", "route_p95_ms", "output_tokens", "sampled_tokens", "first_token_p50_ms",
+    print_table(rows, ["tools", "route_p50_ms", "route_p95_ms", "auto_p50_ms", "auto_p95_ms", "output_tokens", "sampled_tokens", "first_token_p50_ms",
                        "selector_p50_ms", "relevance_p50_ms",
                        "grammar_build_ms", "router_input_tokens", "full_schema_prompt_tokens",
                        "full_schema_prefill_p50_ms", "first_token_over_prefill", "route_over_prefill"])
