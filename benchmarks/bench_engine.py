@@ -155,8 +155,8 @@ def main() -> None:
         with open(args.out, "w") as handle:
             json.dump(report, handle, indent=2)
     print()
-    print_table(rows, ["tools", "route_p50_ms", "route_p95_ms", "auto_p50_ms", "auto_p95_ms", "output_tokens", "sampled_tokens", "first_token_p50_ms",
-                       "selector_p50_ms", "relevance_p50_ms",
+    print_table(rows, ["tools", "route_p50_ms", "route_p95_ms", "auto_p50_ms", "auto_p95_ms", "output_tokens",
+                       "sampled_tokens", "first_token_p50_ms", "selector_p50_ms", "relevance_p50_ms",
                        "grammar_build_ms", "router_input_tokens", "full_schema_prompt_tokens",
                        "full_schema_prefill_p50_ms", "first_token_over_prefill", "route_over_prefill"])
 
