@@ -1,1 +1,2 @@
-"""Training data, curriculum and evaluation, installed as `toolformer_router.training` (not implemented yet)."""
+"""Training, installed as `toolformer_router.training`: BFCL data and synthetic examples, the curriculum, evaluation
+and calibration, registered as `toolformer-router data | train | eval | calibrate`."""
