@@ -194,25 +194,30 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     main(["data", "prepare", "--out", str(tmp_path / "data")])
     assert json.loads((tmp_path / "data" / "counts.json").read_text())["test"] > 1000
     out = tmp_path / "report" / "summary.json"
-    main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
-          "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--experiments", "order",
-          "--lexical-weight", "3", "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
-          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2",
-          "--min-selection-score=-1e6"])
+    run = ["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
+           "--tools-per-query", "5", "--limit", "1"]
+    overrides = ["--set", "call_bias=0.5", "--set", "min_tool_relevance=0.2", "--set", "max-text-tokens=16",
+                 "--set", "answer_without_tools=off"]
+    main([*run, "--out", str(out), "--experiments", "order", *overrides])
     meta = json.loads(out.read_text())["meta"]
-    assert meta["lexical_weight"] == 3.0 and meta["later_call_candidates"] == 2 and meta["min_tool_relevance"] == 0.2
-    assert meta["call_bias"] == 0.5 and meta["clause_plan_gap"] == 4.0 and meta["drop_unstated_optionals"] is True
-    assert meta["relevance_weight"] == 2.0 and meta["min_selection_score"] == -1e6
+    assert meta["call_bias"] == 0.5 and meta["min_tool_relevance"] == 0.2
+    assert meta["max_text_tokens"] == 16 and meta["answer_without_tools"] is False
+    assert meta["set"] == {"call_bias": 0.5, "min_tool_relevance": 0.2, "max_text_tokens": 16,
+                           "answer_without_tools": False}
     summary = json.loads(out.read_text())["systems"]["router/validation"]
     assert summary["n"] == len(summary["by_category"]) >= 3  # one example per validation category
     journal = out.parent / "summary.router-validation.journal.jsonl"
     assert len(journal.read_bytes().splitlines()) == 1 + summary["n"]
-    main(["eval", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--split", "validation",
-          "--tools-per-query", "5", "--limit", "1", "--out", str(out), "--lexical-weight", "3",
-          "--later-call-candidates", "2", "--call-bias", "0.5", "--clause-plan-gap", "4",
-          "--min-tool-relevance", "0.2", "--drop-unstated-optionals", "on", "--relevance-weight", "2",
-          "--min-selection-score=-1e6", "--resume"])  # every record reused: the same summary
+    routed = json.loads(journal.read_bytes().splitlines()[0])["setting"]["config"]  # the router's config, as run
+    assert (routed["call_bias"], routed["min_tool_relevance"], routed["max_text_tokens"]) == (0.5, 0.2, 16)
+    assert routed["answer_without_tools"] is False and routed["max_new_tokens"] == 24  # the rest: the checkpoint's
+    main([*run, "--out", str(out), *overrides, "--resume"])  # every record reused: the same summary
     assert json.loads(out.read_text())["systems"]["router/validation"] == summary
+    with pytest.raises(SystemExit, match="holds records of another setting"):  # another --set: another setting
+        main([*run, "--out", str(out), *overrides, "--set", "call_bias=0.25", "--resume"])
+    with pytest.raises(SystemExit, match="holds records of another setting"):  # no --set: the checkpoint's own
+        main([*run, "--out", str(out), "--resume"])
+    assert len(journal.read_bytes().splitlines()) == 1 + summary["n"]  # refused runs leave the records alone
     assert summary["overall"]["validity"]["value"] is not None
     assert (out.parent / "summary.md").is_file() and (out.parent / "experiments.json").is_file()
     main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
@@ -249,6 +254,14 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     with pytest.raises(SystemExit, match="one file per tool count"):
         main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
               "3,5", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
+    # a call/no-call setting given with --set applies at every tool count of the checkpoint, not only the top level
+    main([*run, "--out", str(tmp_path / "set" / "s.json"), "--set", "call_bias=0.75",
+          "--set", "min_tool_relevance=off"])
+    routed = json.loads((tmp_path / "set" / "s.router-validation.journal.jsonl").read_bytes().splitlines()[0])
+    routed = routed["setting"]["config"]
+    assert sorted(routed["thresholds_by_tool_count"]) == ["3", "5"]
+    for thresholds in [routed, *routed["thresholds_by_tool_count"].values()]:
+        assert thresholds["call_bias"] == 0.75 and thresholds["min_tool_relevance"] is None
 
 
 def test_call_bias_calibration_scores_each_threshold_from_one_pass():
@@ -440,19 +453,68 @@ def test_calibration_sweeps_the_selection_score_veto_on_calls_and_text_answers()
     assert (at_pass[None]["FPR"], at_pass[2.0]["FPR"], at_pass[2.0]["AST"]) == (0.5, 0.0, 0.75)
 
 
-@pytest.mark.parametrize("value", ["1.5", "-2", "high"])
-def test_eval_rejects_a_tool_relevance_that_is_no_cosine(value, capsys):
+def test_set_overrides_apply_in_order_and_call_thresholds_at_every_tool_count():
+    from toolformer_router.config import CallThresholds, RouterConfig
+    from toolformer_router.training.evaluate import apply_overrides
+
+    config = RouterConfig(thresholds_by_tool_count={3: {}, 200: {"call_bias": -1.0, "min_tool_relevance": 0.3}})
+    applied = apply_overrides(config, [("call_bias", "0.5"), ("min-tool-relevance", "0.1"),
+                                       ("min_tool_relevance", "off"), ("answer_without_tools", "off"),
+                                       ("decoder_layers", "[0, 4]"), ("system_prompt", "123"),
+                                       ("max_text_tokens", "16")])
+    assert applied == {"call_bias": 0.5, "min_tool_relevance": None, "answer_without_tools": False,
+                       "decoder_layers": (0, 4), "system_prompt": "123", "max_text_tokens": 16}
+    assert "call_bias" in CallThresholds.model_fields and "min_tool_relevance" in CallThresholds.model_fields
+    for count in (1, 3, 20, 200, 1000):  # the top level and each count's set
+        thresholds = config.call_thresholds(count)
+        assert thresholds.call_bias == 0.5 and thresholds.min_tool_relevance is None
+    assert config.answer_without_tools is False and config.decoder_layers == (0, 4) and config.max_text_tokens == 16
+    assert config.system_prompt == "123"  # text that JSON reads as a number, kept as text for a text field
+    assert type(config).model_validate(config.model_dump()) == config  # still a valid config
+
+
+def test_set_is_checked_against_the_whole_config():
+    from toolformer_router.config import RouterConfig
+    from toolformer_router.training.evaluate import apply_overrides
+
+    config = RouterConfig()
+    with pytest.raises(SystemExit, match="multiple of cross_attention_kv_heads"):  # valid alone, not with the rest
+        apply_overrides(config, [("cross_attention_kv_heads", "3")])
+    assert config == RouterConfig()  # a refused override changes nothing
+    with pytest.raises(SystemExit, match="not a setting of the router's config"):
+        apply_overrides(config, [("no_such_setting", "1")])
+
+
+def test_eval_set_names_the_valid_keys_for_an_unknown_one(capsys):
+    from toolformer_router.cli import main
+    from toolformer_router.config import RouterConfig
+
+    with pytest.raises(SystemExit) as error:
+        main(["eval", "--out", "unused.json", "--set", "call_bais=0.5"])
+    message = str(error.value.code)
+    assert message.startswith("error: --set call_bais: not a setting") and "did you mean call_bias?" in message
+    assert all(name in message.split("valid keys: ")[1].split(", ") for name in RouterConfig.model_fields)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("call_bias=high", "call_bias=high: Input should be a valid number"),
+    ("call_bias=nan", "call_bias=nan: NaN is no setting"),
+    ("call_bias=off", "call_bias=off: Input should be a valid number"),  # not optional: off is no value
+    ("min_tool_relevance=1.5", "min_tool_relevance=1.5: Input should be less than or equal to 1"),
+    ("max_text_tokens=2.5", "max_text_tokens=2.5: Input should be a valid integer"),
+    ("answer_without_tools=maybe", "answer_without_tools=maybe: Input should be a valid boolean"),
+])
+def test_eval_set_rejects_a_bad_value_with_a_clear_error(setting, expected):
+    from toolformer_router.cli import main
+
+    with pytest.raises(SystemExit) as error:  # before any checkpoint is loaded
+        main(["eval", "--out", "unused.json", "--set", setting])
+    assert str(error.value.code).startswith(f"error: --set {expected}")
+
+
+def test_eval_set_needs_key_equals_value(capsys):
     from toolformer_router.cli import main
 
     with pytest.raises(SystemExit):
-        main(["eval", "--out", "unused.json", "--min-tool-relevance", value])
-    assert "expected a cosine in [-1, 1] or 'off'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("value", ["nan", "high"])
-def test_eval_rejects_a_selection_score_that_is_no_number(value, capsys):
-    from toolformer_router.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["eval", "--out", "unused.json", "--min-selection-score", value])
-    assert "expected a selector logit or 'off'" in capsys.readouterr().err
+        main(["eval", "--out", "unused.json", "--set", "call_bias"])
+    assert "expected KEY=VALUE, got 'call_bias'" in capsys.readouterr().err

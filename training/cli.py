@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
-from collections.abc import Callable
 from typing import get_args
 
 import orjson
@@ -60,20 +58,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _threshold_or_off(what: str, low: float = -math.inf, high: float = math.inf) -> Callable[[str], float | str]:
-    """An argparse type for a veto's threshold: `what` (a number in [low, high]), or "off"."""
-    def parse(text: str) -> float | str:
-        if text == "off":
-            return text
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what} or 'off', got {text!r}") from None
-        if not low <= value <= high:  # NaN too
-            raise argparse.ArgumentTypeError(f"expected {what} or 'off', got {value}")
-        return value
-
-    return parse
+def _key_value(text: str) -> tuple[str, str]:
+    """`--set`'s KEY=VALUE as (KEY, VALUE); which keys and values are valid is the configuration's to say."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -123,52 +113,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="baseline prompts generated together, left-padded (1 on a CPU, where padding costs "
                                "more than it saves; 16 or more on a GPU); latency is then each batch's")
     evaluate.add_argument("--device", default=None, help="cpu, cuda, ... for the router and the baselines")
-    evaluate.add_argument("--argument-filling", choices=["gists", "schema"], default=None,
-                          help="override the checkpoint's argument-filling mode")
-    evaluate.add_argument("--tool-selection", choices=["selector", "decoder"], default=None,
-                          help="override the checkpoint's tool-selection mode")
-    evaluate.add_argument("--lexical-weight", type=float, default=None,
-                          help="override the checkpoint's lexical_weight (BM25 share of the selection score)")
-    evaluate.add_argument("--relevance-weight", type=float, default=None,
-                          help="override the checkpoint's relevance_weight (MiniLM cosine share of the selection "
-                               "score)")
-    evaluate.add_argument("--later-call-candidates", type=int, default=None,
-                          help="override the checkpoint's later_call_candidates (0: later calls name any tool)")
-    evaluate.add_argument("--list-bias", type=float, default=None,
-                          help="override the checkpoint's list_bias (above 0: longer call lists)")
-    evaluate.add_argument("--call-bias", type=float, default=None,
-                          help="override the checkpoint's call_bias (above 0: more calls, fewer text answers)")
-    evaluate.add_argument("--clause-plan-gap", type=float, default=None,
-                          help="override the checkpoint's clause_plan_gap (later calls name the tools the "
-                               "request's clauses ask for; inf turns the plan off)")
-    evaluate.add_argument("--cover-enumerations", choices=["on", "off"], default=None,
-                          help="override the checkpoint's cover_enumerations (one call per item of an "
-                               "enumeration such as 'Paris and Rome')")
-    evaluate.add_argument("--end-with-plan", choices=["on", "off"], default=None,
-                          help="override the checkpoint's end_with_plan (a list ends once the tools its "
-                               "request's clauses ask for are all called)")
-    evaluate.add_argument("--copy-bias", type=float, default=None,
-                          help="override the checkpoint's copy_bias (above 0: argument values copy spans of the "
-                               "request)")
-    evaluate.add_argument("--drop-repeated-calls", choices=["on", "off"], default=None,
-                          help="override the checkpoint's drop_repeated_calls (a call list's exact repeats dropped)")
-    evaluate.add_argument("--drop-unstated-optionals", choices=["on", "off"], default=None,
-                          help="override the checkpoint's drop_unstated_optionals (optional arguments that share "
-                               "no word or number with the conversation dropped)")
-    evaluate.add_argument("--min-argument-grounding", type=float, default=None,
-                          help="override the checkpoint's min_argument_grounding (answer instead of calling when "
-                               "less of the call's argument values are in the conversation; 0 turns it off)")
-    evaluate.add_argument("--min-request-coverage", type=float, default=None,
-                          help="override the checkpoint's min_request_coverage (answer instead of calling when less "
-                               "of the request's words occur in the called tools' text; 0 turns it off)")
-    evaluate.add_argument("--min-selection-score", type=_threshold_or_off("a selector logit"), default=None,
-                          help="override the checkpoint's min_selection_score (answer instead of calling when the "
-                               "selector's logit for the first call's tool is below this; off turns it off)")
-    evaluate.add_argument("--min-tool-relevance", type=_threshold_or_off("a cosine in [-1, 1]", -1.0, 1.0),
-                          default=None,
-                          help="override the checkpoint's min_tool_relevance (answer instead of calling when a "
-                               "called tool means something else than the request: MiniLM cosine below this; off "
-                               "turns it off)")
+    evaluate.add_argument("--set", action="append", type=_key_value, metavar="KEY=VALUE", default=None,
+                          help="override a setting of the checkpoint's configuration (a RouterConfig field; "
+                               "repeatable, applied in order): VALUE is read as JSON (numbers, true/false, null, "
+                               "lists) or else as text, off/none turn an optional setting off; call/no-call "
+                               "settings (CallThresholds fields) apply at every tool count")
     evaluate.add_argument("--out", required=True, help="summary JSON; the per-example JSONL is written beside it")
     evaluate.add_argument("--resume", action="store_true",
                           help="reuse the records journaled beside --out by an earlier run of the same setting "

@@ -2,7 +2,10 @@
 with BFCL's AST rules and the router metrics (TSA, PF1, VR, EM, FPR, FNR), each with N and a 95 % interval.
 
     toolformer-router eval --checkpoint X --suite bfcl [--split test] [--tools-per-query 20] --out report/summary.json
-        [--resume]
+        [--set KEY=VALUE ...] [--resume]
+
+`--set` overrides one field of the checkpoint's `RouterConfig` for the run (validated with the whole config; a
+call/no-call setting at every tool count); the overridden configuration is part of the journals' setting.
 
 Each system's records are journaled as they are made (`<out stem>.<system>.journal.jsonl`); `--resume` reuses
 those of the same setting, so a run cut off by a time limit, or a later run with a larger `--limit`, only
@@ -16,21 +19,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import hashlib
+import json
+import math
 import random
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from jsonschema import Draft202012Validator
+from pydantic import TypeAdapter, ValidationError
 from tqdm.auto import tqdm
 
 from toolformer_router import ToolRouter, ToolRouterError
-from toolformer_router.config import CallThresholds
+from toolformer_router.config import CallThresholds, RouterConfig
 from toolformer_router.router import checkpoint_folder
 
 from .data import Example, load_prepared, prepare
@@ -338,41 +345,83 @@ def split_for_router(router: ToolRouter, args: argparse.Namespace, split: str) -
     return limit_per_category(examples, args.limit, args.seed), usable_pool(router, pool)
 
 
+def _validation_message(error: ValidationError) -> str:
+    """A pydantic error as one line: each problem's message, after its location when it has one."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in error.errors())
+
+
+def _override_value(key: str, text: str, validate: Callable[[Any], Any]) -> Any:
+    """The value `--set KEY=VALUE` stands for, as `validate` returns it: VALUE read as JSON when it is JSON (a
+    number, true/false, null, a list), else as text (the text itself too when its JSON reading is refused);
+    "off" or "none" first tries None (an optional setting turned off). SystemExit on a value none of these fit."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = text
+    candidates = [parsed] if isinstance(parsed, str) else [parsed, text]
+    if text.strip().lower() in ("off", "none"):
+        candidates.insert(0, None)
+    first_error = None
+    for candidate in candidates:
+        try:
+            value = validate(candidate)
+        except ValidationError as error:
+            first_error = first_error or error
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            raise SystemExit(f"error: --set {key}={text}: NaN is no setting")
+        return value
+    raise SystemExit(f"error: --set {key}={text}: {_validation_message(first_error)}")
+
+
+def _override_key(key: str, fields: Sequence[str]) -> str:
+    """`--set`'s KEY as a config field name (dashes read as underscores); SystemExit naming the valid keys when
+    it is none."""
+    name = key.strip().replace("-", "_")
+    if name not in fields:
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise SystemExit(f"error: --set {key}: not a setting of the router's config{hint}; valid keys: "
+                         f"{', '.join(fields)}")
+    return name
+
+
+def check_overrides(overrides: Sequence[tuple[str, str]], config_type: type[RouterConfig] = RouterConfig) -> None:
+    """Each `--set KEY=VALUE` checked against its field alone (before a checkpoint is loaded): an unknown key or
+    a value of the wrong type or range fails at once. `apply_overrides` checks the whole config again."""
+    fields = config_type.model_fields
+    for key, text in overrides:
+        field = fields[_override_key(key, list(fields))]
+        adapter = TypeAdapter(Annotated[field.annotation, field])
+        _override_value(key, text, adapter.validate_python)
+
+
+def apply_overrides(config: RouterConfig, overrides: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Apply `--set KEY=VALUE` overrides to `config` in place, in order, each validated with the whole config
+    (`model_validate` of its fields with the new value). A call/no-call setting (a `CallThresholds` field) is
+    set at every tool count (`set_call_threshold`), any other field on the config. Returns the values set, by
+    field name."""
+    applied: dict[str, Any] = {}
+    for key, text in overrides:
+        name = _override_key(key, list(type(config).model_fields))
+
+        def validate(value: Any, name: str = name) -> Any:
+            return getattr(type(config).model_validate({**config.model_dump(), name: value}), name)
+
+        value = _override_value(key, text, validate)
+        if name in CallThresholds.model_fields:
+            config.set_call_threshold(name, value)
+        else:
+            setattr(config, name, value)
+        applied[name] = value
+    return applied
+
+
 def run_eval_command(args: argparse.Namespace) -> None:
+    overrides = getattr(args, "set", None) or []
+    check_overrides(overrides)  # a wrong key or value fails before the checkpoint loads
     router = load_router(args)
-    if args.argument_filling:
-        router.config.argument_filling = args.argument_filling
-    if args.tool_selection:
-        router.config.tool_selection = args.tool_selection
-    for setting in ("lexical_weight", "relevance_weight", "later_call_candidates"):  # non-negative overrides
-        value = getattr(args, setting)
-        if value is not None:
-            if value < 0:
-                raise SystemExit(f"--{setting.replace('_', '-')} must be >= 0, got {value}")
-            if setting in CallThresholds.model_fields:  # set per tool count: everywhere
-                router.config.set_call_threshold(setting, value)
-            else:
-                setattr(router.config, setting, value)
-    for setting in ("cover_enumerations", "end_with_plan", "drop_repeated_calls", "drop_unstated_optionals"):  # on/off
-        value = getattr(args, setting)
-        if value:
-            setattr(router.config, setting, value == "on")
-    for setting in ("min_argument_grounding", "min_request_coverage"):  # shares in [0, 1]; 0 turns the veto off
-        value = getattr(args, setting)
-        if value is not None:
-            if not 0.0 <= value <= 1.0:
-                raise SystemExit(f"--{setting.replace('_', '-')} must lie in [0, 1], got {value}")
-            router.config.set_call_threshold(setting, value or None)
-    for setting in ("min_tool_relevance", "min_selection_score"):  # a number, or "off"
-        value = getattr(args, setting)
-        if value is not None:
-            router.config.set_call_threshold(setting, None if value == "off" else value)
-    if args.call_bias is not None:
-        router.config.set_call_threshold("call_bias", args.call_bias)
-    for setting in ("list_bias", "clause_plan_gap", "copy_bias"):  # any-value overrides
-        value = getattr(args, setting)
-        if value is not None:
-            setattr(router.config, setting, value)
+    applied = apply_overrides(router.config, overrides)
     summaries, records = {}, {}
     out = Path(args.out)
     common = {"tools_per_query": args.tools_per_query, "seed": args.seed}
@@ -399,17 +448,12 @@ def run_eval_command(args: argparse.Namespace) -> None:
                             journal=journal(system, {"max_new_tokens": BASELINE_MAX_NEW_TOKENS}))
             summaries[system], records[system] = summarize(rows), rows
     thresholds = router.config.call_thresholds(args.tools_per_query)  # the call/no-call setting at this count
-    meta = {"checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
+    settings = {**router.config.model_dump(mode="json"), **thresholds.model_dump(mode="json")}
+    scalars = {key: value for key, value in settings.items()
+               if value is None or isinstance(value, (bool, int, float, str))}  # lists and tables: in the journal
+    meta = {**scalars, "set": {key: settings[key] for key in applied},
+            "checkpoint": str(args.checkpoint), "tools_per_query": args.tools_per_query, "seed": args.seed,
             "batch_size": args.batch_size, "baseline_batch_size": args.baseline_batch_size,
-            "argument_filling": router.config.argument_filling,
-            "tool_selection": router.config.tool_selection, "lexical_weight": router.config.lexical_weight,
-            "later_call_candidates": router.config.later_call_candidates,
-            **{key: getattr(thresholds, key) for key in CallThresholds.model_fields},
-            "list_bias": router.config.list_bias, "clause_plan_gap": router.config.clause_plan_gap,
-            "cover_enumerations": router.config.cover_enumerations, "end_with_plan": router.config.end_with_plan,
-            "copy_bias": router.config.copy_bias, "drop_repeated_calls": router.config.drop_repeated_calls,
-            "drop_unstated_optionals": router.config.drop_unstated_optionals,
-            "max_schema_tokens": router.config.max_schema_tokens,
             "limit_per_category": args.limit, "device": str(router.device)}
     write_report(out, summaries, records, meta)
     print(markdown_table(summaries))
