@@ -74,51 +74,114 @@ def test_tool_choice_modes_are_enforced(router_family, tokenizer):
         router.route("x", tools=tools, tool_choice="delete_everything")
 
 
-def test_call_name_prefix_finds_a_listed_call_name_but_not_an_argument_called_name():
-    from toolformer_router.decoding import call_name_prefix
+def _state(text: str):
+    """A `CallListState` fed `text` one character per token."""
+    from toolformer_router.call_state import CallListState
 
-    assert call_name_prefix('[{"name": "get_w') == ([], "get_w")
-    assert call_name_prefix('[{"name":"f","arguments":{"x":1}}, {"name": "') == (["f"], "")
-    assert call_name_prefix('[{"name":"f","arguments":{"x":"}, {\\"name\\": \\"a"}}, {"name":"g') == (["f"], "g")
-    assert call_name_prefix('[{"name":"f","arguments":{"user":{"name":"Bo') is None  # an argument
-    assert call_name_prefix('[{"name":"f"') is None and call_name_prefix('[{"name":"f","arguments":{"name":"') is None
-    assert call_name_prefix('Hello {"name": "x') is None  # not a call list
-    assert call_name_prefix('[{"name":"f","arguments":{}},{"name":"g","arguments":{"name":"z"}},{"name":"') == (
+    state = CallListState()
+    for char in text:
+        state.feed(char)
+    return state
+
+
+def test_call_list_state_finds_a_listed_call_name_but_not_an_argument_called_name():
+    def name_position(text):
+        state = _state(text)
+        return None if state.name_prefix is None else (state.names, state.name_prefix)
+
+    assert name_position('[{"name": "get_w') == ([], "get_w")
+    assert name_position('[{"name":"f","arguments":{"x":1}}, {"name": "') == (["f"], "")
+    assert name_position('[{"name":"f","arguments":{"x":"}, {\\"name\\": \\"a"}}, {"name":"g') == (["f"], "g")
+    assert name_position('[{"name":"f","arguments":{"user":{"name":"Bo') is None  # an argument
+    assert name_position('[{"name":"f"') is None and name_position('[{"name":"f","arguments":{"name":"') is None
+    assert name_position('Hello {"name": "x') is None  # not a call list
+    assert name_position('[{"name":"f","arguments":{}},{"name":"g","arguments":{"name":"z"}},{"name":"') == (
         ["f", "g"], "")
+    assert _state('[{"name":"f","arguments":{}},{"name":"g","arguments":{"name":"z"}}').names == ["f", "g"]
 
 
-def test_call_name_steering_spells_the_first_name_then_one_of_the_later_candidates():
-    from toolformer_router.decoding import CallNameSteering
+def _reference_calls(text: str, depth: int):
+    """The calls of a call list's text cut at a list step of bracket `depth`, by parsing it closed."""
+    try:
+        calls = orjson.loads(text + "}" * (depth - 1) + "]")
+    except orjson.JSONDecodeError:
+        return None
+    return calls if isinstance(calls, list) and all(isinstance(c, dict) for c in calls) else None
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_call_list_state_agrees_with_parsing_every_prefix(tokenizer, seed):
+    """Fed token by token, the state's names and calls so far agree at every list step with what parsing the
+    text written so far gives (random call lists, real tokenizer)."""
+    from toolformer_router.call_state import CallListState
+
+    rng = random.Random(seed)
+    texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
+
+    def value(level=0):
+        kind = rng.random()
+        if kind < 0.3:
+            return rng.choice(["Berlin", 'a"b', "x\\y", "Boston, MA", "", "[}]{,"])
+        if kind < 0.55:
+            return rng.choice([1, 5000, -3.5, True, None])
+        if level < 2 and kind < 0.8:
+            return [value(level + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(["a", "name", "city"]): value(level + 1) for _ in range(rng.randint(0, 2))} if level < 2 \
+            else "z"
+
+    checked_steps = 0
+    for _ in range(20):
+        calls = [{"name": rng.choice(["get_weather", "send.email"]),
+                  "arguments": {key: value() for key in rng.sample(["city", "x", "name"], rng.randint(0, 3))}}
+                 for _ in range(rng.randint(1, 3))]
+        ids = tokenizer(orjson.dumps(calls).decode(), add_special_tokens=False)["input_ids"]
+        state, written = CallListState(), ""
+        for token in ids:
+            state.feed(texts[token])
+            written += texts[token]
+            assert state.is_call
+            step = state.list_step()
+            if step is not None:
+                assert state.calls_so_far() == _reference_calls(written, step), written
+                checked_steps += 1
+            assert state.names == [call["name"] for call in calls][: len(state.names)], written
+        assert state.names == [call["name"] for call in calls]
+        assert state.depth == 0 and state.calls_so_far() is None  # the list closed: nothing to cut
+    assert checked_steps > 50
+
+
+def test_call_naming_spells_the_first_name_then_the_planned_ones():
+    from toolformer_router.decoding import DecodeRequest, DecodingRules, TokenClasses
 
     texts = ['[{"name":"', "get", "_", "weather", "stock", ".price", '"', "get_", "st", '",', "x", '"}',
              '"arguments":{}},{"name":"', "send"]
-    steering, allowed = CallNameSteering(texts), torch.ones(len(texts), dtype=torch.bool)
+    rules, allowed = DecodingRules(TokenClasses(texts)), torch.ones(len(texts), dtype=torch.bool)
 
-    def kept(ids, first, later=None, planned=()):
-        return [texts[i] for i in steering.restrict(ids, first, later, allowed, planned).nonzero().flatten().tolist()]
+    def kept(ids, first, planned=()):
+        from toolformer_router.call_state import CallListState
+
+        state = CallListState()
+        for i in ids:
+            state.feed(texts[i])
+        request = DecodeRequest([], torch.zeros(0), None, 100, first_call_tool=first, planned_call_tools=planned)
+        steered, _ = rules.steer(state, request, allowed, remaining=100, budget=100)
+        return None if steered is allowed else [texts[i] for i in steered.nonzero().flatten().tolist()]
 
     assert kept([0], "get_weather") == ["get", "get_"]
     assert kept([0, 7], "get_weather") == ["weather"]
     assert kept([0, 1, 2, 3], "get_weather") == ['"', '",', '"}', texts[12]]  # the name is complete: its quote
     assert kept([0], "stock.price") == ["stock", "st"]
-    no_get = allowed.clone()
-    no_get[[1, 7]] = False  # the grammar rules the name out: the decoder's choice stands
-    assert steering.restrict([0], "get_weather", None, no_get) is None
-    assert steering.restrict([0, 4, 5, 6], "get_weather", None, allowed) is None  # past the first name
-    assert steering.restrict([10], "get_weather", None, allowed) is None  # a text answer
+    assert rules.spell("", ["get_weather"], allowed & ~torch.tensor([i in (1, 7) for i in range(len(texts))])) \
+        is None  # the grammar rules the name out: the decoder's choice stands
+    assert kept([0, 4, 5, 6], "get_weather") is None  # past the first name
+    assert kept([10], "get_weather") is None  # a text answer
     second_call = [0, 4, 5, 9, 12]
-    assert steering.restrict(second_call, "stock.price", None, allowed) is None  # later calls free
-    assert kept(second_call, "stock.price", frozenset({"stock.price", "get_weather"})) == ["get", "stock", "get_",
-                                                                                           "st"]
-    assert kept(second_call + [4], "stock.price", frozenset({"stock.price", "get_weather"})) == [".price"]
-    assert steering.restrict([0], None, frozenset({"stock.price"}), allowed) is None  # the first call is free
-    assert steering.restrict(second_call + [13], "x", frozenset({"stock.price"}), allowed) is None  # left behind
-    # a plan names its tools not named yet first, then the later candidates apply
-    planned = ("get_weather", "stock.price")
-    assert kept(second_call[:-1] + [12], "x", None, planned) == ["get", "get_"]  # call 2 of [stock.price, …]
-    assert kept([0, 1, 2, 3, 9, 12], "x", frozenset({"get_weather"}), planned) == ["stock", "st"]
-    assert kept([0, 4, 5, 9, 12, 1, 2, 3, 9, 12], "x", frozenset({"stock.price"}), planned) == ["stock", "st"]
-    assert steering.restrict([0, 4, 5, 9, 12, 1, 2, 3, 9, 12], "x", None, allowed, planned) is None  # then free
+    assert kept(second_call, "stock.price") is None  # later calls are free without a plan
+    assert kept([0], None) is None  # the first call is free without a selection
+    planned = ("get_weather", "stock.price")  # a plan names its tools not named yet, in order
+    assert kept(second_call, "x", planned) == ["get", "get_"]  # call 2 of [stock.price, …]
+    assert kept([0, 1, 2, 3, 9, 12], "x", planned) == ["stock", "st"]
+    assert kept([0, 4, 5, 9, 12, 1, 2, 3, 9, 12], "x", planned) is None  # all planned tools called: free
 
 
 def test_selector_names_the_first_call_and_decoder_mode_does_not_depend_on_it(make_router, tokenizer):
@@ -163,20 +226,6 @@ def listed_names(router, tokenizer, query: str, seed: int) -> list[str]:
     result = router.route(query, tools=tools, tool_choice="required", max_new_tokens=80,
                           logits_processor=lambda logits: sampler(logits) + more_calls)
     return [call.name for call in result.calls]
-
-
-def test_later_calls_name_one_of_the_best_scored_tools(make_router, tokenizer):
-    router = make_router(later_call_candidates=2)
-    later_names = lambda query, seed: listed_names(router, tokenizer, query, seed)[1:]  # noqa: E731
-    tools = topic_tools()
-    queries = ["weather in Paris and mail bob", "AAPL price, then the news", "book a flight and a hotel"]
-    best = {q: {name for name, _ in router.rank_tools(q, tools)[:2]} for q in queries}
-    restricted = {(q, seed): later_names(q, seed) for q in queries for seed in range(3)}
-    assert sum(map(len, restricted.values())) >= 6  # later calls were made
-    assert all(set(names) <= best[q] for (q, _), names in restricted.items())
-    router.config.later_call_candidates = 0
-    free = {(q, seed): later_names(q, seed) for q in queries for seed in range(3)}
-    assert any(not set(names) <= best[q] for (q, _), names in free.items())  # the candidates did the narrowing
 
 
 def test_end_with_plan_ends_a_list_once_its_planned_tools_are_called(make_router, tokenizer):
@@ -230,83 +279,67 @@ def test_clause_plan_names_each_requested_tool_before_repeating_one(make_router,
     assert any(set(names) != requests[q] for (q, _), names in free.items())  # the plan did the naming
 
 
-def test_closer_ends_a_list_that_could_not_hold_another_call():
-    from toolformer_router.decoding import CallCloser, scan_call_list
+def test_call_list_state_measures_calls_for_the_closing_rules():
+    from toolformer_router.call_state import CallListState
 
     texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", '"}']
-    closer = CallCloser(texts, reserve=4)
+
+    def state(ids):
+        fed = CallListState()
+        for i in ids:
+            fed.feed(texts[i])
+        return fed
+
     one_call = [0, 1, 2, 3, 4, 5, 6]  # [{"name":"f","arguments":{"x":"a,b"}}  — a call of 6 tokens
-    assert scan_call_list(texts, one_call) == (False, 1, 6)
-    assert closer.list_full(one_call, remaining=9) and not closer.list_full(one_call, remaining=10)
-    assert closer.list_full(one_call[:-1], remaining=8)  # its arguments closed (5 tokens): "}" then "]"
-    assert not closer.list_full(one_call[:-2], remaining=1)  # arguments still open: `engaged` handles it
-    assert not closer.list_full(one_call[:4], remaining=1)  # inside a string ("a,b" is no list comma)
-    assert not closer.list_full([0, 1], remaining=1)  # no complete call yet: nothing to measure
+    assert (state(one_call).depth, state(one_call).longest_call) == (1, 6)
+    assert state(one_call).list_full(9, reserve=4) and not state(one_call).list_full(10, reserve=4)
+    assert state(one_call[:-1]).list_full(8, reserve=4)  # its arguments closed (5 tokens): "}" then "]"
+    assert not state(one_call[:-2]).list_full(1, reserve=4)  # arguments still open: the closing reserve's job
+    assert not state(one_call[:4]).list_full(1, reserve=4)  # inside a string ("a,b" is no list comma)
+    assert not state([0, 1]).list_full(1, reserve=4)  # no complete call yet: nothing to measure
     second = one_call + [7, 1, 2, 3, 4, 8]  # a second call of 6 tokens, closed with "}},"
-    assert scan_call_list(texts, second)[1:] == (1, 6)
-    assert closer.preferred(one_call[:4]).tolist() == closer.string_closers.tolist()
+    assert (state(second).depth, state(second).longest_call) == (1, 6)
+    assert state(one_call[:4]).in_string
 
 
-def test_list_continuation_finds_the_tokens_that_go_on_with_a_call_list_or_end_it():
-    from toolformer_router.decoding import ListContinuation
+def test_list_rules_find_the_tokens_that_go_on_with_a_call_list_or_end_it():
+    from toolformer_router.call_state import CallListState
+    from toolformer_router.decoding import DecodeRequest, DecodingRules, TokenClasses
 
     texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", "}]", "]", ", {", "},", "}}]",
              '"name":"g","arguments":{']
-    continuation = ListContinuation(texts)
+    tokens = TokenClasses(texts)
     listed = lambda mask: [texts[i] for i in mask.nonzero().flatten().tolist()]  # noqa: E731
-    goes_on = lambda ids: listed(continuation.continuers[continuation.list_step(ids)])  # noqa: E731
-    ends = lambda ids: listed(continuation.enders[continuation.list_step(ids)])  # noqa: E731
+
+    def state(ids):
+        fed = CallListState()
+        for i in ids:
+            fed.feed(texts[i])
+        return fed
+
+    goes_on = lambda ids: listed(tokens.continuers[state(ids).list_step()])  # noqa: E731
+    ends = lambda ids: listed(tokens.enders[state(ids).list_step()])  # noqa: E731
     assert goes_on([0, 1, 2, 3, 4]) == ["}},"] and ends([0, 1, 2, 3, 4]) == ["}}]"]  # in the arguments: depth 3
     assert goes_on([0, 1, 2, 3, 4, 5]) == ["},"] and ends([0, 1, 2, 3, 4, 5]) == ["}]"]  # arguments closed
     assert goes_on([0, 1, 2, 3, 4, 5, 6]) == [",", ", {"] and ends([0, 1, 2, 3, 4, 5, 6]) == ["]"]  # call closed
-    assert continuation.list_step([0, 1, 2, 3]) is None  # inside a string ("a,b" is no list comma)
-    assert continuation.list_step([0]) is None  # no call yet
+    assert state([0, 1, 2, 3]).list_step() is None  # inside a string ("a,b" is no list comma)
+    assert state([0]).list_step() is None  # no call yet
+
+    rules, allowed = DecodingRules(tokens, end_with_plan=True), torch.ones(len(texts), dtype=torch.bool)
+
+    def steered(ids, planned, enumerations=()):
+        request = DecodeRequest([], torch.zeros(0), None, 100, planned_call_tools=planned, enumerations=enumerations)
+        return listed(rules.steer(state(ids), request, allowed, remaining=100, budget=100)[0])
+
     one_call = [0, 1, 2, 3, 4, 5, 6]
-    assert continuation.plan_unfinished(one_call, ("f", "g")) and not continuation.plan_unfinished(one_call, ("f",))
-    assert not continuation.plan_unfinished(one_call, ())
     two_calls = one_call + [11, 14, 5, 6]  # ..., {"name":"g","arguments":{}}
-    assert continuation.plan_done(two_calls, 1, ("f", "g"), ())
-    assert continuation.plan_done(two_calls[:-1], 2, ("g", "f"), ())  # the last call's arguments closed
-    assert not continuation.plan_done(one_call, 1, ("f", "g"), ())  # "g" not called yet
-    assert not continuation.plan_done(one_call, 1, ("f",), ())  # a plan of one tool does not end lists
-    assert not continuation.plan_done(two_calls, 1, ("f", "g"), (("a,b", "c"),))  # "a,b" taken, "c" not yet
-
-
-def test_list_bias_lengthens_call_lists(make_router, tokenizer):
-    router = make_router()
-    tool = {"name": "get_weather", "description": "Weather of a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-                           "required": ["city"]}}
-    counts = {}
-    for bias in (0.0, 1000.0):
-        router.config.list_bias = bias
-        counts[bias] = [len(router.route("weather in Paris and Rome", tools=[tool], tool_choice="required",
-                                         max_new_tokens=80, logits_processor=finishing_sampler(tokenizer, seed)).calls)
-                        for seed in range(3)]
-    router.config.list_bias = 0.0
-    assert counts[0.0] == [1, 1, 1]  # the sampler favours "]" over ","
-    assert all(count >= 2 for count in counts[1000.0]), counts
-    # a list step is the only place the bias acts: the calls it adds are still valid calls of the tool
-    assert counts[1000.0] != counts[0.0]
-
-
-def test_drop_repeated_calls_keeps_the_first_of_each_call_a_list_repeats(make_router, tokenizer):
-    router = make_router(list_bias=1000.0)  # lists run on over two allowed values: calls must repeat
-    tool = {"name": "get_weather", "description": "Weather of a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-                           "required": ["city"]}}
-
-    def lists(drop: bool) -> list[list[tuple[str, str]]]:
-        router.config.drop_repeated_calls = drop
-        results = [router.route("weather in Paris and Rome", tools=[tool], tool_choice="required",
-                                max_new_tokens=80, logits_processor=finishing_sampler(tokenizer, seed))
-                   for seed in range(3)]
-        return [[(c.name, c.arguments["city"]) for c in result.calls] for result in results]
-
-    repeated, dropped = lists(False), lists(True)
-    router.config.drop_repeated_calls = False
-    assert all(len(calls) > len(set(calls)) for calls in repeated), repeated
-    assert dropped == [list(dict.fromkeys(calls)) for calls in repeated]  # the first of each, in order
+    assert "]" not in steered(one_call, ("f", "g"))  # "g" planned, not called yet: the list goes on
+    assert "," in steered(one_call, ("f", "g"))
+    assert steered(one_call, ("f",)) == texts  # a plan of one tool leaves the list free
+    assert "," not in steered(two_calls, ("f", "g")) and "]" in steered(two_calls, ("f", "g"))  # plan done: end
+    assert "}," not in steered(two_calls[:-1], ("g", "f"))  # the last call's arguments closed: end too
+    assert "," in steered(two_calls, ("f", "g"), (("a,b", "c"),))  # "a,b" taken, "c" not yet: may go on
+    assert "]" not in steered(one_call, ("f",), (("a,b", "c"),))  # the new call took an item, one is left
 
 
 def test_drop_unstated_optionals_removes_the_optional_values_nobody_gave(make_router, tokenizer):
@@ -328,19 +361,6 @@ def test_drop_unstated_optionals_removes_the_optional_values_nobody_gave(make_ro
     made_up = [i for i, a in enumerate(kept) if "note" in a and not ConversationText([query]).mentions(a["note"])]
     assert made_up, kept  # the random model writes notes that share no word with the request
     assert dropped == [{k: v for k, v in a.items() if k != "note" or i not in made_up} for i, a in enumerate(kept)]
-
-
-@pytest.mark.parametrize("copy_bias", [0.0, 1000.0])
-def test_copy_bias_makes_a_free_string_value_a_span_of_the_request(make_router, tokenizer, copy_bias):
-    router = make_router(copy_bias=copy_bias)
-    tool = {"name": "find_hotel", "description": "Hotels in a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
-    query = "Find me a hotel in Zanzibar City, please."
-    values = [router.route(query, tools=[tool], tool_choice="required", max_new_tokens=60,
-                           logits_processor=finishing_sampler(tokenizer, seed)).calls[0].arguments["city"]
-              for seed in range(3)]
-    spans = [bool(value) and value.lower() in query.lower() for value in values]
-    assert all(spans) if copy_bias else not any(spans), values
 
 
 def test_a_list_is_closed_instead_of_opening_a_call_the_budget_cannot_hold(make_router, tokenizer):
@@ -440,18 +460,53 @@ def test_render_calls_is_exactly_what_the_grammar_accepts(make_router):
         render_calls([("nope", {})], tools)
 
 
-def test_loop_guard_vetoes_a_third_copy_and_long_runs():
+def _guarded(history, min_span):
     from toolformer_router.decoding import LoopGuard
 
-    guard, item = LoopGuard(min_span=8), [11, 12, 13, 14, 15]
-    assert guard.vetoed([5] + [0] * 6) == set()  # "1000000" may go on: 7 zeros
-    assert guard.vetoed([5] + [0] * 7) == {0}  # not an 8th
+    guard = LoopGuard(min_span=min_span)
+    for token in history:
+        guard.feed(token)
+    return guard.vetoed()
+
+
+def test_loop_guard_vetoes_a_third_copy_and_long_runs():
+    item = [11, 12, 13, 14, 15]
+    assert _guarded([5] + [0] * 6, 8) == set()  # "1000000" may go on: 7 zeros
+    assert _guarded([5] + [0] * 7, 8) == {0}  # not an 8th
     clock = [0, 0, 58, 0, 0, 58, 0]  # "00:00:0" (digits are single tokens)
-    assert LoopGuard(min_span=8).vetoed(clock) == {0} and LoopGuard(min_span=12).vetoed(clock) == set()
-    assert guard.vetoed([1] + item + item[:3]) == set()  # a list item given twice is fine
-    assert guard.vetoed([1] + item + item) == {11}  # a third copy is not
-    assert guard.vetoed([1, 44, 1, 44, 1, 44]) == set() and guard.vetoed([1, 44, 1, 44, 1, 44, 1]) == {44}
-    assert guard.vetoed([1, 2, 3, 4, 5, 6, 7, 8, 9]) == set()
+    assert _guarded(clock, 8) == {0} and _guarded(clock, 12) == set()
+    assert _guarded([1] + item + item[:3], 8) == set()  # a list item given twice is fine
+    assert _guarded([1] + item + item, 8) == {11}  # a third copy is not
+    assert _guarded([1, 44, 1, 44, 1, 44], 8) == set() and _guarded([1, 44, 1, 44, 1, 44, 1], 8) == {44}
+    assert _guarded([1, 2, 3, 4, 5, 6, 7, 8, 9], 8) == set()
+
+
+def test_loop_guard_fed_token_by_token_agrees_with_rescanning_the_history():
+    """The guard keeps each period's repeated tail up to date; rescanning the whole history gives the same."""
+    from toolformer_router.decoding import LoopGuard
+
+    def rescanned(history, min_span, max_period=48):
+        n, vetoed = len(history), set()
+        for period in range(1, min(max_period, n // 2) + 1):
+            run = 0
+            while run < n - period and history[n - 1 - run] == history[n - 1 - run - period]:
+                run += 1
+            if run + 1 + period >= max(2 * period + 1, min_span):
+                vetoed.add(history[n - period])
+        return vetoed
+
+    rng, vetoes = random.Random(0), 0
+    for _ in range(60):
+        min_span, history = rng.choice([1, 4, 12]), []
+        guard = LoopGuard(min_span=min_span)
+        for _ in range(rng.randint(1, 120)):
+            copy = history and rng.random() < 0.4
+            token = history[-rng.randint(1, min(len(history), 50))] if copy else rng.randrange(rng.choice([2, 10]))
+            history.append(token)
+            guard.feed(token)
+            assert guard.vetoed() == rescanned(history, min_span)
+            vetoes += bool(guard.vetoed())
+    assert vetoes > 100  # the histories do repeat
 
 
 def _looping_sampler(tokenizer):
@@ -480,22 +535,6 @@ def test_looping_values_are_stopped_by_the_guard_or_closed_by_the_reserve(make_r
         assert result.finish_reason == "length" and "a" * 40 in result.raw
     else:
         assert result.finish_reason == "stop" and values and all(v and "a" * 12 not in v for v in values)
-
-
-def test_schema_argument_filling_decodes_calls_again_with_the_chosen_schemas(make_router, tokenizer):
-    gists = make_router(seed=3)
-    schema = make_router(seed=3, argument_filling="schema")
-    tools = gists.prepare_tools([WEATHER, EMAIL, STOCK])
-    first = gists.route("weather in Paris", tools=tools, tool_choice="required",
-                        logits_processor=finishing_sampler(tokenizer, 0))
-    second = schema.route("weather in Paris", tools=tools, tool_choice="required",
-                          logits_processor=finishing_sampler(tokenizer, 0))
-    assert first.calls and second.calls
-    _validate(second, tools)
-    assert {c.name for c in second.calls} <= {c.name for c in first.calls}  # selection stays the gists'
-    chosen = [t for t in tools if t.name in {c.name for c in first.calls}]
-    assert second.usage.input_tokens == first.usage.input_tokens + len(
-        schema.prompt_ids([{"role": "user", "content": "weather in Paris"}], schema_tools=chosen))
 
 
 def test_no_call_answers_are_the_backbones_own_reply_without_the_tools(make_router, tokenizer):
@@ -540,58 +579,6 @@ def _always_call(tokenizer):
         return logits + always_call
 
     return processor
-
-
-def test_a_no_tool_selector_declines_calls_below_no_tool_margin(make_router, tokenizer):
-    """With `selector_no_tool`, "auto" calls only where the best tool beats "no tool" by `no_tool_margin`;
-    the decoder's call margin is still measured, and a required call is never declined."""
-    processor = _always_call(tokenizer)
-    router = make_router(seed=6, selector_no_tool=True, max_new_tokens=48)
-    with torch.no_grad():
-        router.model.selector.no_tool_bias.fill_(0.05)
-    messages = [{"role": "user", "content": "weather in Paris"}]
-    free = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
-    margin = free.selection_margin
-    assert free.raw.startswith("[") and margin is not None and free.call_margin > 0
-    scores = dict(router.rank_tools(messages, tools=[EMAIL, WEATHER]))  # lexical_weight 0: selector logits
-    no_tool_logit = 0.05 * router.model.selector.logit_scale.exp().item()  # the "no tool" vector is still 0
-    assert margin == pytest.approx(max(scores.values()) - no_tool_logit, abs=1e-4)
-    for threshold, calls in ((margin - 0.01, True), (margin + 0.01, False)):
-        router.config.no_tool_margin = threshold
-        result = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
-        assert result.raw.startswith("[") == calls and result.call_margin == pytest.approx(free.call_margin)
-        assert result.selection_margin == pytest.approx(margin)
-    required = router.route(messages, tools=[EMAIL, WEATHER], tool_choice="required", logits_processor=processor)
-    assert required.calls
-    plain = make_router(seed=6)
-    assert plain.route(messages, tools=[EMAIL, WEATHER], max_new_tokens=8).selection_margin is None
-    with pytest.raises(ValueError, match="selector_no_tool"):
-        make_router(seed=6, no_tool_margin=0.0)
-
-
-def test_min_selection_score_declines_calls_to_a_tool_the_selector_scores_low(make_router, tokenizer):
-    """`selection_score` is the selector's own logit for the first call's tool (the word match not added);
-    "auto" calls only where it reaches `min_selection_score`, the call margin is measured either way, and a
-    required call is never declined."""
-    processor = _always_call(tokenizer)
-    router = make_router(seed=6, max_new_tokens=48, lexical_weight=2.0)
-    messages = [{"role": "user", "content": "weather in Paris"}]
-    free = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
-    assert free.raw.startswith("[") and free.calls
-    router.config.lexical_weight = 0.0
-    logits = dict(router.rank_tools(messages, tools=[EMAIL, WEATHER]))
-    router.config.lexical_weight = 2.0
-    assert free.selection_score == pytest.approx(logits[free.calls[0].name], abs=1e-4)
-    first, score = router.first_call_selection(messages, [EMAIL, WEATHER])
-    assert first == free.calls[0].name and score == pytest.approx(free.selection_score, abs=1e-5)
-    for threshold, calls in ((free.selection_score - 0.01, True), (free.selection_score + 0.01, False)):
-        router.config.min_selection_score = threshold
-        result = router.route(messages, tools=[EMAIL, WEATHER], logits_processor=processor)
-        assert result.raw.startswith("[") == calls and result.call_margin == pytest.approx(free.call_margin)
-        assert result.selection_score == pytest.approx(free.selection_score)
-    assert router.route(messages, tools=[EMAIL, WEATHER], tool_choice="required", logits_processor=processor).calls
-    decoder = make_router(seed=6, tool_selection="decoder", min_selection_score=1e6)
-    assert decoder.route(messages, tools=[EMAIL, WEATHER], max_new_tokens=8).selection_score is None
 
 
 def test_each_request_decides_with_the_thresholds_of_its_tool_count(make_router):

@@ -14,10 +14,9 @@ DEFAULT_SYSTEM_PROMPT = (
 
 
 class CallThresholds(BaseModel):
-    """The call/no-call decision: the first token's bias and the vetoes that answer in text instead of calling,
-    and the cosine's share of the selection score that feeds them (`RouterConfig` holds one set, and optionally
-    one per active-tool count: `thresholds_by_tool_count`, whose sets take the top-level value of any field they
-    leave unset)."""
+    """The call/no-call decision: the first token's bias and the vetoes that answer in text instead of calling
+    (`RouterConfig` holds one set, and optionally one per active-tool count: `thresholds_by_tool_count`, whose
+    sets take the top-level value of any field they leave unset)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -25,15 +24,6 @@ class CallThresholds(BaseModel):
     """Decoding: added to the logits that open a call at the first token; below 0 the router calls less
     often (fewer false positives, more false negatives). Chosen on validation by `toolformer-router
     calibrate`."""
-    no_tool_margin: float | None = None
-    """With `selector_no_tool`, in "selector" mode and `tool_choice` "auto": answer without a call when the best
-    tool's `ToolSelector` logit beats the "no tool" logit by less than this (`RouteResult.selection_margin`);
-    None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
-    min_selection_score: float | None = None
-    """In "selector" mode with `tool_choice` "auto": answer without a call when the `ToolSelector` logit of the
-    tool the first call would name (the selector's own score, before `lexical_weight` and `relevance_weight`)
-    is below this (`RouteResult.selection_score`): no active tool is one the selector would pick for this
-    request. None never declines this way. Chosen on validation by `toolformer-router calibrate`."""
     min_argument_grounding: float | None = Field(None, ge=0.0, le=1.0)
     """With `tool_choice` "auto": answer without a call when less than this share of the call list's checkable
     argument values are stated in the conversation (`RouteResult.argument_grounding`, see
@@ -49,11 +39,28 @@ class CallThresholds(BaseModel):
     than this to the last user message (cosine under all-MiniLM-L6-v2, `RouteResult.tool_relevance`): a call
     list whose meaning is far from the request's answers another one. None never declines this way (and never
     loads the sentence encoder). Chosen on validation by `toolformer-router calibrate`."""
-    relevance_weight: float = Field(0.0, ge=0.0)
-    """Selection: weight of the MiniLM cosine between the last user message and each tool's "name:
-    description" (`ToolRelevance.similarities`), added to the selection score beside `lexical_weight`'s word
-    match. Like it, it needs no training; it costs one sentence-encoder pass per request. 0: off. It is set per
-    tool count because the tool it picks feeds the vetoes above, whose effect shifts with the distractors."""
+
+
+RETIRED_FIELDS: dict[str, Any] = {
+    "selector_no_tool": False, "no_tool_margin": None, "min_selection_score": None, "relevance_weight": 0.0,
+    "later_call_candidates": 0, "list_bias": 0.0, "copy_bias": 0.0, "drop_repeated_calls": False,
+    "argument_filling": "gists",
+}
+"""Options removed because their measurements did not justify them (docs/policy.md, "Retired options"), with
+the value that turned each off: a saved config that holds one at that value still loads."""
+
+
+def _drop_retired(values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        return values
+    kept = dict(values)
+    for name, off in RETIRED_FIELDS.items():
+        if name in kept:
+            if kept[name] != off:
+                raise ValueError(f"{where}{name}={kept[name]!r} is a retired option (docs/policy.md); only its off "
+                                 f"value {off!r} is accepted in saved configs")
+            del kept[name]
+    return kept
 
 
 class RouterConfig(CallThresholds):
@@ -86,17 +93,11 @@ class RouterConfig(CallThresholds):
     selector_dim: int = Field(256, ge=8)
     """Width of the `ToolSelector` that scores tools against the query."""
     selector_heads: int = Field(4, ge=1)
-    selector_no_tool: bool = False
-    """The `ToolSelector` also scores "no tool" for each query (a learned, query-dependent threshold), trained
-    by the curriculum's `abstention` stage; `no_tool_margin` then lets it decline calls."""
     tool_selection: Literal["selector", "decoder"] = "selector"
     """Which tool a call names: "selector" — the first call names the tool with the best selection score
     (`ToolSelector` logit + the word match; the grammar and `tool_choice` still apply), later calls of a list
-    are the decoder's among `later_call_candidates`; "decoder" — the decoder picks every name token by token
-    from the gists."""
-    later_call_candidates: int = Field(0, ge=0)
-    """In "selector" mode, the calls after the first name one of this many tools with the best selection scores
-    (the first call's among them); 0 leaves every active tool to the decoder."""
+    are the decoder's (or the clause plan's); "decoder" — the decoder picks every name token by token from the
+    gists."""
     clause_plan_gap: float | None = None
     """In "selector" mode, plan the calls after the first from the request's clauses (`split_clauses` of the
     last user message): a clause whose best selection score leads its second by at least this asks for a call
@@ -108,13 +109,6 @@ class RouterConfig(CallThresholds):
     end_with_plan: bool = False
     """With a clause plan of two or more tools (`clause_plan_gap`), the call list ends once each planned tool
     has a call and no enumeration (`cover_enumerations`) is half covered: no extra call repeats a planned tool."""
-    copy_bias: float = 0.0
-    """Decoding: inside an argument value, added to the logits of the tokens that copy a span of the
-    conversation on (`SourceCopy`; the value's end is left to the model unless the span ends the conversation);
-    above 0, values are taken from the request rather than made up. 0: off."""
-    drop_repeated_calls: bool = False
-    """A call list's exact repeats (the same tool with the same arguments) are dropped from the result's calls:
-    a list that says the same thing twice asks once."""
     drop_unstated_optionals: bool = False
     """An optional argument that shares no word or number with the conversation
     (`grounding.drop_unstated_optionals`) is dropped from the result's calls, so the tool's default applies
@@ -136,12 +130,6 @@ class RouterConfig(CallThresholds):
     answer_without_tools: bool = True
     """A "no call" decision is answered by the backbone alone: its own reply, without the tools' memory (the
     gists steer calls, not prose) and without the router's system prompt."""
-    argument_filling: Literal["gists", "schema"] = "gists"
-    """"gists": calls are decoded from the tools' gists alone; "schema": a completed call list is decoded
-    again with the chosen tools' schema text in the prompt (selection still over gists; costs a second pass)."""
-    list_bias: float = 0.0
-    """Decoding: added, wherever a call list may go on or end, to the logits of the tokens that go on with it;
-    above 0 the router makes more calls per list (queries that ask for several). Chosen on validation."""
     thresholds_by_tool_count: dict[int, CallThresholds] | None = None
     """Call/no-call settings chosen at several active-tool counts (`toolformer-router calibrate
     --tools-per-query 20,200`): a request uses those of the count nearest its own in log scale
@@ -157,12 +145,20 @@ class RouterConfig(CallThresholds):
     backbone_signature: dict[str, Any] | None = None
     """model_type, hidden_size, layers, heads and vocab of the backbone a checkpoint was trained on."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_options(cls, values: Any) -> Any:
+        values = _drop_retired(values, "")
+        if isinstance(values, dict) and isinstance(values.get("thresholds_by_tool_count"), dict):
+            values["thresholds_by_tool_count"] = {
+                count: _drop_retired(thresholds, f"thresholds_by_tool_count[{count}].")
+                for count, thresholds in values["thresholds_by_tool_count"].items()}
+        return values
+
     @model_validator(mode="after")
     def _check_and_fill_counts(self) -> RouterConfig:
         if self.cross_attention_heads % self.cross_attention_kv_heads:
             raise ValueError("cross_attention_heads must be a multiple of cross_attention_kv_heads")
-        if any(t.no_tool_margin is not None for t in self._threshold_sets()) and not self.selector_no_tool:
-            raise ValueError("no_tool_margin needs selector_no_tool=True (a selector that scores 'no tool')")
         if any(count < 1 for count in self.thresholds_by_tool_count or {}):
             raise ValueError(f"thresholds_by_tool_count: tool counts must be >= 1, "
                              f"got {sorted(self.thresholds_by_tool_count)}")
@@ -192,9 +188,8 @@ class RouterConfig(CallThresholds):
 
     @property
     def uses_tool_relevance(self) -> bool:
-        """Whether the sentence encoder is needed: `relevance_weight` is set, or a request can be vetoed by
-        `min_tool_relevance`."""
-        return any(t.relevance_weight or t.min_tool_relevance is not None for t in self._threshold_sets())
+        """Whether the sentence encoder is needed: a request can be vetoed by `min_tool_relevance`."""
+        return any(t.min_tool_relevance is not None for t in self._threshold_sets())
 
     def resolved_decoder_layers(self, num_backbone_layers: int) -> tuple[int, int]:
         start, end = self.decoder_layers or (0, num_backbone_layers)

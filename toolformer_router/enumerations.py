@@ -8,8 +8,6 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
-
 from .grounding import argument_values
 
 Enumeration = tuple[str, ...]
@@ -113,13 +111,3 @@ def enumeration_unfinished(calls: Sequence[dict[str, Any]], enumerations: Sequen
 def enumeration_open(calls: Sequence[dict[str, Any]], enumerations: Sequence[Enumeration]) -> bool:
     """True when an enumeration has an item some call takes and an item no call takes."""
     return bool(calls and enumerations) and _half_covered(_covered(calls, enumerations), enumerations)
-
-
-def parse_call_list_prefix(text: str, depth: int) -> list[dict[str, Any]] | None:
-    """The calls of a call list's `text` cut at a list step of bracket `depth` (1: between calls, 2: after a
-    call's arguments, 3: inside them after a complete value), or None when it does not parse."""
-    try:
-        calls = orjson.loads(text + "}" * (depth - 1) + "]")
-    except orjson.JSONDecodeError:
-        return None
-    return calls if isinstance(calls, list) and all(isinstance(c, dict) for c in calls) else None

@@ -125,12 +125,9 @@ class ToolSelector(nn.Module):
 
     query: `num_heads` learned queries pool the query text's encoder states -> (B, dim), unit length;
     tool: the mean of its gists, normed and projected -> (T, dim), unit length; score = exp(logit_scale) * cosine.
-    With `no_tool`, "no tool" is scored too: exp(logit_scale) * (query · no_tool + no_tool_bias), a threshold
-    that depends on the query (both start at 0: a tool at cosine 0).
     """
 
-    def __init__(self, *, hidden_size: int, dim: int, num_heads: int, norm: type[nn.Module], eps: float,
-                 no_tool: bool = False):
+    def __init__(self, *, hidden_size: int, dim: int, num_heads: int, norm: type[nn.Module], eps: float):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"selector_dim {dim} is not divisible by selector_heads {num_heads}")
@@ -142,13 +139,6 @@ class ToolSelector(nn.Module):
         self.tool_norm = norm(hidden_size, eps=eps)
         self.tool_proj = nn.Linear(hidden_size, dim, bias=False)
         self.logit_scale = nn.Parameter(torch.zeros(()))
-        if no_tool:  # registered last: the seeded initialisation of the other parameters does not change
-            self.no_tool = nn.Parameter(torch.zeros(dim))
-            self.no_tool_bias = nn.Parameter(torch.zeros(()))
-
-    @property
-    def has_no_tool(self) -> bool:
-        return hasattr(self, "no_tool")
 
     def query_vectors(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Encoder states (B, Q, d), right-padded, + mask (B, Q) -> (B, dim) unit vectors."""
@@ -168,13 +158,6 @@ class ToolSelector(nn.Module):
     def scores(self, query_vectors: torch.Tensor, tool_vectors: torch.Tensor) -> torch.Tensor:
         """(B, dim) x (B, T, dim) -> (B, T) logits."""
         return torch.einsum("bd,btd->bt", query_vectors, tool_vectors) * self.logit_scale.exp().clamp(max=100.0)
-
-    def no_tool_scores(self, query_vectors: torch.Tensor) -> torch.Tensor:
-        """(B, dim) -> (B,) "no tool" logits, on the tools' scale."""
-        if not self.has_no_tool:
-            raise RuntimeError("this selector does not score 'no tool' (RouterConfig.selector_no_tool is False)")
-        raw = query_vectors @ self.no_tool.float() + self.no_tool_bias.float()
-        return raw * self.logit_scale.exp().clamp(max=100.0)
 
 
 @dataclass
@@ -269,7 +252,6 @@ class ToolRouterModel(nn.Module):
         )
         self.selector = ToolSelector(
             hidden_size=hidden, dim=config.selector_dim, num_heads=config.selector_heads, norm=norm, eps=eps,
-            no_tool=config.selector_no_tool,
         )
         self.init_new_modules(seed=0)
         self._fingerprint: tuple[tuple, str] | None = None
@@ -299,7 +281,7 @@ class ToolRouterModel(nn.Module):
 
     @torch.no_grad()
     def init_new_modules(self, seed: int = 0, names: Sequence[str] | None = None) -> None:
-        """Seeded initialisation (normal, backbone's initializer_range; gates and "no tool" 0; norms 1; selector
+        """Seeded initialisation (normal, backbone's initializer_range; gates 0; norms 1; selector
         temperature 0.07) of the new modules, or only of those in `names` (keys of `new_modules()`)."""
         generator = torch.Generator().manual_seed(seed)
         std = getattr(self.backbone_config, "initializer_range", 0.02)
@@ -307,7 +289,7 @@ class ToolRouterModel(nn.Module):
             if names is not None and key not in names:
                 continue
             for name, parameter in module.named_parameters():
-                if name.endswith("gate") or name.startswith("no_tool"):
+                if name.endswith("gate"):
                     parameter.zero_()
                 elif name.endswith("logit_scale"):
                     parameter.fill_(math.log(1 / 0.07))

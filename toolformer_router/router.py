@@ -26,17 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .backbone import load_backbone, router_home
 from .checkpoint import load_weights, read_config, save_checkpoint
 from .config import RouterConfig
-from .copying import SourceCopy
-from .decoding import (
-    CallCloser,
-    ListContinuation,
-    DecodeOutput,
-    DecodeRequest,
-    CallNameSteering,
-    LogitsProcessor,
-    LoopGuard,
-    constrained_greedy_decode,
-)
+from .decoding import DecodeOutput, DecodeRequest, DecodingRules, LogitsProcessor, TokenClasses, constrained_greedy_decode
 from .enumerations import find_enumerations
 from .errors import (
     InvalidQueryError,
@@ -84,14 +74,10 @@ class _Request:
 
 @dataclass
 class _Selection:
-    """What the selector decided for one request (all None where it did not take part)."""
+    """What the selector decided for one request (empty where it did not take part)."""
 
     first: str | None = None
-    later: frozenset[str] | None = None
-    margin: float | None = None
     planned: tuple[str, ...] = ()
-    score: float | None = None
-    """The first call's tool's `ToolSelector` logit (before the word match and the cosine)."""
 
 
 def _below(value: float | None, threshold: float | None) -> bool:
@@ -176,18 +162,6 @@ def conversation_texts(messages: list[dict[str, Any]]) -> list[str]:
     return texts + [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
 
 
-def drop_repeats(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`calls` without the exact repeats of an earlier call (the same name and arguments), in order."""
-    seen: set[bytes] = set()
-    kept = []
-    for call in calls:
-        key = orjson.dumps(call, option=orjson.OPT_SORT_KEYS)
-        if key not in seen:
-            seen.add(key)
-            kept.append(call)
-    return kept
-
-
 def selection_text(messages: list[dict[str, Any]]) -> str:
     """The text the `ToolSelector` reads: the last user message (the last message when there is none)."""
     return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
@@ -238,13 +212,9 @@ class ToolRouter:
         self._eos_token_id = self.grammar.ll_tokenizer.eos_token
         self.token_texts = token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
         """Each token id's text, decoded on its own."""
-        self._call_opening_tokens = frozenset(i for i, text in enumerate(token_texts) if text.startswith("["))
-        reserve, min_span = self.config.closing_reserve_tokens, self.config.loop_guard_min_span
-        self._closer = CallCloser(token_texts, reserve) if reserve else None
-        self._continuation = ListContinuation(token_texts)
-        self._loop_guard = LoopGuard(min_span) if min_span else None
-        self._steering = CallNameSteering(token_texts)
-        self._copier = SourceCopy(token_texts)
+        self.token_classes = TokenClasses(token_texts)
+        """The token masks the decoding rules use (built once per tokenizer)."""
+        self._call_opening_tokens = self.token_classes.call_opening_ids
         self.lexical = LexicalMatcher()
         self.relevance = ToolRelevance()
         """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set (and
@@ -538,27 +508,15 @@ class ToolRouter:
     def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
         """The active tools (registered, or `tools`) ordered by their selection score for `query`, best first:
         `[(name, score), ...]`; score = `ToolSelector` logit + `lexical_weight` x BM25 match of the last user
-        message (+ `relevance_weight`, at this tool count, x its MiniLM cosine with the tool). In "selector" mode
-        the first call names the best allowed one."""
+        message. In "selector" mode the first call names the best allowed one."""
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
         if not active:
             return []
         with self._model_lock:
-            scores = self._selection_scores([messages], [active], [self._request_memory(active)[1]])[0][0]
+            scores = self._selection_scores([messages], [active], [self._request_memory(active)[1]])[0]
         order = scores.argsort(descending=True).tolist()
         return [(active[i].name, float(scores[i])) for i in order]
-
-    @torch.no_grad()
-    def first_call_selection(self, query: Query, tools: Iterable[Any] | None = None
-                             ) -> tuple[str | None, float | None]:
-        """(the tool an "auto" `route` of `query` would name in its first call, its `ToolSelector` logit: the
-        `RouteResult.selection_score` that `min_selection_score` reads), without decoding; (None, None) where
-        the selector takes no part (decoder mode, no tools)."""
-        request = self._request(query, tools, None, True, None)
-        with self._model_lock:
-            selection = self._call_names([request], [self._request_memory(request.tools)[1]])[0]
-        return selection.first, selection.score
 
     def close(self) -> None:
         """Stop the background batching thread (started by the first `aroute`)."""
@@ -586,18 +544,14 @@ class ToolRouter:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[: self.config.max_schema_tokens] or [self.tokenizer.eos_token_id]
 
-    def prompt_ids(self, messages: list[dict[str, Any]], schema_tools: Sequence[Tool] = (), *,
-                   router_instructions: bool = True) -> list[int]:
+    def prompt_ids(self, messages: list[dict[str, Any]], *, router_instructions: bool = True) -> list[int]:
         """The decoder's prompt: the backbone's chat template over system prompt + conversation.
 
-        `schema_tools` (argument-filling mode "schema"): the chosen tools, whose schema text is appended to the
-        system prompt. `router_instructions=False` leaves the router's system prompt out (the conversation's own
-        system messages stay; without any, the template's default system prompt applies).
+        `router_instructions=False` leaves the router's system prompt out (the conversation's own system messages
+        stay; without any, the template's default system prompt applies).
         """
         rendered: list[dict[str, str]] = []
         parts = [self.config.system_prompt] if router_instructions else []
-        if schema_tools:
-            parts.append("The chosen tools:\n" + "\n".join(self.tool_text(tool) for tool in schema_tools))
         for message in messages:
             role, content = message["role"], message["content"]
             if role == "system":
@@ -627,9 +581,11 @@ class ToolRouter:
     def _route_requests(
         self, requests: list[_Request], logits_processor: LogitsProcessor | None = None
     ) -> list[RouteResult]:
+        """The route path, each stage once per batch: prepare (prompt, memory, grammar, the request's call
+        settings) → select → decode → check → answer in text where needed → results."""
         started = time.perf_counter()
         with self._model_lock:
-            decode_requests, usages, gist_sets = [], [], []
+            decode_requests, usages, gist_sets, modes = [], [], [], []
             for request in requests:
                 if len(request.tools) > self.config.max_tools:
                     raise TooManyToolsError(f"{len(request.tools)} active tools; max_tools={self.config.max_tools}")
@@ -642,43 +598,49 @@ class ToolRouter:
                     )
                 memory, gists, hits, misses = self._request_memory(request.tools)
                 gist_sets.append(gists)
+                modes.append(resolve_tool_choice(request.tool_choice, request.tools)[0])
+                # a text decision with tools active is answered again without them: decide only here
+                text_budget = 0 if self._answers_without_tools(request) else request.max_text_tokens
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
-                                                     request.max_text_tokens, copy_source=self._copy_source(request)))
+                                                     text_budget))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
-            selections = self._call_names(requests, gist_sets)
+            selections = self._call_names(requests, modes, gist_sets)
             for decode_request, selection, request in zip(decode_requests, selections, requests):
-                thresholds = self.config.call_thresholds(len(request.tools))
-                decode_request.call_bias = thresholds.call_bias
-                decode_request.first_call_tool, decode_request.later_call_tools = selection.first, selection.later
+                decode_request.call_bias = self.config.call_thresholds(len(request.tools)).call_bias
+                decode_request.first_call_tool = selection.first
                 decode_request.planned_call_tools = selection.planned
                 if self.config.cover_enumerations and request.parallel_tool_calls:
                     decode_request.enumerations = find_enumerations(selection_text(request.messages))
-                decode_request.decline_call = (
-                    resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto"
-                    and (_below(selection.margin, thresholds.no_tool_margin)
-                         or _below(selection.score, thresholds.min_selection_score)))
             outputs = self._decode(decode_requests, logits_processor)
-            supports = [self._support(request, output) for request, output in zip(requests, outputs)]
-            self._second_pass(requests, outputs, usages, supports, logits_processor)
+            supports = [self._support(request, mode, output) for request, mode, output in zip(requests, modes, outputs)]
+            self._answer_in_text(requests, modes, outputs, usages, supports, logits_processor)
         latency = time.perf_counter() - started
         results = []
-        for request, output, usage, selection, support in zip(requests, outputs, usages, selections, supports):
+        for request, output, usage, support in zip(requests, outputs, usages, supports):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(request, output, usage, selection, support))
+            results.append(self._result(request, output, usage, support))
         return results
 
-    def _support(self, request: _Request, output: DecodeOutput) -> CallSupport:
+    def _answers_without_tools(self, request: _Request) -> bool:
+        """Whether a text answer to `request` is written by the backbone without the tools (`answer_without_tools`
+        with tools active and a text budget): the first pass then only decides."""
+        return bool(self.config.answer_without_tools and request.tools and request.max_text_tokens)
+
+    def _is_call(self, output: DecodeOutput) -> bool:
+        return bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
+
+    def _support(self, request: _Request, mode: str, output: DecodeOutput) -> CallSupport:
         """How far the conversation supports a completed call list: `argument_grounding` of its values, the
         `LexicalMatcher.coverage` of the last user message by the called tools and, where its veto can apply
         (`min_tool_relevance` set for its tool count, `tool_choice` "auto"), their `ToolRelevance` to it (all
         None without a completed call list)."""
-        if not (output.stopped and output.token_ids and output.token_ids[0] in self._call_opening_tokens):
+        if not (output.stopped and self._is_call(output)):
             return CallSupport()
         calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
-        auto = resolve_tool_choice(request.tool_choice, request.tools)[0] == "auto"
-        return self.call_support(request.messages, request.tools, calls, relevance=auto) if calls else CallSupport()
+        return self.call_support(request.messages, request.tools, calls, relevance=mode == "auto") if calls \
+            else CallSupport()
 
     def call_support(self, messages: list[dict[str, Any]], tools: Sequence[Tool], calls: list[dict[str, Any]],
                      relevance: bool = True) -> CallSupport:
@@ -693,11 +655,11 @@ class ToolRouter:
         return CallSupport(argument_grounding(calls, schemas, ConversationText(conversation_texts(messages))),
                            self.lexical.coverage(text, called), cosine)
 
-    def _declines(self, request: _Request, support: CallSupport) -> bool:
+    def _declines(self, request: _Request, mode: str, support: CallSupport) -> bool:
         """Whether a completed call list is answered in text instead: with `tool_choice` "auto", its grounding is
         below `min_argument_grounding`, its request coverage below `min_request_coverage` or its tool relevance
         below `min_tool_relevance`."""
-        if resolve_tool_choice(request.tool_choice, request.tools)[0] != "auto":
+        if mode != "auto":
             return False
         thresholds = self.config.call_thresholds(len(request.tools))
         return any(_below(value, threshold) for threshold, value in (
@@ -705,68 +667,48 @@ class ToolRouter:
             (thresholds.min_request_coverage, support.request_coverage),
             (thresholds.min_tool_relevance, support.tool_relevance)))
 
-    def _copy_source(self, request: _Request) -> str:
-        """The conversation's text whose spans argument values may copy (`SourceCopy`); "" with `copy_bias` off."""
-        return "\n".join(filter(None, conversation_texts(request.messages))) if self.config.copy_bias else ""
-
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
+        config = self.config
+        rules = DecodingRules(self.token_classes, config.closing_reserve_tokens, config.loop_guard_min_span,
+                              config.end_with_plan)
         return constrained_greedy_decode(
-            self.model, requests, memory_template=self._memory_template(), eos_token_id=self._eos_token_id,
-            call_opening_tokens=self._call_opening_tokens,
-            pad_token_id=self.tokenizer.pad_token_id or 0, logits_processor=logits_processor,
-            loop_guard=self._loop_guard, closer=self._closer, steering=self._steering,
-            continuation=self._continuation, list_bias=self.config.list_bias,
-            end_with_plan=self.config.end_with_plan, copier=self._copier, copy_bias=self.config.copy_bias,
+            self.model, requests, rules, memory_template=self._memory_template(),
+            eos_token_id=self._eos_token_id, pad_token_id=self.tokenizer.pad_token_id or 0,
+            logits_processor=logits_processor,
         )
 
     def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
-                          gist_sets: list[torch.Tensor]
-                          ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[float | None]]:
-        """(selection score (T,) per conversation over its tools: `ToolSelector` logits from the tools' gists
-        (T, K, d), in one encoder pass, plus `lexical_weight` x the BM25 match of the last user message and
-        `relevance_weight` (at the tool count's setting) x its MiniLM cosine with each tool;
-        the `ToolSelector` logits alone (T,) per conversation;
-        per conversation, the best tool's `ToolSelector` logit minus its "no tool" logit, or None without one)."""
+                          gist_sets: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The selection score (T,) of each conversation's tools: `ToolSelector` logits from the tools' gists
+        (T, K, d), all conversations in one encoder pass, plus `lexical_weight` x the BM25 match of the last
+        user message."""
         texts = [selection_text(messages) for messages in conversations]
         input_ids, mask = pad_right([self.query_token_ids(text) for text in texts], device=self.device)
         selector = self.model.selector
         queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
-        logits = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
+        scores = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
                   for q, gists in zip(queries, gist_sets)]
-        scores = logits  # the word match and the cosine are added below, into new tensors
-        margins: list[float | None] = [None] * len(logits)
-        if selector.has_no_tool:
-            no_tool = selector.no_tool_scores(queries)
-            margins = [(s.max() - n).item() for s, n in zip(logits, no_tool)]
         if self.config.lexical_weight:
             scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
                       for s, text, tools in zip(scores, texts, tool_lists)]
-        weights = [self.config.call_thresholds(len(tools)).relevance_weight for tools in tool_lists]
-        scores = [s + weight * self.relevance.similarities(text, tools).to(s.device) if weight else s
-                  for s, weight, text, tools in zip(scores, weights, texts, tool_lists)]
-        return scores, logits, margins
+        return scores
 
-    def _call_names(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[_Selection]:
-        """Per request, in "selector" mode, the tool its first call names (the best selection score), the tools
-        its later calls may name (the `later_call_candidates` best, or None for any), the tools its clauses
-        plan (`clause_plan_gap`) and, with a "no tool" selector, the selection margin; an empty `_Selection`
-        where the decoder names every call — "decoder" mode, no tools, or a `tool_choice` that forces a tool
-        or no call."""
+    def _call_names(self, requests: list[_Request], modes: list[str], gist_sets: list[torch.Tensor]
+                    ) -> list[_Selection]:
+        """Per request, in "selector" mode, the tool its first call names (the best selection score) and the
+        tools its clauses plan (`clause_plan_gap`); an empty `_Selection` where the decoder names every call —
+        "decoder" mode, no tools, or a `tool_choice` that forces a tool or no call."""
         chosen = [_Selection() for _ in requests]
-        rows = [i for i, r in enumerate(requests) if self.config.tool_selection == "selector" and r.tools
-                and resolve_tool_choice(r.tool_choice, r.tools)[0] in ("auto", "required")]
+        rows = [i for i, (r, mode) in enumerate(zip(requests, modes))
+                if self.config.tool_selection == "selector" and r.tools and mode in ("auto", "required")]
         if not rows:
             return chosen
-        scores, logits, margins = self._selection_scores([requests[i].messages for i in rows],
-                                                         [requests[i].tools for i in rows],
-                                                         [gist_sets[i] for i in rows])
+        scores = self._selection_scores([requests[i].messages for i in rows], [requests[i].tools for i in rows],
+                                        [gist_sets[i] for i in rows])
         plans = self._clause_plans([requests[i] for i in rows], [gist_sets[i] for i in rows])
-        for i, row_scores, row_logits, margin, plan in zip(rows, scores, logits, margins, plans):
-            order = row_scores.argsort(descending=True, stable=True).tolist()
-            ranked = [requests[i].tools[j].name for j in order]
-            later = self.config.later_call_candidates
-            chosen[i] = _Selection(ranked[0], frozenset(ranked[:later]) if later else None, margin, plan,
-                                   float(row_logits[order[0]]))
+        for i, row_scores, plan in zip(rows, scores, plans):
+            best = int(row_scores.argsort(descending=True, stable=True)[0])
+            chosen[i] = _Selection(requests[i].tools[best].name, plan)
         return chosen
 
     def _clause_plans(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[tuple[str, ...]]:
@@ -780,8 +722,8 @@ class ToolRouter:
         if not pairs:
             return [()] * len(requests)
         owners = [i for i, _ in pairs]
-        scores, _, _ = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
-                                              [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
+        scores = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
+                                        [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
         plans: list[list[str]] = [[] for _ in requests]
         for i, clause_scores in zip(owners, scores):
             best = clause_scores.topk(2)
@@ -790,51 +732,34 @@ class ToolRouter:
                 plans[i].append(name)
         return [tuple(plan) for plan in plans]
 
-    def _second_pass(self, requests: list[_Request], outputs: list[DecodeOutput], usages: list[RouteUsage],
-                     supports: list[CallSupport], logits_processor: LogitsProcessor | None) -> None:
-        """Decode again, in one batch, the outputs whose first pass only took the decision (in place):
-
-        - a text answer while tools were active (`answer_without_tools`): the backbone's own reply, without the
-          tools' memory (trained to steer calls, not prose) and without the router's instructions;
-        - a call list declined for its support (`min_argument_grounding`, `min_request_coverage`,
-          `min_tool_relevance`): the same backbone reply (empty text with `max_text_tokens` 0);
-        - a completed call list in argument-filling mode "schema": the chosen tools' schema text in the system
-          prompt, their gists as memory, the grammar narrowed to them (kept only if it completes again).
-        """
+    def _answer_in_text(self, requests: list[_Request], modes: list[str], outputs: list[DecodeOutput],
+                        usages: list[RouteUsage], supports: list[CallSupport],
+                        logits_processor: LogitsProcessor | None) -> None:
+        """Write, in one batch, the text answers the first pass only decided (in place): a text decision while
+        tools were active (`answer_without_tools`), and a call list declined for its support
+        (`min_argument_grounding`, `min_request_coverage`, `min_tool_relevance`; empty text with
+        `max_text_tokens` 0). The answer is the backbone's own reply, without the tools' memory (trained to steer
+        calls, not prose) and without the router's instructions."""
         again: list[int] = []
         second: list[DecodeRequest] = []
-        for i, (request, output) in enumerate(zip(requests, outputs)):
-            is_call = bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
-            declined = self._declines(request, supports[i])
+        for i, (request, mode, output) in enumerate(zip(requests, modes, outputs)):
+            declined = self._declines(request, mode, supports[i])
             if declined and not request.max_text_tokens:
                 outputs[i] = DecodeOutput(stopped=True, call_margin=output.call_margin)
                 continue
-            if declined or (output.token_ids and not is_call and request.tools and request.max_text_tokens
-                            and self.config.answer_without_tools):
-                no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens,
-                                    request.max_text_tokens)
-                redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
-                                     self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
-                                     request.max_text_tokens)
-            elif is_call and output.stopped and self.config.argument_filling == "schema":
-                names = {call["name"] for call in orjson.loads(self.tokenizer.decode(output.token_ids))}
-                chosen = [tool for tool in request.tools if tool.name in names]
-                prompt = self.prompt_ids(request.messages, schema_tools=chosen)
-                if len(prompt) > min(self.config.max_query_tokens, self.max_context - request.max_new_tokens):
-                    continue
-                narrowed = _Request(request.messages, chosen, "required", request.parallel_tool_calls,
-                                    request.max_new_tokens, request.max_text_tokens)
-                redo = DecodeRequest(prompt, self._request_memory(chosen)[0], self._matcher(narrowed),
-                                     request.max_new_tokens, copy_source=self._copy_source(request))
-            else:
+            if not (declined or (not self._is_call(output) and self._answers_without_tools(request))):
                 continue
+            no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens,
+                                request.max_text_tokens)
+            redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
+                                 self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
+                                 request.max_text_tokens)
             usages[i].input_tokens += len(redo.prompt_ids)
             again.append(i)
             second.append(redo)
         for i, redone in zip(again, self._decode(second, logits_processor) if second else []):
-            if redone.stopped or not redone.token_ids or redone.token_ids[0] not in self._call_opening_tokens:
-                redone.call_margin = outputs[i].call_margin
-                outputs[i] = redone
+            redone.call_margin = outputs[i].call_margin
+            outputs[i] = redone
 
     def _memory_template(self) -> torch.Tensor:
         """An empty (L, 2, kv_heads, 0, head_dim) memory: the layout on the model's device, for no tools."""
@@ -860,19 +785,15 @@ class ToolRouter:
         self._assembled[key] = assembled
         return *assembled, hits, misses
 
-    def _result(self, request: _Request, output: DecodeOutput, usage: RouteUsage, selection: _Selection,
-                support: CallSupport) -> RouteResult:
+    def _result(self, request: _Request, output: DecodeOutput, usage: RouteUsage, support: CallSupport
+                ) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
-                             call_margin=output.call_margin, selection_margin=selection.margin,
-                             selection_score=selection.score,
-                             argument_grounding=support.argument_grounding,
+                             call_margin=output.call_margin, argument_grounding=support.argument_grounding,
                              request_coverage=support.request_coverage, tool_relevance=support.tool_relevance)
         if raw.startswith("["):
             calls = _parse_call_list(raw) if output.stopped else None
-            if calls is not None and self.config.drop_repeated_calls:
-                calls = drop_repeats(calls)
             if calls is not None and self.config.drop_unstated_optionals:
                 calls = drop_unstated_optionals(calls, {tool.name: tool.parameters for tool in request.tools},
                                                 ConversationText(conversation_texts(request.messages)))

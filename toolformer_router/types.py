@@ -48,13 +48,6 @@ class RouteResult(BaseModel):
     call_margin: float | None = None
     """How strongly the model preferred calling over answering at the first token (logit difference before
     `call_bias`); None when `tool_choice` left no such choice."""
-    selection_margin: float | None = None
-    """With a "no tool" selector (`RouterConfig.selector_no_tool`): the best tool's `ToolSelector` logit minus
-    the "no tool" logit; below `no_tool_margin` the router answers instead of calling. None without one."""
-    selection_score: float | None = None
-    """In "selector" mode: the `ToolSelector` logit of the tool the first call names (or would have named),
-    before the word match and the cosine are added; below `min_selection_score` the router answers instead of
-    calling. None when no tool was selected (decoder mode, no tools, a forced `tool_choice`)."""
     argument_grounding: float | None = None
     """The share of the call list's checkable argument values stated in the conversation
     (`toolformer_router.grounding`); below `min_argument_grounding` the router answers instead of calling (this

@@ -37,7 +37,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from toolformer_router import Tool, ToolRouter, ToolRouterError
 from toolformer_router.checkpoint import save_checkpoint
-from toolformer_router.decoding import JsonState
+from toolformer_router.call_state import JsonState
 from toolformer_router.modeling import GistMemory, pad_right
 from toolformer_router.router import normalize_messages, selection_text
 
