@@ -132,7 +132,6 @@ def _router_output(result: Any, tools: list[dict]) -> dict[str, Any]:
     return {"calls": calls, "raw": result.raw, "latency_s": result.usage.latency_s,
             "prompt_tokens": result.usage.input_tokens, "valid": not cut_call and calls_are_valid(calls, tools),
             "closed_early": bool(calls) and result.finish_reason == "length", "call_margin": result.call_margin,
-            "selection_margin": result.selection_margin, "selection_score": result.selection_score,
             "argument_grounding": result.argument_grounding,
             "request_coverage": result.request_coverage, "tool_relevance": result.tool_relevance}
 
@@ -243,7 +242,6 @@ def _record(example: Example, tools: list[dict], output: dict[str, Any], latency
         "output": output["raw"], "calls": output["calls"], "gold": gold,
         "ast_ok": ok, "reason": output.get("error") or reason, "valid": bool(output.get("valid", True)),
         "closed_early": bool(output.get("closed_early")), "call_margin": output.get("call_margin"),
-        "selection_margin": output.get("selection_margin"), "selection_score": output.get("selection_score"),
         "argument_grounding": output.get("argument_grounding"),
         "request_coverage": output.get("request_coverage"), "tool_relevance": output.get("tool_relevance"),
         "prompt_tokens": output.get("prompt_tokens"), "tools_in_prompt": output.get("tools_in_prompt"),
