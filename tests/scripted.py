@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from toolformer_router.grammar import resolve_tool_choice
-from toolformer_router.router import normalize_messages
+from toolformer_router.messages import normalize_messages
 from toolformer_router.schema import Tool, normalize_tools
 from toolformer_router.types import RouteResult, RouteUsage, ToolCall
 

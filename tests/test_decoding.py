@@ -245,7 +245,7 @@ def test_end_with_plan_ends_a_list_once_its_planned_tools_are_called(make_router
 
 
 def test_split_clauses_cuts_sentences_and_connectives():
-    from toolformer_router.router import split_clauses
+    from toolformer_router.selection import split_clauses
 
     assert split_clauses("Find a movie with Bret McKenzie. Could you suggest options? Also, book a table for 2") == [
         "Find a movie with Bret McKenzie.", "Could you suggest options?", "book a table for 2"]
@@ -272,8 +272,9 @@ def test_clause_plan_names_each_requested_tool_before_repeating_one(make_router,
                for q in requests}
     assert all(set(names[:2]) == requests[q] for q, names in no_push.items()), no_push  # the plan kept lists going
     router.config.clause_plan_gap = 1e9  # no clause leads by that much: no plan
-    assert router._clause_plans([router._request(q, tools, "auto", True, 80) for q in requests],
-                                [router._request_memory(tools)[1]] * 3) == [()] * 3
+    conversations = [[{"role": "user", "content": q}] for q in requests]
+    assert router.selection.clause_plans(conversations, [tools] * 3, [router._request_memory(tools)[1]] * 3,
+                                         [True] * 3) == [()] * 3
     router.config.clause_plan_gap = None
     free = {(q, seed): first_two(q, seed) for q in requests for seed in range(3)}
     assert any(set(names) != requests[q] for (q, _), names in free.items())  # the plan did the naming
@@ -380,7 +381,7 @@ def test_a_list_is_closed_instead_of_opening_a_call_the_budget_cannot_hold(make_
 
 
 def test_a_call_list_with_an_out_of_range_number_is_not_a_call():
-    from toolformer_router.router import _parse_call_list
+    from toolformer_router.messages import parse_call_list as _parse_call_list
 
     assert _parse_call_list('[{"name":"f","arguments":{"x":-57.84e71836}}]') is None  # valid JSON, no double
     assert _parse_call_list('[{"name":"f","arguments":{"x":1.5e3}}]') == [{"name": "f", "arguments": {"x": 1500.0}}]

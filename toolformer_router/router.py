@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import re
 import threading
 import time
 import uuid
@@ -28,26 +26,28 @@ from .checkpoint import load_weights, read_config, save_checkpoint
 from .config import RouterConfig
 from .decoding import DecodeOutput, DecodeRequest, DecodingRules, LogitsProcessor, TokenClasses, constrained_greedy_decode
 from .enumerations import find_enumerations
+from .batching import RequestBatcher
 from .errors import (
-    InvalidQueryError,
     InvalidToolError,
     QueryTooLongError,
     TooManyToolsError,
     UnknownToolError,
 )
 from .gist_cache import GistCache, ToolMemory
-from .grounding import ConversationText, argument_grounding, drop_unstated_optionals
+from .checks import CallChecks, CallSupport
+from .grounding import ConversationText, drop_unstated_optionals
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
 from .lexical import LexicalMatcher
 from .relevance import ToolRelevance
-from .modeling import GistMemory, ToolRouterModel, pad_right
+from .messages import Query, conversation_texts, normalize_messages, parse_call_list, render_prompt, selection_text
+from .modeling import GistMemory, ToolRouterModel
+from .selection import Selection, ToolSelection
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools, render_tool
 from .types import RouteResult, RouteUsage, ToolCall
 
 logger = logging.getLogger(__name__)
 
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
-_ROLES = ("system", "user", "assistant", "tool")
 _PREPARED_TOOLS: cachetools.LRUCache[bytes, Tool] = cachetools.LRUCache(maxsize=100_000)
 """Normalised, grammar-checked tools by their definitions' canonical JSON: both steps depend on the content
 alone, so every router in the process shares them (an evaluation builds many routers over one catalog)."""
@@ -57,7 +57,7 @@ _PREPARED_TOOLS_LOCK = threading.Lock()
 def checkpoint_folder(checkpoint: str | Path) -> Path:
     """The folder of a checkpoint: "default" is the packaged one, anything else a path."""
     return PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
-Query = str | Sequence[dict[str, Any]]
+
 
 
 @dataclass
@@ -70,110 +70,6 @@ class _Request:
     parallel_tool_calls: bool
     max_new_tokens: int
     max_text_tokens: int
-
-
-@dataclass
-class _Selection:
-    """What the selector decided for one request (empty where it did not take part)."""
-
-    first: str | None = None
-    planned: tuple[str, ...] = ()
-
-
-def _below(value: float | None, threshold: float | None) -> bool:
-    """Whether a veto's threshold is set and the measured value (if any) lies below it."""
-    return threshold is not None and value is not None and value < threshold
-
-
-@dataclass
-class CallSupport:
-    """How far the conversation supports a completed call list (None: no call list, or nothing to measure); the
-    fields of `RouteResult` of the same names."""
-
-    argument_grounding: float | None = None
-    request_coverage: float | None = None
-    tool_relevance: float | None = None
-
-
-@dataclass
-class _Job:
-    request: _Request
-    future: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-
-
-def _check_text(text: Any, where: str) -> str:
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise InvalidQueryError(f"{where} is not valid UTF-8: {error}") from None
-    if not isinstance(text, str):
-        raise InvalidQueryError(f"{where} must be a string, got {type(text).__name__}")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise InvalidQueryError(f"{where} is not valid UTF-8 text: {error}") from None
-    return text
-
-
-def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
-    """A query string or a list of chat messages -> validated `{role, content[, tool_calls, name]}` dicts."""
-    if isinstance(query, (str, bytes)):
-        text = _check_text(query, "query")
-        if not text.strip():
-            raise InvalidQueryError("query is empty")
-        return [{"role": "user", "content": text}]
-    if not isinstance(query, Sequence) or not query:
-        raise InvalidQueryError("query must be a non-empty string or a non-empty list of chat messages")
-    messages = []
-    for i, message in enumerate(query):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise InvalidQueryError(f"message {i} must be a dict with a role in {_ROLES}, got {str(message)[:120]}")
-        content = message.get("content")
-        content = "" if content is None else _check_text(content, f"message {i} content")
-        normalized = {"role": message["role"], "content": content}
-        if message.get("tool_calls"):
-            normalized["tool_calls"] = [
-                {"name": c.get("name") or (c.get("function") or {}).get("name"),
-                 "arguments": c.get("arguments", c.get("args", (c.get("function") or {}).get("arguments", {})))}
-                for c in message["tool_calls"]
-            ]
-        if message.get("name"):
-            normalized["name"] = _check_text(message["name"], f"message {i} name")
-        messages.append(normalized)
-    if not any(m["content"].strip() or m.get("tool_calls") for m in messages if m["role"] != "system"):
-        raise InvalidQueryError("the conversation has no non-empty user, assistant or tool message")
-    return messages
-
-
-def _parse_call_list(raw: str) -> list[dict[str, Any]] | None:
-    """A completed call list, or None when one of its numbers has no 64-bit value (e.g. "1e999"): the grammar
-    bounds the syntax of numbers, not their magnitude."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def conversation_texts(messages: list[dict[str, Any]]) -> list[str]:
-    """What normalised `messages` state: every message's content, then the earlier calls' arguments as JSON."""
-    texts = [m["content"] for m in messages]
-    return texts + [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
-
-
-def selection_text(messages: list[dict[str, Any]]) -> str:
-    """The text the `ToolSelector` reads: the last user message (the last message when there is none)."""
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
-
-
-_CLAUSE_BREAK = re.compile(r"(?<=[.?!])\s+|;\s*|,?\s+(?:and\s+)?then\s+|,?\s*\balso\b,?\s*", re.IGNORECASE)
-
-
-def split_clauses(text: str) -> list[str]:
-    """The clauses of a request: its sentences, also cut at ";" and at "then" / "also" connectives — each
-    possibly asking for a call of its own (`RouterConfig.clause_plan_gap`)."""
-    return [clause.strip() for clause in _CLAUSE_BREAK.split(text) if clause and clause.strip(" ,.?!")]
 
 
 class ToolRouter:
@@ -207,7 +103,6 @@ class ToolRouter:
         self.name = name
         self.gist_cache = gist_cache if gist_cache is not None else GistCache(None)
         self.max_batch_size = max_batch_size
-        self.batch_wait_s = batch_wait_s
         self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features)
         self._eos_token_id = self.grammar.ll_tokenizer.eos_token
         self.token_texts = token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
@@ -221,14 +116,18 @@ class ToolRouter:
         `preload_relevance`), else on first use."""
         if self.config.uses_tool_relevance and preload_relevance:
             self.relevance.embedder
+        self.selection = ToolSelection(self.model, tokenizer, self.config, self.lexical)
+        """The selection stage: which tool each call names (`toolformer_router.selection`)."""
+        self.checks = CallChecks(self.config, self.lexical, self.relevance)
+        """The check stage: a call list's support and the vetoes (`toolformer_router.checks`)."""
         self._registry: OrderedDict[str, Tool] = OrderedDict()
         self._tool_texts: cachetools.LRUCache[tuple[str, int], str] = cachetools.LRUCache(maxsize=100_000)
         self._matchers: cachetools.LRUCache[tuple, llguidance.LLMatcher] = cachetools.LRUCache(maxsize=64)
         self._assembled: cachetools.LRUCache[tuple, tuple[torch.Tensor, torch.Tensor]] = cachetools.LRUCache(4)
         self._model_lock = threading.RLock()
         self._registry_lock = threading.RLock()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._batcher = RequestBatcher(lambda requests: self._route_requests(requests), max_batch_size=max_batch_size,
+                                       wait_s=batch_wait_s)
         context = getattr(model.backbone_config, "max_position_embeddings", None) or 2**31
         self.max_context = context
 
@@ -498,11 +397,7 @@ class ToolRouter:
         """
         request = await asyncio.to_thread(self._request, query, tools, tool_choice, parallel_tool_calls, max_new_tokens,
                                           max_text_tokens)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._ensure_worker()
-        self._jobs.put(_Job(request, future, loop))
-        return await future
+        return await self._batcher.submit(request)
 
     @torch.no_grad()
     def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
@@ -514,16 +409,13 @@ class ToolRouter:
         if not active:
             return []
         with self._model_lock:
-            scores = self._selection_scores([messages], [active], [self._request_memory(active)[1]])[0]
+            scores = self.selection.scores([messages], [active], [self._request_memory(active)[1]])[0]
         order = scores.argsort(descending=True).tolist()
         return [(active[i].name, float(scores[i])) for i in order]
 
     def close(self) -> None:
         """Stop the background batching thread (started by the first `aroute`)."""
-        if self._worker is not None:
-            self._jobs.put(None)
-            self._worker.join(timeout=10)
-            self._worker = None
+        self._batcher.close()
 
     # ----------------------------------------------------------------------------------- internals
     def _request(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens=None) -> _Request:
@@ -539,35 +431,10 @@ class ToolRouter:
         resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
 
-    def query_token_ids(self, text: str) -> list[int]:
-        """Token ids of a text the `ToolSelector` reads: its first `max_schema_tokens` tokens (EOS if empty)."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[: self.config.max_schema_tokens] or [self.tokenizer.eos_token_id]
-
     def prompt_ids(self, messages: list[dict[str, Any]], *, router_instructions: bool = True) -> list[int]:
-        """The decoder's prompt: the backbone's chat template over system prompt + conversation.
-
-        `router_instructions=False` leaves the router's system prompt out (the conversation's own system messages
-        stay; without any, the template's default system prompt applies).
-        """
-        rendered: list[dict[str, str]] = []
-        parts = [self.config.system_prompt] if router_instructions else []
-        for message in messages:
-            role, content = message["role"], message["content"]
-            if role == "system":
-                parts += [content] if content else []
-                continue
-            if role == "assistant" and message.get("tool_calls"):
-                calls = orjson.dumps([{"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]])
-                content = (content + "\n" if content else "") + calls.decode()
-            if role == "tool":
-                role, content = "user", f"Result of {message.get('name') or 'the tool'}: {content}"
-            rendered.append({"role": role, "content": content})
-        if parts:
-            rendered.insert(0, {"role": "system", "content": "\n\n".join(parts)})
-        ids = self.tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=True)
-        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-        return list(ids)
+        """The decoder's prompt for normalised `messages` (`render_prompt`); `router_instructions=False` leaves the
+        router's system prompt out (the conversation's own system messages stay)."""
+        return render_prompt(self.tokenizer, messages, self.config.system_prompt if router_instructions else None)
 
     def _matcher(self, request: _Request) -> llguidance.LLMatcher:
         key = (tuple(t.schema_hash for t in request.tools), str(request.tool_choice), request.parallel_tool_calls)
@@ -606,7 +473,13 @@ class ToolRouter:
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
-            selections = self._call_names(requests, modes, gist_sets)
+            rows = [i for i, (request, mode) in enumerate(zip(requests, modes)) if request.tools
+                    and mode in ("auto", "required") and self.config.tool_selection == "selector"]
+            selections = [Selection() for _ in requests]
+            chosen = self.selection.select([requests[i].messages for i in rows], [requests[i].tools for i in rows],
+                                           [gist_sets[i] for i in rows], [requests[i].parallel_tool_calls for i in rows])
+            for i, selection in zip(rows, chosen):
+                selections[i] = selection
             for decode_request, selection, request in zip(decode_requests, selections, requests):
                 decode_request.call_bias = self.config.call_thresholds(len(request.tools)).call_bias
                 decode_request.first_call_tool = selection.first
@@ -632,40 +505,12 @@ class ToolRouter:
         return bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
 
     def _support(self, request: _Request, mode: str, output: DecodeOutput) -> CallSupport:
-        """How far the conversation supports a completed call list: `argument_grounding` of its values, the
-        `LexicalMatcher.coverage` of the last user message by the called tools and, where its veto can apply
-        (`min_tool_relevance` set for its tool count, `tool_choice` "auto"), their `ToolRelevance` to it (all
-        None without a completed call list)."""
-        if not (output.stopped and self._is_call(output)):
-            return CallSupport()
-        calls = _parse_call_list(self.tokenizer.decode(output.token_ids))
-        return self.call_support(request.messages, request.tools, calls, relevance=mode == "auto") if calls \
+        """The support of a completed call list (`CallChecks.support`; the tool relevance only with `tool_choice`
+        "auto"); empty without one."""
+        calls = parse_call_list(self.tokenizer.decode(output.token_ids)) \
+            if output.stopped and self._is_call(output) else None
+        return self.checks.support(request.messages, request.tools, calls, relevance=mode == "auto") if calls \
             else CallSupport()
-
-    def call_support(self, messages: list[dict[str, Any]], tools: Sequence[Tool], calls: list[dict[str, Any]],
-                     relevance: bool = True) -> CallSupport:
-        """How far the conversation (normalised `messages`) supports the call list `calls` (`[{"name",
-        "arguments"}]`) among the active `tools`: the fields the vetoes read (the tool relevance only with
-        `relevance` and `min_tool_relevance` set for this many tools: it costs a sentence-encoder pass)."""
-        schemas = {tool.name: tool.parameters for tool in tools}
-        called = [tool for tool in tools if tool.name in {call["name"] for call in calls}]
-        text = selection_text(messages)
-        cosine = (self.relevance.score(text, called) if relevance
-                  and self.config.call_thresholds(len(tools)).min_tool_relevance is not None else None)
-        return CallSupport(argument_grounding(calls, schemas, ConversationText(conversation_texts(messages))),
-                           self.lexical.coverage(text, called), cosine)
-
-    def _declines(self, request: _Request, mode: str, support: CallSupport) -> bool:
-        """Whether a completed call list is answered in text instead: with `tool_choice` "auto", its grounding is
-        below `min_argument_grounding`, its request coverage below `min_request_coverage` or its tool relevance
-        below `min_tool_relevance`."""
-        if mode != "auto":
-            return False
-        thresholds = self.config.call_thresholds(len(request.tools))
-        return any(_below(value, threshold) for threshold, value in (
-            (thresholds.min_argument_grounding, support.argument_grounding),
-            (thresholds.min_request_coverage, support.request_coverage),
-            (thresholds.min_tool_relevance, support.tool_relevance)))
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         config = self.config
@@ -676,61 +521,6 @@ class ToolRouter:
             eos_token_id=self._eos_token_id, pad_token_id=self.tokenizer.pad_token_id or 0,
             logits_processor=logits_processor,
         )
-
-    def _selection_scores(self, conversations: list[list[dict[str, Any]]], tool_lists: list[list[Tool]],
-                          gist_sets: list[torch.Tensor]) -> list[torch.Tensor]:
-        """The selection score (T,) of each conversation's tools: `ToolSelector` logits from the tools' gists
-        (T, K, d), all conversations in one encoder pass, plus `lexical_weight` x the BM25 match of the last
-        user message."""
-        texts = [selection_text(messages) for messages in conversations]
-        input_ids, mask = pad_right([self.query_token_ids(text) for text in texts], device=self.device)
-        selector = self.model.selector
-        queries = selector.query_vectors(self.model.encoder_states(input_ids, mask), mask)
-        scores = [selector.scores(q[None], selector.tool_vectors(gists)[None])[0].float()
-                  for q, gists in zip(queries, gist_sets)]
-        if self.config.lexical_weight:
-            scores = [s + self.config.lexical_weight * self.lexical.scores(text, tools).to(s.device)
-                      for s, text, tools in zip(scores, texts, tool_lists)]
-        return scores
-
-    def _call_names(self, requests: list[_Request], modes: list[str], gist_sets: list[torch.Tensor]
-                    ) -> list[_Selection]:
-        """Per request, in "selector" mode, the tool its first call names (the best selection score) and the
-        tools its clauses plan (`clause_plan_gap`); an empty `_Selection` where the decoder names every call —
-        "decoder" mode, no tools, or a `tool_choice` that forces a tool or no call."""
-        chosen = [_Selection() for _ in requests]
-        rows = [i for i, (r, mode) in enumerate(zip(requests, modes))
-                if self.config.tool_selection == "selector" and r.tools and mode in ("auto", "required")]
-        if not rows:
-            return chosen
-        scores = self._selection_scores([requests[i].messages for i in rows], [requests[i].tools for i in rows],
-                                        [gist_sets[i] for i in rows])
-        plans = self._clause_plans([requests[i] for i in rows], [gist_sets[i] for i in rows])
-        for i, row_scores, plan in zip(rows, scores, plans):
-            best = int(row_scores.argsort(descending=True, stable=True)[0])
-            chosen[i] = _Selection(requests[i].tools[best].name, plan)
-        return chosen
-
-    def _clause_plans(self, requests: list[_Request], gist_sets: list[torch.Tensor]) -> list[tuple[str, ...]]:
-        """Per request, the tools its clauses ask for, in order and each once: a clause's best-scored tool where
-        that score leads the clause's second best by at least `clause_plan_gap` (empty with no gap set, one
-        clause, fewer than two tools, or parallel calls off)."""
-        gap = self.config.clause_plan_gap
-        clauses = [split_clauses(selection_text(r.messages))
-                   if gap is not None and r.parallel_tool_calls and len(r.tools) > 1 else [] for r in requests]
-        pairs = [(i, clause) for i, found in enumerate(clauses) if len(found) > 1 for clause in found]
-        if not pairs:
-            return [()] * len(requests)
-        owners = [i for i, _ in pairs]
-        scores = self._selection_scores([[{"role": "user", "content": clause}] for _, clause in pairs],
-                                        [requests[i].tools for i in owners], [gist_sets[i] for i in owners])
-        plans: list[list[str]] = [[] for _ in requests]
-        for i, clause_scores in zip(owners, scores):
-            best = clause_scores.topk(2)
-            name = requests[i].tools[int(best.indices[0])].name
-            if best.values[0] - best.values[1] >= gap and name not in plans[i]:
-                plans[i].append(name)
-        return [tuple(plan) for plan in plans]
 
     def _answer_in_text(self, requests: list[_Request], modes: list[str], outputs: list[DecodeOutput],
                         usages: list[RouteUsage], supports: list[CallSupport],
@@ -743,7 +533,7 @@ class ToolRouter:
         again: list[int] = []
         second: list[DecodeRequest] = []
         for i, (request, mode, output) in enumerate(zip(requests, modes, outputs)):
-            declined = self._declines(request, mode, supports[i])
+            declined = mode == "auto" and self.checks.declines(len(request.tools), supports[i])
             if declined and not request.max_text_tokens:
                 outputs[i] = DecodeOutput(stopped=True, call_margin=output.call_margin)
                 continue
@@ -793,7 +583,7 @@ class ToolRouter:
                              call_margin=output.call_margin, argument_grounding=support.argument_grounding,
                              request_coverage=support.request_coverage, tool_relevance=support.tool_relevance)
         if raw.startswith("["):
-            calls = _parse_call_list(raw) if output.stopped else None
+            calls = parse_call_list(raw) if output.stopped else None
             if calls is not None and self.config.drop_unstated_optionals:
                 calls = drop_unstated_optionals(calls, {tool.name: tool.parameters for tool in request.tools},
                                                 ConversationText(conversation_texts(request.messages)))
@@ -805,49 +595,3 @@ class ToolRouter:
         else:
             result.text = raw.strip()
         return result
-
-    def _ensure_worker(self) -> None:
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._serve_jobs, name="toolformer-router-batcher", daemon=True)
-            self._worker.start()
-
-    def _serve_jobs(self) -> None:
-        """Background thread: collect concurrent `aroute` jobs into batches and decode them together."""
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            jobs = [job]
-            deadline = time.perf_counter() + self.batch_wait_s
-            while len(jobs) < self.max_batch_size:
-                try:
-                    more = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()))
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._jobs.put(None)
-                    break
-                jobs.append(more)
-            jobs = [j for j in jobs if not j.future.cancelled()]
-            if not jobs:
-                continue
-            try:
-                results: list[Any] = self._route_requests([j.request for j in jobs])
-            except Exception:  # one bad request must not fail the others: retry them one by one
-                results = []
-                for j in jobs:
-                    try:
-                        results.append(self._route_requests([j.request])[0])
-                    except Exception as error:  # delivered to that request's awaiting task
-                        results.append(error)
-            for j, result in zip(jobs, results):
-                j.loop.call_soon_threadsafe(_deliver, j.future, result)
-
-
-def _deliver(future: asyncio.Future, result: Any) -> None:
-    if future.done():  # cancelled while it was being decoded
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)

@@ -1,0 +1,103 @@
+"""The conversation a request carries: validated chat messages, the texts they state, and the decoder's prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from transformers import PreTrainedTokenizerBase
+
+from .errors import InvalidQueryError
+
+Query = str | Sequence[dict[str, Any]]
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _check_text(text: Any, where: str) -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidQueryError(f"{where} is not valid UTF-8: {error}") from None
+    if not isinstance(text, str):
+        raise InvalidQueryError(f"{where} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidQueryError(f"{where} is not valid UTF-8 text: {error}") from None
+    return text
+
+
+def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
+    """A query string or a list of chat messages -> validated `{role, content[, tool_calls, name]}` dicts."""
+    if isinstance(query, (str, bytes)):
+        text = _check_text(query, "query")
+        if not text.strip():
+            raise InvalidQueryError("query is empty")
+        return [{"role": "user", "content": text}]
+    if not isinstance(query, Sequence) or not query:
+        raise InvalidQueryError("query must be a non-empty string or a non-empty list of chat messages")
+    messages = []
+    for i, message in enumerate(query):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise InvalidQueryError(f"message {i} must be a dict with a role in {ROLES}, got {str(message)[:120]}")
+        content = message.get("content")
+        content = "" if content is None else _check_text(content, f"message {i} content")
+        normalized = {"role": message["role"], "content": content}
+        if message.get("tool_calls"):
+            normalized["tool_calls"] = [
+                {"name": c.get("name") or (c.get("function") or {}).get("name"),
+                 "arguments": c.get("arguments", c.get("args", (c.get("function") or {}).get("arguments", {})))}
+                for c in message["tool_calls"]
+            ]
+        if message.get("name"):
+            normalized["name"] = _check_text(message["name"], f"message {i} name")
+        messages.append(normalized)
+    if not any(m["content"].strip() or m.get("tool_calls") for m in messages if m["role"] != "system"):
+        raise InvalidQueryError("the conversation has no non-empty user, assistant or tool message")
+    return messages
+
+
+def conversation_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """What normalised `messages` state: every message's content, then the earlier calls' arguments as JSON."""
+    texts = [m["content"] for m in messages]
+    return texts + [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
+
+
+def selection_text(messages: list[dict[str, Any]]) -> str:
+    """The text selection reads: the last user message (the last message when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), messages[-1]["content"])
+
+
+def parse_call_list(raw: str) -> list[dict[str, Any]] | None:
+    """A completed call list, or None when one of its numbers has no 64-bit value (e.g. "1e999"): the grammar
+    bounds the syntax of numbers, not their magnitude."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],
+                  system_prompt: str | None) -> list[int]:
+    """The decoder's prompt: the backbone's chat template over `system_prompt` (None: none of the router's) and
+    the conversation; earlier calls are written as their JSON list, tool results as user turns."""
+    rendered: list[dict[str, str]] = []
+    parts = [system_prompt] if system_prompt is not None else []
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":
+            parts += [content] if content else []
+            continue
+        if role == "assistant" and message.get("tool_calls"):
+            calls = orjson.dumps([{"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]])
+            content = (content + "\n" if content else "") + calls.decode()
+        if role == "tool":
+            role, content = "user", f"Result of {message.get('name') or 'the tool'}: {content}"
+        rendered.append({"role": role, "content": content})
+    if parts:
+        rendered.insert(0, {"role": "system", "content": "\n\n".join(parts)})
+    ids = tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    return list(ids)
