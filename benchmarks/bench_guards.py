@@ -34,11 +34,12 @@ def main() -> None:
         router = ToolRouter.from_pretrained(args.checkpoint, disk_cache=False)
     tools = usable_catalog(router, args.tools)
     router.add_tools(tools)
-    guards = {"on": (router._loop_guard, router._closer), "off": (None, None)}
+    config = router.config
+    guards = {"on": (config.loop_guard_min_span, config.closing_reserve_tokens), "off": (0, 0)}  # 0 turns each off
     times: dict[str, list[float]] = {"on": [], "off": []}
     for repeat in range(args.repeats + 1):  # the first round warms the caches
-        for mode, (loop_guard, closer) in guards.items():
-            router._loop_guard, router._closer = loop_guard, closer
+        for mode, (min_span, reserve) in guards.items():
+            config.loop_guard_min_span, config.closing_reserve_tokens = min_span, reserve
             started = time.perf_counter()
             result = router.route(QUERY, tool_choice=tools[0].name, max_new_tokens=args.max_new_tokens)
             if repeat:

@@ -5,21 +5,12 @@ curriculum's `selection` stage trains it (`CurriculumModel.selection_loss`, ever
 the checkpoint's fixed gists) on the training examples whose calls name no held-out tool, with the held-out
 tools removed from their lists. It is then measured on the training-side BFCL examples (train + validation)
 whose calls all name held-out tools, each among its own tools plus held-out distractors up to 20 and 200:
-recall@1 of the first call's tool under score = selector logit + w x BM25 (`LexicalMatcher`), for each w (and,
-with `--relevance-weights`, at the config's `lexical_weight` plus r x the MiniLM cosine of `ToolRelevance`
-between the request and each tool's "name: description", for each r), and,
+recall@1 of the first call's tool under score = selector logit + w x BM25 (`LexicalMatcher`), for each w, and,
 at the config's `lexical_weight`, how often every tool the example calls is among the k best scores (k of
-`--top-k`; for a multi-call example all its tools must be). This is how `lexical_weight` and
-`later_call_candidates` are chosen; the BFCL test categories are not read.
+`--top-k`; for a multi-call example all its tools must be). This is how `lexical_weight` is chosen; the BFCL test
+categories are not read.
 
-With a "no tool" selector and an `abstention` stage in the config, that stage is then run the same way (the
-fresh selector and its "no tool" score, on the same training examples), and the call/no-call decision is
-measured on the held-out call examples and on a "no call" copy of each (its gold tools removed, the shape of
-BFCL's irrelevance category): the AUC of the selection margin, of the best selection score, of the best BM25
-alone and of the decoder's call margin, and FNR / FPR at the checkpoint's `no_tool_margin` and `call_bias`.
-
-    python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--relevance-weights 1,2,4]
-        [--top-k 1,2,3,5] [--out FILE]
+    python benchmarks/bench_selection_heldout.py [--steps 1500] [--weights 0,1,2,4,8] [--top-k 1,2,3,5] [--out FILE]
 
 Prints a JSON document and a table. Caveat: the gists (and the decoder) were trained with these tools in the
 data; only the selector has not seen them.
@@ -45,7 +36,7 @@ from toolformer_router import ToolRouter, ToolRouterError  # noqa: E402
 from toolformer_router.router import selection_text  # noqa: E402
 from toolformer_router.training.config import TrainConfig  # noqa: E402
 from toolformer_router.training.curriculum import Curriculum  # noqa: E402
-from toolformer_router.training.data import load_prepared, make_no_call  # noqa: E402
+from toolformer_router.training.data import load_prepared  # noqa: E402
 from toolformer_router.training.evaluate import _split_data, active_tools, usable_pool  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,11 +58,9 @@ def held_out_split(router: ToolRouter, data_dir: Path, fraction: float, seed: in
 
 
 def train_selector(curriculum: Curriculum, examples: list, *, steps: int, batch_size: int, lr: float, warmup: int,
-                   rng: random.Random, candidates: str = "batch", no_tool: bool = False,
-                   strip_gold_fraction: float = 0.0) -> None:
+                   rng: random.Random, candidates: str = "batch") -> None:
     """Train the selector alone on batches drawn from `examples` (AdamW, linear warm-up, cosine decay), as the
-    curriculum's `selection` stage does, or with `no_tool` as its `abstention` stage does (`strip_gold_fraction`
-    of the calls of each batch stripped of their gold tools)."""
+    curriculum's `selection` stage does."""
     module = curriculum.module
     optimizer = torch.optim.AdamW(module.model.selector.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup))
@@ -82,52 +71,11 @@ def train_selector(curriculum: Curriculum, examples: list, *, steps: int, batch_
     with torch.enable_grad():
         for _ in range(steps):
             batch = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
-            stripped = [i for i, e in enumerate(batch) if e.gold_tool_indexes and rng.random() < strip_gold_fraction]
-            loss = module.selection_loss(batch, candidates, no_tool=no_tool, stripped=stripped)
+            loss = module.selection_loss(batch, candidates)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
-
-
-def _auc(positives: list[float], negatives: list[float]) -> float:
-    """P(a positive scores above a negative), ties counted half."""
-    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
-    return round(sum(pairs) / len(pairs), 3)
-
-
-def abstention_rows(router: ToolRouter, evaluation, pool, counts, seed: int) -> list[dict]:
-    """Per tool count: the held-out call examples and their "no call" copies (gold tools removed): how well
-    each score separates them (AUC: the selection margin, the best selection score = selector + `lexical_weight`
-    x BM25, the best BM25 alone, the decoder's call margin) and, at the shipped `no_tool_margin` and
-    `call_bias` for that count, FNR and FPR."""
-    rows = []
-    for count in counts:
-        thresholds = router.config.call_thresholds(count)
-        threshold, call_bias = thresholds.no_tool_margin, thresholds.call_bias
-        scores = {name: {True: [], False: []} for name in ("selection margin", "selection score", "BM25", "decoder")}
-        decided = {True: [], False: []}
-        for example in evaluation:
-            for is_call, case in ((True, example), (False, make_no_call(example, [], 0))):
-                try:
-                    tools = router.prepare_tools(active_tools(case, count, pool, seed))
-                    result = router.route(case.messages, tools=tools, max_new_tokens=1, max_text_tokens=0)
-                except ToolRouterError:
-                    continue
-                scores["selection margin"][is_call].append(result.selection_margin)
-                scores["selection score"][is_call].append(router.rank_tools(case.messages, tools)[0][1])
-                words = router.lexical.scores(selection_text(case.messages), tools)
-                scores["BM25"][is_call].append(words.max().item())
-                scores["decoder"][is_call].append(result.call_margin if result.call_margin is not None else math.inf)
-                calls = (result.call_margin is None or result.call_margin + call_bias > 0) and (
-                    threshold is None or result.selection_margin >= threshold)
-                decided[is_call].append(calls)
-        rows.append({"tools": count, "no_tool_margin": threshold, "call_bias": call_bias,
-                     "n_calls": len(decided[True]), "n_no_call": len(decided[False]),
-                     **{f"AUC {name}": _auc(s[True], s[False]) for name, s in scores.items()},
-                     "FNR": round(1 - sum(decided[True]) / len(decided[True]), 3),
-                     "FPR": round(sum(decided[False]) / len(decided[False]), 3)})
-    return rows
 
 
 def main() -> None:
@@ -139,8 +87,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weights", default="0,0.5,1,2,4,8")
-    parser.add_argument("--relevance-weights", default="",
-                        help="r of 'selector + lexical_weight x BM25 + r x MiniLM cosine' (none by default)")
     parser.add_argument("--top-k", default="1,2,3,5", help="k of 'every called tool among the k best'")
     parser.add_argument("--tool-counts", default="20,200")
     parser.add_argument("--seed", type=int, default=0)
@@ -157,25 +103,15 @@ def main() -> None:
     curriculum.module.model.init_new_modules(args.seed, names=["selector"])  # a fresh selector
     train_selector(curriculum, [e for e in curriculum.examples if e.gold_tool_indexes], steps=args.steps,
                    batch_size=args.batch_size, lr=args.lr, warmup=20, rng=random.Random(args.seed))
-    abstention = next((stage for stage in config.stages if stage.name == "abstention"), None)
-    if abstention is not None and router.model.selector.has_no_tool:
-        train_selector(curriculum, curriculum.examples, steps=abstention.steps, batch_size=abstention.batch_size,
-                       lr=abstention.lr, warmup=abstention.warmup_steps or 0,
-                       rng=random.Random(f"{args.seed}:abstention"),
-                       candidates=abstention.selection_candidates, no_tool=True,
-                       strip_gold_fraction=abstention.strip_gold_fraction)
     router.model.eval()
     shipped_weight = config.router.get("lexical_weight", 0.0)
     router.config.lexical_weight = 0.0
     weights = [float(w) for w in args.weights.split(",")]
-    relevance_weights = [float(r) for r in filter(None, args.relevance_weights.split(","))]
     top_ks = [int(k) for k in args.top_k.split(",")]
     rows, top_k_rows = [], []
     for count in (int(c) for c in args.tool_counts.split(",")):
         hits = {w: 0 for w in weights}
         hits["bm25"] = 0
-        relevance_hits = {r: 0 for r in relevance_weights}
-        relevance_hits["minilm"] = 0
         n = 0
         within = {(k, multi): 0 for k in top_ks for multi in (False, True)}
         n_multi = 0
@@ -192,12 +128,6 @@ def main() -> None:
             for w in weights:
                 hits[w] += tools[int((selector + w * lexical).argmax())].name == gold
             hits["bm25"] += tools[int(lexical.argmax())].name == gold
-            if relevance_weights:
-                cosine = router.relevance.similarities(selection_text(example.messages), tools)
-                shipped = selector + shipped_weight * lexical
-                for r in relevance_weights:
-                    relevance_hits[r] += tools[int((shipped + r * cosine).argmax())].name == gold
-                relevance_hits["minilm"] += tools[int(cosine.argmax())].name == gold
             order = (selector + shipped_weight * lexical).argsort(descending=True, stable=True)
             ranked = [tools[i].name for i in order.tolist()]
             multi = len({call.name for call in example.calls}) > 1
@@ -205,28 +135,18 @@ def main() -> None:
             for k in top_ks:
                 within[k, multi] += {call.name for call in example.calls} <= set(ranked[:k])
         rows.append({"tools": count, "n": n, **{f"w={w:g}": round(hits[w] / n, 3) for w in weights},
-                     "bm25 alone": round(hits["bm25"] / n, 3),
-                     **{f"w={shipped_weight:g} r={r:g}": round(relevance_hits[r] / n, 3) for r in relevance_weights},
-                     **({"minilm alone": round(relevance_hits["minilm"] / n, 3)} if relevance_weights else {})})
+                     "bm25 alone": round(hits["bm25"] / n, 3)})
         for multi, examples in ((False, n - n_multi), (True, n_multi)):
             if examples:
                 top_k_rows.append({"tools": count, "calls": "several tools" if multi else "one tool", "n": examples,
                                    **{f"k={k}": round(within[k, multi] / examples, 3) for k in top_ks}})
-    no_tool_rows = []
-    if abstention is not None and router.model.selector.has_no_tool:
-        router.config.lexical_weight = shipped_weight
-        no_tool_rows = abstention_rows(router, evaluation, pool, [int(c) for c in args.tool_counts.split(",")],
-                                       args.seed)
     result = {"machine": machine(), "held_out_tools": len({t["name"] for t in pool}), "training_examples": len(kept),
               "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
               "wall_s": round(time.perf_counter() - started, 1), "recall_at_1": rows,
-              "lexical_weight": shipped_weight, "all_called_tools_in_top_k": top_k_rows,
-              "call_or_not": no_tool_rows}
+              "lexical_weight": shipped_weight, "all_called_tools_in_top_k": top_k_rows}
     print(json.dumps(result, indent=2))
     print_table(rows, list(rows[0]))
     print_table(top_k_rows, list(top_k_rows[0]))
-    if no_tool_rows:
-        print_table(no_tool_rows, list(no_tool_rows[0]))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -1,16 +1,11 @@
 """Re-score kept evaluation records after a filter that acts on the parsed call list only (no routing again).
 
     python benchmarks/rescore_records.py RECORDS.examples.jsonl[.gz] --data-dir data/prepared --split validation \
-        [--filter drop-repeats|drop-unstated-optionals|selection-veto [--min-selection-score T --checkpoint C]] \
-        [--limit N [--seed S]] [--out result.json]
+        [--filter drop-unstated-optionals] [--limit N [--seed S]] [--out result.json]
 
-A filter of this kind (`drop-repeats`: `RouterConfig.drop_repeated_calls`; `drop-unstated-optionals`:
-`RouterConfig.drop_unstated_optionals`; both applied in `ToolRouter._result` after decoding and after the call
-decision) changes nothing the decoder sees, so applying it to an `eval` run's records gives exactly the figures a
-run with the setting on would give. So does `selection-veto` (`min_selection_score` added to the run's setting): it
-only turns the calls of requests whose `selection_score` is below `--min-selection-score` into text answers, and
-leaves every other output as it was. Records made before `selection_score` was recorded get it from
-`--checkpoint`'s router (`ToolRouter.first_call_selection`: the selector alone, no decoding). The records' active
+A filter of this kind (`drop-unstated-optionals`: `RouterConfig.drop_unstated_optionals`, applied in
+`ToolRouter._result` after decoding and after the call decision) changes nothing the decoder sees, so applying it
+to an `eval` run's records gives exactly the figures a run with the setting on would give. The records' active
 tools are rebuilt by name (the example's own tools, then the split's catalog); scoring the records as kept must
 reproduce every stored AST outcome first, or the script stops. `--limit` keeps the examples `eval --limit` would
 route (N per category, seeded), e.g. the subset the baselines ran on. Prints JSON and a table: the metrics before
@@ -27,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from tqdm.auto import tqdm
 
-from toolformer_router import ToolRouter, ToolRouterError
 from toolformer_router.grounding import ConversationText, drop_unstated_optionals
-from toolformer_router.router import conversation_texts, drop_repeats, normalize_messages
+from toolformer_router.router import conversation_texts, normalize_messages
 from toolformer_router.schema import normalize_tools
 from toolformer_router.training.data import load_prepared
 from toolformer_router.training.evaluate import calls_are_valid, limit_per_category
@@ -42,13 +35,9 @@ CallFilter = Callable[[list[dict[str, Any]], dict[str, Any]], list[dict[str, Any
 would return."""
 
 FILTERS: dict[str, CallFilter] = {
-    "drop-repeats": lambda calls, record: drop_repeats(calls),
     "drop-unstated-optionals": lambda calls, record: drop_unstated_optionals(
         calls, record["_schemas"],
         ConversationText(conversation_texts(record["_messages"]))),
-    "selection-veto": lambda calls, record: (
-        [] if record["selection_score"] is not None and record["selection_score"] < record["_min_selection_score"]
-        else calls),
 }
 
 
@@ -76,20 +65,6 @@ def attach_tools(records: list[dict[str, Any]], data_dir: Path, split: str) -> N
         record["_tools"] = [own.get(name) or catalog[name] for name in record["active_tools"]]
         record["_schemas"] = {tool.name: tool.parameters for tool in normalize_tools(record["_tools"])}
         record["_messages"] = normalize_messages(examples[record["id"]].messages)
-
-
-def attach_selection_scores(records: list[dict[str, Any]], checkpoint: str) -> None:
-    """Give each record that lacks it the `selection_score` `checkpoint`'s router gives its request among its
-    active tools (`_tools`, `_messages` attached), as `route` computes it before decoding."""
-    missing = [record for record in records if record.get("selection_score") is None]
-    if not missing:
-        return
-    router = ToolRouter.from_pretrained(checkpoint, preload_relevance=False)
-    for record in tqdm(missing, desc="selection scores", unit="record"):
-        try:
-            record["selection_score"] = router.first_call_selection(record["_messages"], record["_tools"])[1]
-        except ToolRouterError:  # e.g. an own schema over max_schema_tokens: the run answered nothing either
-            continue
 
 
 def _results(records: list[dict[str, Any]], calls_key: str, valid_key: str) -> list[ExampleResult]:
@@ -136,11 +111,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the prepared data the run was made on")
     parser.add_argument("--split", required=True, help="the split the run was made on")
     parser.add_argument("--filter", choices=sorted(FILTERS), action="append",
-                        help="the setting to apply (default drop-repeats); several apply in the order given")
-    parser.add_argument("--min-selection-score", type=float,
-                        help="selection-veto: the threshold (min_selection_score at the run's tool count)")
-    parser.add_argument("--checkpoint", default="default",
-                        help="selection-veto: the router whose selection scores records lack (the run's)")
+                        help="the setting to apply (default drop-unstated-optionals); several apply in the order "
+                             "given")
     parser.add_argument("--limit", type=int, help="only the examples `eval --limit N` routes (N per category)")
     parser.add_argument("--seed", type=int, default=0, help="the run's --seed (which examples --limit keeps)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -150,13 +122,7 @@ def main() -> None:
         kept = {e.id for e in limit_per_category(load_prepared(args.data_dir, args.split), args.limit, args.seed)}
         records = [record for record in records if record["id"] in kept]
     attach_tools(records, args.data_dir, args.split)
-    names = args.filter or ["drop-repeats"]
-    if "selection-veto" in names:
-        if args.min_selection_score is None:
-            parser.error("--filter selection-veto needs --min-selection-score")
-        attach_selection_scores(records, args.checkpoint)
-        for record in records:
-            record["_min_selection_score"] = args.min_selection_score
+    names = args.filter or ["drop-unstated-optionals"]
 
     def combined(calls: list[dict[str, Any]], record: dict[str, Any]) -> list[dict[str, Any]]:
         for name in names:
@@ -164,7 +130,7 @@ def main() -> None:
         return calls
 
     result = {"records": str(args.records), "split": args.split, "filter": " + ".join(names), "limit": args.limit,
-              "min_selection_score": args.min_selection_score, **rescore(records, combined)}
+              **rescore(records, combined)}
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     print(text)
     if args.out:

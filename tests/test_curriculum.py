@@ -194,34 +194,6 @@ def test_composed_examples_join_the_calling_stage_and_train_only_keeps_the_rest(
     assert changed and all(n.startswith("cross_attention.") for n in changed), changed
 
 
-def test_schema_examples_add_each_call_as_the_schema_mode_second_pass_sees_it(tmp_path, backbone_dir):
-    """`schema_examples` adds each call example once more: only its gold tools (in their active order) as
-    memory, their schema text in the system prompt, the same answer; "no call" examples are not repeated."""
-    two_tools = Example(id="w", source="test", tools=[STOCK, EMAIL, WEATHER["function"]],
-                        messages=[{"role": "user", "content": "weather in Oslo, then mail bob: hi"}],
-                        calls=[GoldCall(name="get_weather", arguments={"city": "Oslo"}),
-                               GoldCall(name="send_email", arguments={"to": "bob", "body": "hi"})])
-    stage = StageConfig(name="calling", steps=2, lr=1e-2, batch_size=4, warmup_steps=0, schema_examples=True)
-    config = TrainConfig(backbone=backbone_dir, output_dir=str(tmp_path / "run"), log_every=1,
-                         checkpoint_every=100, router=TINY_ROUTER_CONFIG, stages=[stage])
-    curriculum = Curriculum(config, _router(backbone_dir), [*_examples(), two_tools])
-    items = curriculum._stage_items(stage)
-    plain, schema = items[: len(curriculum.examples)], items[len(curriculum.examples) :]
-    assert plain == curriculum.examples and len(schema) == 4  # four call examples, the "no call" one left out
-    router = curriculum.router
-    for original, variant in zip([e for e in plain if e.gold_tool_indexes], schema):
-        gold_names = [original.tools[i].name for i in original.gold_tool_indexes]
-        assert [variant.tools[i].name for i in variant.gold_tool_indexes] == gold_names
-        assert [t.name for t in variant.tools] == [t.name for t in original.tools if t.name in gold_names]
-        assert variant.target_ids == original.target_ids and variant.list_steps == original.list_steps
-        assert variant.prompt_ids == router.prompt_ids(original.messages, schema_tools=variant.tools)
-        prompt = router.tokenizer.decode(variant.prompt_ids)
-        assert all(router.tool_text(t) in prompt for t in variant.tools)
-        assert router.tool_text(original.tools[0]) not in router.tokenizer.decode(original.prompt_ids)
-    assert [t.name for t in schema[-1].tools] == ["send_email", "get_weather"]  # active order, not call order
-    assert curriculum.run() is not None  # the mixed batches train
-
-
 @pytest.mark.parametrize("split", [False, True])
 def test_split_list_steps_puts_each_list_decision_on_its_own_token(tmp_path, backbone_dir, split):
     two_calls = Example(id="p", source="test", tools=[WEATHER["function"], EMAIL],
@@ -304,36 +276,6 @@ def test_end_at_step_replays_a_cut_stage_on_its_full_schedule(tmp_path, backbone
     _, again = run(tmp_path / "again", end_at_step=3)
     for name in cut_weights:
         torch.testing.assert_close(again[name], cut_weights[name])
-
-
-def test_abstention_stage_teaches_the_selector_to_score_no_tool(tmp_path, backbone_dir):
-    """Starting from a checkpoint without "no tool" (`init_from`), the stage trains only the selector: "no
-    tool" ends above every tool for the example without a call, and below the gold tool for the calls."""
-    from toolformer_router.training.curriculum import train_from_config
-
-    base = _router(backbone_dir).save_pretrained(tmp_path / "base")
-    stage = StageConfig(name="abstention", steps=30, lr=1e-2, batch_size=4, warmup_steps=0,
-                        selection_candidates="example")
-    config = TrainConfig(backbone=backbone_dir, output_dir=str(tmp_path / "run"), log_every=1,
-                         checkpoint_every=100, router={**TINY_ROUTER_CONFIG, "selector_no_tool": True},
-                         stages=[stage])
-    folder = train_from_config(config, load_examples=lambda _: _examples(), init_from=base)
-    losses = _losses(tmp_path / "run" / "log.jsonl", "abstention", "abstention")
-    assert len(losses) == 30 and sum(losses[-3:]) / 3 < 0.5 * losses[0], losses
-    before, after = load_file(base / "router.safetensors"), load_file(folder / "router.safetensors")
-    changed = {n for n in after if n not in before or not torch.equal(before[n].to(after[n].dtype), after[n])}
-    assert {"selector.no_tool", "selector.no_tool_bias"} <= changed
-    assert all(n.startswith("selector.") for n in changed), changed
-    router = ToolRouter.from_pretrained(folder, disk_cache=False)
-    for example in _examples():
-        result = router.route(example.messages, tools=example.tools, max_new_tokens=4)
-        assert (result.selection_margin > 0) == bool(example.calls), (example.id, result.selection_margin)
-
-
-def test_abstention_stage_needs_a_selector_that_scores_no_tool(tmp_path, backbone_dir):
-    config = TrainConfig(output_dir=str(tmp_path), stages=[StageConfig(name="abstention", steps=1)])
-    with pytest.raises(ValueError, match="selector_no_tool"):
-        Curriculum(config, _router(backbone_dir), _examples())
 
 
 @pytest.mark.parametrize("recipe", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)

@@ -3,12 +3,7 @@
 import pytest
 
 from conftest import finishing_sampler
-from toolformer_router.enumerations import (
-    enumeration_open,
-    enumeration_unfinished,
-    find_enumerations,
-    parse_call_list_prefix,
-)
+from toolformer_router.enumerations import enumeration_open, enumeration_unfinished, find_enumerations
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -58,13 +53,6 @@ def test_an_enumeration_is_open_while_some_items_are_taken_and_others_not():
     assert not enumeration_open([call(city="Paris"), call(city="Rome"), call(city="Oslo")], cities)
     assert not enumeration_open([call(city="Berlin")], cities)  # took none: not this enumeration's list
     assert not enumeration_open([], cities) and not enumeration_open([call(city="Paris")], ())
-
-
-def test_parse_call_list_prefix_closes_the_list_at_each_depth():
-    assert parse_call_list_prefix('[{"name":"f","arguments":{"x":1', 3) == [call(x=1)]
-    assert parse_call_list_prefix('[{"name":"f","arguments":{"x":1}', 2) == [call(x=1)]
-    assert parse_call_list_prefix('[{"name":"f","arguments":{"x":1}}', 1) == [call(x=1)]
-    assert parse_call_list_prefix('[{"name":"f","arguments":{"x":', 3) is None
 
 
 def test_cover_enumerations_makes_one_call_per_item(make_router, tokenizer):

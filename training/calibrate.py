@@ -1,24 +1,22 @@
 """Choose the router's call/no-call thresholds on validation: `call_bias` (the decoder's first token) and the
-vetoes — `no_tool_margin` with a "no tool" selector, `min_argument_grounding`, `min_request_coverage`,
-`min_tool_relevance`, `min_selection_score` (with `--selection-veto on`) — the setting with the fewest false
+vetoes — `min_argument_grounding`, `min_request_coverage`, `min_tool_relevance` — the setting with the fewest false
 positives whose false-negative rate stays within `--max-fnr`.
 
     toolformer-router calibrate --checkpoint runs/x/checkpoint --data-dir data/prepared \
         --out reports/calibration.json [--pass-call-bias 1.0] [--write] [--records earlier.examples.jsonl]
 
 One validation pass at `call_bias = --pass-call-bias` (default 0), without vetoes, records each example's
-`call_margin` (call-opening logit minus text logit at the first token), `selection_margin` (best tool minus "no
-tool", selector logits), `argument_grounding` (the share of its call list's values the conversation states),
-`request_coverage` (the share of the request's words the called tools speak of), `tool_relevance` (the least MiniLM
-cosine between the request and a called tool) and `selection_score` (the selector's logit for the first call's
-tool). A bias b at or below the pass's and veto thresholds turn exactly the calls with margin + b <= 0 or a field
-below its threshold into "no call" and change nothing else, so each setting is scored from that one pass, without
-decoding again. A bias above the pass's turns exactly the text answers with margin + b > 0 into calls: their FPR
-and FNR follow from the same pass, their AST needs a pass at that bias, so it is left out. `--records` re-sweeps an
-earlier pass's records with the support fields recomputed (they need no decoding). With several `--tools-per-query`
-(e.g. `20,200`), one pass (or one `--records` file, in the same order) per tool count, each choosing its own
-setting: `--write` stores them as `thresholds_by_tool_count`, and a request uses the setting of the count nearest
-its own (the signals shift with the number of distractors: one setting cannot be right at 20 tools and at 200).
+`call_margin` (call-opening logit minus text logit at the first token), `argument_grounding` (the share of its call
+list's values the conversation states), `request_coverage` (the share of the request's words the called tools speak
+of) and `tool_relevance` (the least MiniLM cosine between the request and a called tool). A bias b at or below the
+pass's and veto thresholds turn exactly the calls with margin + b <= 0 or a field below its threshold into "no call"
+and change nothing else, so each setting is scored from that one pass, without decoding again. A bias above the
+pass's turns exactly the text answers with margin + b > 0 into calls: their FPR and FNR follow from the same pass,
+their AST needs a pass at that bias, so it is left out. `--records` re-sweeps an earlier pass's records with the
+support fields recomputed (they need no decoding). With several `--tools-per-query` (e.g. `20,200`), one pass (or
+one `--records` file, in the same order) per tool count, each choosing its own setting: `--write` stores them as
+`thresholds_by_tool_count`, and a request uses the setting of the count nearest its own (the signals shift with the
+number of distractors: one setting cannot be right at 20 tools and at 200).
 Only the validation split is used: the BFCL test categories never choose a hyperparameter.
 """
 
@@ -35,8 +33,9 @@ import numpy as np
 import orjson
 from tqdm.auto import tqdm
 
+from toolformer_router.checks import CallSupport
 from toolformer_router.config import CallThresholds, RouterConfig
-from toolformer_router.router import CallSupport, ToolRouter, checkpoint_folder, normalize_messages
+from toolformer_router.router import ToolRouter, checkpoint_folder, normalize_messages
 
 from .evaluate import active_tools, evaluate, jsonl_line, load_router, router_batch_predictor, split_for_router
 from .metrics import ExampleResult, ast_match, score, selects_gold_tools
@@ -47,9 +46,8 @@ BEST_SETTINGS_KEPT = 100
 """The report keeps this many qualifying veto combinations, each at its best bias, best first."""
 
 
-VETO_FIELDS = {"no_tool_margin": "selection_margin", "min_argument_grounding": "argument_grounding",
-               "min_request_coverage": "request_coverage", "min_tool_relevance": "tool_relevance",
-               "min_selection_score": "selection_score"}
+VETO_FIELDS = {"min_argument_grounding": "argument_grounding", "min_request_coverage": "request_coverage",
+               "min_tool_relevance": "tool_relevance"}
 """Each veto's `RouterConfig` key and the record field it reads: a call whose field is below the threshold is
 answered in text instead (a record without the field is never vetoed)."""
 
@@ -67,27 +65,25 @@ def _calls(record: dict[str, Any], bias: float, vetoes: dict[str, float | None])
     return record["call_margin"] + bias > 0 and not _vetoed(record, vetoes)
 
 
-def score_with_bias(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
-                    pass_bias: float = 0.0, min_grounding: float | None = None,
-                    min_coverage: float | None = None, min_relevance: float | None = None,
-                    min_selection: float | None = None) -> dict[str, dict[str, Any]]:
+def score_with_bias(records: list[dict[str, Any]], bias: float, pass_bias: float = 0.0,
+                    min_grounding: float | None = None, min_coverage: float | None = None,
+                    min_relevance: float | None = None) -> dict[str, dict[str, Any]]:
     """`score` of records decoded at `call_bias = pass_bias` (no veto) as if decoded at `bias <= pass_bias`
-    with the vetoes `no_tool_margin`, `min_grounding`, `min_coverage`, `min_relevance` and `min_selection`."""
+    with the vetoes `min_grounding`, `min_coverage` and `min_relevance`."""
     if bias > pass_bias:
         raise ValueError(f"only biases <= {pass_bias} (the pass's) can be scored from it: they only remove calls")
-    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance, min_selection)))
+    vetoes = dict(zip(VETO_FIELDS, (min_grounding, min_coverage, min_relevance)))
     results = [ExampleResult(id=r["id"], category=r["category"], predicted=r["calls"] if _calls(r, bias, vetoes)
                              else [], gold=r["gold"], tools=r["_tools"], valid=r["valid"]) for r in records]
     return score(results)
 
 
-def decision_rates(records: list[dict[str, Any]], bias: float, no_tool_margin: float | None = None,
-                   min_grounding: float | None = None, min_coverage: float | None = None,
-                   min_relevance: float | None = None, min_selection: float | None = None
+def decision_rates(records: list[dict[str, Any]], bias: float, min_grounding: float | None = None,
+                   min_coverage: float | None = None, min_relevance: float | None = None
                    ) -> tuple[float | None, float | None]:
     """(FPR, FNR) at (bias, vetoes), a bias of either sign."""
     outcomes = _Outcomes(records)
-    vetoes = dict(zip(VETO_FIELDS, (no_tool_margin, min_grounding, min_coverage, min_relevance, min_selection)))
+    vetoes = dict(zip(VETO_FIELDS, (min_grounding, min_coverage, min_relevance)))
     row = outcomes.rows([bias], outcomes.vetoed(vetoes), with_ast=[False])[0]
     return row["FPR"], row["FNR"]
 
@@ -104,8 +100,7 @@ def false_call_rates(records: list[dict[str, Any]], setting: dict[str, Any]) -> 
     return {category: round(sum(calls) / len(calls), 4) for category, calls in sorted(rates.items())}
 
 
-def threshold_candidates(records: list[dict[str, Any]], key: str = "selection_margin",
-                         above: float = 0.0) -> list[float | None]:
+def threshold_candidates(records: list[dict[str, Any]], key: str, above: float = 0.0) -> list[float | None]:
     """None (no veto), then `THRESHOLD_QUANTILES` quantiles of the records' `key` values, each plus `above`
     (a threshold just above a value vetoes it too)."""
     values = sorted(r[key] for r in records if r.get(key) is not None)
@@ -176,14 +171,12 @@ def sweep_groups(records: list[dict[str, Any]], pass_bias: float = 0.0,
 
 
 def sweep_call_bias(records: list[dict[str, Any]], pass_bias: float = 0.0,
-                    no_tool_margins: list[float | None] | None = None,
                     min_groundings: list[float | None] | None = None,
                     min_coverages: list[float | None] | None = None,
-                    min_relevances: list[float | None] | None = None,
-                    min_selections: list[float | None] | None = None) -> list[dict[str, Any]]:
-    """Every row of `sweep_groups` for the candidate lists `no_tool_margins` x `min_groundings` x
-    `min_coverages` x `min_relevances` x `min_selections` (default None only)."""
-    lists = (no_tool_margins, min_groundings, min_coverages, min_relevances, min_selections)
+                    min_relevances: list[float | None] | None = None) -> list[dict[str, Any]]:
+    """Every row of `sweep_groups` for the candidate lists `min_groundings` x `min_coverages` x `min_relevances`
+    (default None only)."""
+    lists = (min_groundings, min_coverages, min_relevances)
     return [row for group in sweep_groups(records, pass_bias, dict(zip(VETO_FIELDS, lists))) for row in group]
 
 
@@ -251,8 +244,8 @@ def _stored_records(router: ToolRouter, args: argparse.Namespace, path: Path,
                              "differ)")
         support = CallSupport()
         if record["calls"] and record.get("call_margin") is not None:
-            support = router.call_support(normalize_messages(example.messages),
-                                          router.prepare_tools(record["_tools"]), record["calls"])
+            support = router.checks.support(normalize_messages(example.messages),
+                                            router.prepare_tools(record["_tools"]), record["calls"])
         record.update(dataclasses.asdict(support))
     return records
 
@@ -267,34 +260,30 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     reports = {}
     for i, size in enumerate(sizes):
-        router.config.relevance_weight = stored[size].relevance_weight  # the selection this count decodes with
         records = (_stored_records(router, args, Path(args.records[i]), size) if args.records
                    else _pass_records(router, args, size))
         _records_path(out, size, len(sizes) > 1).write_bytes(b"".join(jsonl_line(record) for record in records))
-        reports[size] = _choose(router, records, size, args, stored[size])
+        reports[size] = _choose(records, size, args, stored[size])
     report = (reports[sizes[0]] if len(sizes) == 1 else
               {"checkpoint": str(args.checkpoint), "tools_per_query": sizes, "pass_call_bias": args.pass_call_bias,
                "max_fnr": args.max_fnr, "by_tools": reports})
     out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     if args.write:
-        _write_choice(args.checkpoint, {size: {**each["chosen"], "relevance_weight": stored[size].relevance_weight}
-                                        for size, each in reports.items()})
+        _write_choice(args.checkpoint, {size: each["chosen"] for size, each in reports.items()})
     return report
 
 
-def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: int,
-            args: argparse.Namespace, current: CallThresholds) -> dict[str, Any]:
+def _choose(records: list[dict[str, Any]], tools_per_query: int, args: argparse.Namespace,
+            current: CallThresholds) -> dict[str, Any]:
     """Sweep one tool count's pass and pick its setting; the report, with its table printed. The checkpoint's
     `current` thresholds at that count are candidates beside the quantiles, so a choice is never worse under the
     rule than keeping them."""
     switches = {"min_argument_grounding": args.grounding_veto, "min_request_coverage": args.coverage_veto,
-                "min_tool_relevance": args.relevance_veto, "min_selection_score": args.selection_veto}
-    candidates = {key: [None] if switches.get(key, "on") == "off" else
+                "min_tool_relevance": args.relevance_veto}
+    candidates = {key: [None] if switches[key] == "off" else
                   sorted(set(threshold_candidates(records, field, 1e-3)) | {getattr(current, key)},
                          key=lambda value: (value is not None, value or 0.0))
                   for key, field in VETO_FIELDS.items()}
-    if not router.model.selector.has_no_tool:
-        candidates["no_tool_margin"] = [None]
     best_per_vetoes, chosen, chosen_group = [], None, []
     groups = sweep_groups(records, args.pass_call_bias, candidates)
     total = int(np.prod([len(values) for values in candidates.values()]))
@@ -328,12 +317,12 @@ def _choose(router: ToolRouter, records: list[dict[str, Any]], tools_per_query: 
 
 
 def _write_choice(checkpoint: str, chosen: dict[int, dict[str, Any]]) -> None:
-    """Store the chosen settings in the checkpoint's config.json: the top-level `call_bias`, vetoes and
-    `relevance_weight` (kept as each count's pass used it) from the first tool count, and with several counts each count's under `thresholds_by_tool_count` (one count removes
-    an earlier map, so that its choice applies)."""
+    """Store the chosen settings in the checkpoint's config.json: the top-level `call_bias` and vetoes from the
+    first tool count, and with several counts each count's under `thresholds_by_tool_count` (one count removes an
+    earlier map, so that its choice applies)."""
     folder = checkpoint_folder(checkpoint)
     config = orjson.loads((folder / "config.json").read_bytes())
-    settings = {size: {key: row[key] for key in ("call_bias", *VETO_FIELDS, "relevance_weight")}
+    settings = {size: {key: row[key] for key in ("call_bias", *VETO_FIELDS)}
                 for size, row in chosen.items()}
     config.update(next(iter(settings.values())))
     config["thresholds_by_tool_count"] = ({str(size): value for size, value in settings.items()}

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-StageName = Literal["autoencode", "contrastive", "calling", "selection", "abstention"]
+StageName = Literal["autoencode", "contrastive", "calling", "selection"]
 Trainable = Literal["new_modules", "lora", "full"]
 
 
@@ -42,10 +42,6 @@ class StageConfig(BaseModel):
     """Stage "calling": this many two-call examples, each two one-call training examples' requests in one user
     message (`training.data.compose_multi_call`, seeded), join the stage's examples (the live data has few
     multi-call examples, and a decoder trained on it ends every list after one call)."""
-    schema_examples: bool = False
-    """Stage "calling": each call example (composed ones included) also joins in argument-filling mode "schema",
-    as the router's second pass sees it: its gold tools' schema text in the system prompt and only their gists
-    as memory (`RouterConfig.argument_filling`)."""
     train_only: list[Literal["gist_pooling", "cross_attention", "selector"]] | None = None
     """The new modules this stage updates (None: every trainable parameter). E.g. ["cross_attention"] keeps the
     gists, and so a selector trained on them, as they are."""
@@ -58,12 +54,8 @@ class StageConfig(BaseModel):
     """Learning rate of the tanh gates (default: `lr`); gates start at 0 and move slowly at a low lr."""
     negatives: int = 7
     selection_candidates: Literal["example", "batch"] = "batch"
-    """Stages "selection" and "abstention": score each query against its example's own tools, or against every
-    tool in the batch (more negatives). "abstention" trains the selector with "no tool" as one more candidate
-    (the answer of "no call" examples; needs `router.selector_no_tool`)."""
-    strip_gold_fraction: float = Field(0.0, ge=0.0, le=1.0)
-    """Stage "abstention": this share of the call examples (drawn per batch) lose their gold tools from the
-    candidates and answer "no tool" — a task whose tool is missing, like BFCL's irrelevance category."""
+    """Stage "selection": score each query against its example's own tools, or against every tool in the batch
+    (more negatives)."""
     temperature: float = 0.07
 
     @model_validator(mode="after")

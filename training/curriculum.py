@@ -22,7 +22,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,6 @@ class PreparedExample:
     query_text: str
     list_steps: list[int]
     """Indexes in `target_ids` where the call list goes on or ends (see `list_step_positions`)."""
-    messages: list[dict[str, Any]]
 
 
 def list_step_positions(token_texts: Sequence[str]) -> list[int]:
@@ -99,7 +98,7 @@ class EncoderStateBank:
     def text_key(self, text: str) -> str:
         key = "text:" + hashlib.sha256(text.encode()).hexdigest()
         if key not in self._ids:
-            self._ids[key] = self.router.query_token_ids(text)
+            self._ids[key] = self.router.selection.query_token_ids(text)
         return key
 
     def token_ids(self, key: str) -> list[int]:
@@ -219,17 +218,14 @@ class CurriculumModel(nn.Module):
         logits = torch.einsum("bd,bnd->bn", F.normalize(query.float(), dim=-1), F.normalize(pooled.float(), dim=-1))
         return F.cross_entropy(logits / temperature, torch.zeros(len(examples), dtype=torch.long, device=logits.device))
 
-    def selection_loss(self, examples: Sequence[PreparedExample], candidates: str = "batch",
-                       no_tool: bool = False, stripped: Sequence[int] = ()) -> torch.Tensor:
+    def selection_loss(self, examples: Sequence[PreparedExample], candidates: str = "batch") -> torch.Tensor:
         """The `ToolSelector` picks the gold tool(s): cross-entropy of its logits, the gold tools' probabilities
         summed (a parallel call has several). Candidates: each example's own tools ("example"), or every tool
         of the batch ("batch": more negatives per query; other tools named like a gold one are left out).
-        With `no_tool`, "no tool" is one more candidate, the gold one of "no call" examples and of the
-        `stripped` examples (indexes), whose gold tools are taken out of their candidates. Gists stay fixed."""
+        Gists stay fixed."""
         queries, mask = self.bank.batch([self.bank.text_key(e.query_text) for e in examples])
         selector = self.model.selector
         query_vectors = selector.query_vectors(queries, mask)  # (B, dim)
-        no_tool_logits = selector.no_tool_scores(query_vectors) if no_tool else None  # (B,)
         if candidates == "batch":
             pool = list({t.schema_hash: t for e in examples for t in e.tools}.values())
             groups = [pool] * len(examples)
@@ -239,17 +235,12 @@ class CurriculumModel(nn.Module):
         row = {t.schema_hash: i for i, t in enumerate(distinct)}
         tool_vectors = selector.tool_vectors(self._fixed_gists(distinct))  # (distinct tools, dim)
         losses = []
-        for b, (example, query, group) in enumerate(zip(examples, query_vectors, groups)):
+        for example, query, group in zip(examples, query_vectors, groups):
             gold = {example.tools[i].schema_hash for i in example.gold_tool_indexes}
             gold_names = {example.tools[i].name for i in example.gold_tool_indexes}
-            if b in stripped:
-                gold = set()
             group = [t for t in group if t.schema_hash in gold or t.name not in gold_names]
             logits = selector.scores(query[None], tool_vectors[[row[t.schema_hash] for t in group]][None])[0]
             positives = [i for i, t in enumerate(group) if t.schema_hash in gold]
-            if no_tool_logits is not None:
-                logits = torch.cat([logits, no_tool_logits[b : b + 1]])
-                positives = positives or [len(group)]
             losses.append(-logits.log_softmax(-1)[positives].logsumexp(-1))
         return torch.stack(losses).mean()
 
@@ -310,10 +301,8 @@ class CurriculumModel(nn.Module):
                 if config.list_step_weight:
                     parts["list_step"] = list_step
                     total = total + config.list_step_weight * list_step
-            elif stage in ("selection", "abstention"):
-                parts[stage] = total = self.selection_loss(examples, config.selection_candidates,
-                                                           no_tool=stage == "abstention",
-                                                           stripped=batch.get("stripped", ()))
+            elif stage == "selection":
+                parts[stage] = total = self.selection_loss(examples, config.selection_candidates)
             else:
                 total = torch.zeros((), device=self.router.device)
             weight = 1.0 if stage == "contrastive" else config.contrastive_weight
@@ -359,7 +348,6 @@ class Curriculum:
         self.dropped: dict[str, int] = {}
         self.raw_examples = list(train_examples)
         self._composed_examples: dict[int, list[PreparedExample]] = {}
-        self._schema_examples: dict[int, list[PreparedExample]] = {}
         self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
@@ -371,9 +359,6 @@ class Curriculum:
             max_seq_len=config.max_seq_len,
         )
         self.module.train()
-        if any(s.name == "abstention" for s in config.stages) and not router.model.selector.has_no_tool:
-            raise ValueError('stage "abstention" needs a selector that scores "no tool": set '
-                             "router: {selector_no_tool: true} in the config")
         self.log_path = self.output_dir / "log.jsonl"
         self._vectors: torch.Tensor | None = None  # catalog mean encoder states, for hard negatives
         self._catalog_index: dict[str, int] = {}
@@ -428,16 +413,7 @@ class Curriculum:
         gold = [names.index(c.name) for c in example.calls if c.name in names]
         list_steps = list_step_positions([self.router.token_texts[i] for i in target_ids])
         return PreparedExample(tools, self.router.prompt_ids(messages), target_ids, gold, selection_text(messages),
-                               list_steps, messages)
-
-    def _schema_form(self, example: PreparedExample) -> PreparedExample:
-        """A call example as the second pass of argument-filling mode "schema" decodes it: the gold tools (in
-        their active order) as the only tools, their schema text in the system prompt."""
-        chosen = sorted(set(example.gold_tool_indexes))
-        tools = [example.tools[i] for i in chosen]
-        gold = [chosen.index(i) for i in example.gold_tool_indexes]
-        return replace(example, tools=tools, gold_tool_indexes=gold,
-                       prompt_ids=self.router.prompt_ids(example.messages, schema_tools=tools))
+                               list_steps)
 
     def _answer_ids(self, target: str) -> list[int]:
         """Token ids of a call list's text; with `split_list_steps`, "[call", ",call"… and "]" tokenized apart."""
@@ -455,15 +431,9 @@ class Curriculum:
             return self.catalog
         if stage.name in ("contrastive", "selection"):
             return [e for e in self.examples if e.gold_tool_indexes]
-        if stage.name != "calling":
-            return self.examples
-        items = self.examples + (self._composed(stage.composed_examples) if stage.composed_examples else [])
-        if stage.schema_examples:
-            if stage.composed_examples not in self._schema_examples:
-                self._schema_examples[stage.composed_examples] = [self._schema_form(e) for e in items
-                                                                  if e.gold_tool_indexes]
-            items = items + self._schema_examples[stage.composed_examples]
-        return items
+        if stage.name == "calling" and stage.composed_examples:
+            return self.examples + self._composed(stage.composed_examples)
+        return self.examples
 
     def _composed(self, count: int) -> list[PreparedExample]:
         """`count` two-call examples composed from the training examples (seeded; prepared once per count)."""
@@ -497,9 +467,6 @@ class Curriculum:
                        and (stage.name == "contrastive" or stage.contrastive_weight)]
         batch = {"examples": chosen, "contrastive": contrastive,
                  "negatives": [self._hard_negatives(chosen[i], stage.negatives, rng) for i in contrastive]}
-        if stage.name == "abstention" and stage.strip_gold_fraction:
-            batch["stripped"] = [i for i, e in enumerate(chosen)
-                                 if e.gold_tool_indexes and rng.random() < stage.strip_gold_fraction]
         if stage.ae_weight and rng.random() < stage.ae_fraction:
             batch["ae_tools"] = list({t.schema_hash: t for e in chosen for t in
                                       [e.tools[j] for j in e.gold_tool_indexes]}.values())[:size]
@@ -734,7 +701,7 @@ def train_from_config(config: TrainConfig, *, stages: Sequence[str] | None = Non
     """Build the router from `config.backbone`, load the prepared training split, run the curriculum.
 
     `init_from` (default: `config.init_from`): a checkpoint folder whose weights the run starts from (e.g.
-    `stages=["abstention"]` on the checkpoint of the recipe's earlier stages), or another recipe's YAML, trained
+    `stages=["selection"]` on the checkpoint of the recipe's earlier stages), or another recipe's YAML, trained
     first when its checkpoint is missing; tensors it lacks keep their initialisation, and are listed."""
     from toolformer_router import RouterConfig
     from toolformer_router.checkpoint import load_weights
