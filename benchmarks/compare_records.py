@@ -4,7 +4,8 @@ files (`eval`'s `*.examples.jsonl` or journals), joined by example id and active
     python benchmarks/compare_records.py A.examples.jsonl B.examples.jsonl [--metric tsa] [--names a,b] [--out result.json]
 
 Prints JSON and a table: examples both got right, only A, only B, neither, and the exact two-sided McNemar
-p-value over the discordant pairs (`training.metrics.paired_outcomes`), overall and per category.
+p-value over the discordant pairs (`training.metrics.paired_outcomes`), overall and per category; and how many
+examples have the same output (the raw text the grammar accepted, and the calls), with the ones that differ.
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def compare(a: dict, b: dict, metric: str = "ast") -> dict[str, Any]:
             "only_in_a": len(a.keys() - b.keys()), "only_in_b": len(b.keys() - a.keys())}
 
 
+def output_differences(a: dict, b: dict) -> dict[str, Any]:
+    """How many examples both hold whose output (raw text and calls) is identical, and the ones that differ."""
+    shared = sorted(a.keys() & b.keys())
+    differ = [{"id": key[0], "category": a[key]["category"], "a": a[key]["output"], "b": b[key]["output"]}
+              for key in shared if (a[key]["output"], a[key]["calls"]) != (b[key]["output"], b[key]["calls"])]
+    return {"n": len(shared), "identical": len(shared) - len(differ), "different": differ}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
@@ -58,7 +67,8 @@ def main() -> None:
     args = parser.parse_args()
     name_a, name_b = args.names.split(",")
     result = {"a": str(args.a), "b": str(args.b), "metric": args.metric,
-              **compare(load_records(args.a), load_records(args.b), args.metric)}
+              **compare(records_a := load_records(args.a), records_b := load_records(args.b), args.metric),
+              "outputs": output_differences(records_a, records_b)}
     if not result["overall"]["n"]:
         raise SystemExit(f"{args.a} and {args.b} share no example (same id and active tools)")
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
@@ -72,6 +82,11 @@ def main() -> None:
     for name, row in [("overall", result["overall"]), *result["by_category"].items()]:
         print(f"| {name} | {row['n']} | {row['both']} | {row['only_a']} | {row['only_b']} | {row['neither']} | "
               f"{row['accuracy_a']:.3f} | {row['accuracy_b']:.3f} | {row['mcnemar_p']:.3g} |")
+    outputs = result["outputs"]
+    print(f"\nidentical outputs: {outputs['identical']} of {outputs['n']}")
+    for difference in outputs["different"]:
+        print(f"- {difference['id']} ({difference['category']})\n  {name_a}: {difference['a'][:200]!r}\n"
+              f"  {name_b}: {difference['b'][:200]!r}")
 
 
 if __name__ == "__main__":

@@ -236,12 +236,7 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     with pytest.raises(SystemExit, match="tools_per_query 5, not 6"):
         main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
               "6", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
-    # one choice per tool count, each as a pass at that count alone gives it, stored per count; each count keeps
-    # the cosine's selection weight its pass decoded with
-    config_path = tmp_path / "ckpt" / "config.json"
-    config = json.loads(config_path.read_text())
-    config["thresholds_by_tool_count"] = {"3": {"relevance_weight": 2.0}, "5": {}}
-    config_path.write_text(json.dumps(config))
+    # one choice per tool count, each as a pass at that count alone gives it, stored per count
     main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
           "3,5", "--limit", "1", "--max-fnr", "1.0", "--out", str(tmp_path / "two" / "calibration.json"), "--write"])
     two = json.loads((tmp_path / "two" / "calibration.json").read_text())
@@ -250,7 +245,6 @@ def test_cli_prepares_data_and_evaluates_a_checkpoint(tmp_path, tokenizer):
     stored = ToolRouter.from_pretrained(checkpoint, disk_cache=False).config
     for count in (3, 5):
         assert stored.call_thresholds(count).call_bias == two["by_tools"][str(count)]["chosen"]["call_bias"]
-    assert [stored.call_thresholds(count).relevance_weight for count in (3, 5)] == [2.0, 0.0]
     with pytest.raises(SystemExit, match="one file per tool count"):
         main(["calibrate", "--checkpoint", str(checkpoint), "--data-dir", str(tmp_path / "data"), "--tools-per-query",
               "3,5", "--records", str(tmp_path / "calibration.examples.jsonl"), "--out", str(tmp_path / "x.json")])
@@ -296,39 +290,6 @@ def test_call_bias_calibration_scores_each_threshold_from_one_pass():
         score_with_bias(records, 0.5)
 
 
-def test_calibration_sweeps_the_no_tool_margin_with_the_bias_from_one_pass():
-    """Records decoded at a positive pass bias without the selector's veto: each (bias <= pass, threshold)
-    is scored exactly; the veto drops the calls whose selection margin is below the threshold."""
-    from toolformer_router.training.calibrate import (
-        choose_call_bias, decision_rates, score_with_bias, sweep_call_bias, threshold_candidates)
-
-    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
-    call = [{"name": "f", "arguments": {"x": 1}}]
-
-    def record(i, gold, calls, margin, selection):
-        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool], "valid": True,
-                "call_margin": margin, "selection_margin": selection}
-
-    gold = [{"f": {"x": [1]}}]
-    records = [record(0, gold, call, 2.0, 3.0),  # right call, both sure
-               record(1, [], call, 1.5, -1.0),  # false positive the selector doubts
-               record(2, gold, call, -0.5, 0.5),  # a call only thanks to the pass bias 1.0
-               record(3, [], [], -2.0, 2.0)]  # right "no call"
-    at_pass = score_with_bias(records, 1.0, None, pass_bias=1.0)
-    assert (at_pass["FPR"]["value"], at_pass["FNR"]["value"], at_pass["AST"]["value"]) == (0.5, 0.0, 0.75)
-    vetoed = score_with_bias(records, 1.0, 0.0, pass_bias=1.0)
-    assert (vetoed["FPR"]["value"], vetoed["FNR"]["value"], vetoed["AST"]["value"]) == (0.0, 0.0, 1.0)
-    assert decision_rates(records, 1.0, 1.0) == (0.0, 0.5)  # the veto at 1.0 also drops record 2
-    assert threshold_candidates(records)[0] is None and len(threshold_candidates(records)) > 2
-    rows = sweep_call_bias(records, 1.0, [None, 0.0])
-    assert [(r["call_bias"], r["no_tool_margin"]) for r in rows[:4]] == [(1.0, None), (0.499, None), (-1.501, None),
-                                                                          (-2.001, None)]
-    chosen = choose_call_bias(rows, max_fnr=0.15)
-    assert (chosen["call_bias"], chosen["no_tool_margin"], chosen["FPR"], chosen["AST"]) == (1.0, 0.0, 0.0, 1.0)
-    with pytest.raises(ValueError):
-        score_with_bias(records, 1.5, None, pass_bias=1.0)
-
-
 def test_calibration_sweeps_min_argument_grounding_from_one_pass():
     """The grounding veto drops exactly the calls whose argument grounding is below the threshold; records
     without a grounding (no checkable value) are never vetoed."""
@@ -345,11 +306,11 @@ def test_calibration_sweeps_min_argument_grounding_from_one_pass():
     records = [record(0, gold, call, 1.0), record(1, [], call, 0.0), record(2, [], call, None),
                record(3, gold, call, 0.5)]
     assert decision_rates(records, 0.0) == (1.0, 0.0)
-    assert decision_rates(records, 0.0, None, 0.5) == (0.5, 0.0)  # record 1 vetoed, record 2 unchecked
-    assert decision_rates(records, 0.0, None, 0.6) == (0.5, 0.5)  # and the half-stated right call
+    assert decision_rates(records, 0.0, 0.5) == (0.5, 0.0)  # record 1 vetoed, record 2 unchecked
+    assert decision_rates(records, 0.0, 0.6) == (0.5, 0.5)  # and the half-stated right call
     candidates = threshold_candidates(records, "argument_grounding", above=1e-3)
     assert candidates[0] is None and 0.001 in candidates and 0.501 in candidates
-    rows = sweep_call_bias(records, 0.0, None, candidates)
+    rows = sweep_call_bias(records, 0.0, candidates)
     chosen = choose_call_bias(rows, max_fnr=0.15)
     assert (chosen["min_argument_grounding"], chosen["FPR"], chosen["FNR"], chosen["AST"]) == (0.001, 0.5, 0.0, 0.75)
 
@@ -377,14 +338,14 @@ def test_calibration_sweeps_every_veto_and_agrees_with_scoring_each_setting():
                record(3, gold, wrong_value, 1.0, 0.5, 0.7, 0.6),  # the right tool, a wrong value
                record(4, gold, wrong_tool, -0.5, None, None, None),  # wrong tool, only at the pass bias
                record(5, [], [], -2.0, None, None, None)]  # right "no call"
-    rows = sweep_call_bias(records, 1.0, None, [None, 0.6], [None, 0.5], [None, 0.3])
+    rows = sweep_call_bias(records, 1.0, [None, 0.6], [None, 0.5], [None, 0.3])
     vetoes = ("min_argument_grounding", "min_request_coverage", "min_tool_relevance")
     assert {tuple(r[k] for k in vetoes) for r in rows} == {
         (g, c, t) for g in (None, 0.6) for c in (None, 0.5) for t in (None, 0.3)}
     for row in rows:
         if row["AST"] is None:
             continue
-        scored = score_with_bias(records, row["call_bias"], None, 1.0, *(row[k] for k in vetoes))
+        scored = score_with_bias(records, row["call_bias"], 1.0, *(row[k] for k in vetoes))
         assert [row[k] for k in ("FPR", "FNR", "AST", "TSA")] == [scored[k]["value"] for k in ("FPR", "FNR", "AST", "TSA")]
     at_pass = {tuple(r[k] for k in vetoes): r for r in rows if r["call_bias"] == 1.0}
     assert (at_pass[None, None, None]["FPR"], at_pass[None, 0.5, None]["FPR"]) == (2 / 3, 1 / 3)  # coverage drops 1
@@ -418,39 +379,13 @@ def test_calibration_keeps_the_current_threshold_when_no_quantile_beats_it():
     records = [{"id": str(i), "category": "no_call" if i < 4 else "c", "calls": call, "gold": [] if i < 4 else gold,
                 "_tools": [tool], "valid": True, "call_margin": 1.0, "request_coverage": (i + 1) / 100}
                for i in range(40)]
-    args = SimpleNamespace(grounding_veto="on", coverage_veto="on", relevance_veto="on", selection_veto="on",
+    args = SimpleNamespace(grounding_veto="on", coverage_veto="on", relevance_veto="on",
                            pass_call_bias=1.0, max_fnr=0.0, checkpoint="x")
-    router = SimpleNamespace(model=SimpleNamespace(selector=SimpleNamespace(has_no_tool=False)))
-    from_grid = _choose(router, records, 20, args, CallThresholds())
+    from_grid = _choose(records, 20, args, CallThresholds())
     assert from_grid["chosen"]["FPR"] == 0.25 and from_grid["chosen"]["FNR"] == 0.0
-    kept = _choose(router, records, 20, args, CallThresholds(min_request_coverage=0.045))
+    kept = _choose(records, 20, args, CallThresholds(min_request_coverage=0.045))
     assert (kept["chosen"]["min_request_coverage"], kept["chosen"]["FPR"], kept["chosen"]["FNR"]) == (0.045, 0.0, 0.0)
     assert kept["chosen_FPR_by_category"] == {"no_call": 0.0}
-
-
-def test_calibration_sweeps_the_selection_score_veto_on_calls_and_text_answers():
-    """`min_selection_score` vetoes by the record's `selection_score`, which a text answer has too: below the
-    threshold no bias makes it a call."""
-    from toolformer_router.training.calibrate import decision_rates, score_with_bias, sweep_call_bias
-
-    tool = {"name": "f", "description": "f", "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}
-    call, gold = [{"name": "f", "arguments": {"x": 1}}], [{"f": {"x": [1]}}]
-
-    def record(i, gold, calls, margin, selection_score):
-        return {"id": str(i), "category": "c", "calls": calls, "gold": gold, "_tools": [tool], "valid": True,
-                "call_margin": margin, "selection_score": selection_score}
-
-    records = [record(0, gold, call, 2.0, 9.0),  # right call, a tool the selector likes
-               record(1, [], call, 1.5, 1.0),  # false positive the selector scores low
-               record(2, gold, [], -1.0, 0.5),  # a missed call, low too: a higher bias cannot bring it back
-               record(3, [], [], -2.0, None)]  # right "no call", no selection
-    assert score_with_bias(records, 1.0, pass_bias=1.0)["FPR"]["value"] == 0.5
-    assert score_with_bias(records, 1.0, None, 1.0, None, None, None, 2.0)["FPR"]["value"] == 0.0
-    assert decision_rates(records, 1.5) == (0.5, 0.0) and decision_rates(records, 1.5, min_selection=2.0) == (0.0, 0.5)
-    rows = sweep_call_bias(records, 1.0, min_selections=[None, 2.0])
-    assert {row["min_selection_score"] for row in rows} == {None, 2.0}
-    at_pass = {row["min_selection_score"]: row for row in rows if row["call_bias"] == 1.0}
-    assert (at_pass[None]["FPR"], at_pass[2.0]["FPR"], at_pass[2.0]["AST"]) == (0.5, 0.0, 0.75)
 
 
 def test_set_overrides_apply_in_order_and_call_thresholds_at_every_tool_count():

@@ -130,8 +130,8 @@ def register(commands: argparse._SubParsersAction) -> None:
              "context), minilm-top3 (the 3 tools closest to the request under all-MiniLM-L6-v2, then the same prompt)")
 
     calibrate = commands.add_parser(
-        "calibrate", help="choose call_bias, no_tool_margin, min_argument_grounding, min_request_coverage, "
-             "min_tool_relevance and min_selection_score (the call/no-call thresholds) on validation")
+        "calibrate", help="choose call_bias, min_argument_grounding, min_request_coverage and min_tool_relevance "
+             "(the call/no-call thresholds) on validation")
     calibrate.set_defaults(handler=cmd_calibrate)
     calibrate.add_argument("--checkpoint", default="default")
     calibrate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
@@ -151,9 +151,6 @@ def register(commands: argparse._SubParsersAction) -> None:
                            help="also sweep min_request_coverage (off: leave it unset)")
     calibrate.add_argument("--relevance-veto", choices=["on", "off"], default="on",
                            help="also sweep min_tool_relevance (off: leave it unset)")
-    calibrate.add_argument("--selection-veto", choices=["on", "off"], default="off",
-                           help="also sweep min_selection_score (off, the default: leave it unset; a learned "
-                                "score, low on tools the selector never saw)")
     calibrate.add_argument("--records", action="append", default=None,
                            help="re-sweep the .examples.jsonl of an earlier calibrate pass at the same "
                                 "--pass-call-bias instead of decoding again (once per --tools-per-query count, in "
