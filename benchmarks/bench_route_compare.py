@@ -1,7 +1,7 @@
 """Route latency of two versions of the engine side by side, in one run, through the public API.
 
     python benchmarks/bench_route_compare.py --old-ref <git ref> [--tool-counts 5,20,200,1000] [--repeats 10]
-        [--device cpu|cuda] [--out FILE]
+        [--device cpu|cuda] [--dtype bfloat16] [--out FILE]
 
 The old version is checked out from `--old-ref` into a temporary git worktree and assembled into an importable
 package; each version runs in its own worker process (loaded once), and the two are called in alternation —
@@ -37,7 +37,7 @@ GREETING = "Hi! How are you?"
 
 
 # ----------------------------------------------------------------------------------------------- the worker
-def serve(device: str | None) -> None:
+def serve(device: str | None, dtype: str | None) -> None:
     """Worker: load the default router once, then answer one JSON command per stdin line."""
     import warnings
 
@@ -48,7 +48,7 @@ def serve(device: str | None) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        router = ToolRouter.from_pretrained("default", device=device, disk_cache=False)
+        router = ToolRouter.from_pretrained("default", device=device, dtype=dtype, disk_cache=False)
     catalog: list = []
     forwards: list[float] = []
     decode = router.model.decode
@@ -113,11 +113,12 @@ def _backbone_generate(model, input_ids, tokens: int) -> int:
 
 # ----------------------------------------------------------------------------------------------- the driver
 class Worker:
-    def __init__(self, name: str, pythonpath: str | None, device: str | None):
+    def __init__(self, name: str, pythonpath: str | None, device: str | None, dtype: str | None):
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
         if pythonpath:
             env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve"] + (["--device", device] if device else [])
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve"] + (["--device", device] if device else []) \
+            + (["--dtype", dtype] if dtype else [])
         self.name = name
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                         cwd=str(HERE))
@@ -155,11 +156,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--text-repeats", type=int, default=3)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the router's, fp32 on the CPU)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.device)
+        serve(args.device, args.dtype)
         return
     if not args.old_ref:
         parser.error("--old-ref is required")
@@ -167,8 +169,8 @@ def main() -> None:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.old_ref], check=True,
                             capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as folder:
-        workers = {"old": Worker("old", old_package(args.old_ref, Path(folder)), args.device),
-                   "new": Worker("new", None, args.device)}
+        workers = {"old": Worker("old", old_package(args.old_ref, Path(folder)), args.device, args.dtype),
+                   "new": Worker("new", None, args.device, args.dtype)}
         rows = []
         for count in counts:
             for worker in workers.values():
@@ -207,7 +209,8 @@ def main() -> None:
         for worker in workers.values():
             worker.close()
     backbone_ms = min(1000 * g["seconds"] / g["tokens"] for g in generate)
-    report = {"machine": machine(), "old": commit, "device": args.device or "default", "repeats": args.repeats,
+    report = {"machine": machine(), "old": commit, "device": args.device or "default",
+              "dtype": args.dtype or "default", "repeats": args.repeats,
               "text_repeats": args.text_repeats, "queries": {"auto": WEATHER, "text": GREETING},
               "backbone_greedy_ms_per_token": backbone_ms, "rows": rows}
     print(json.dumps(report, indent=2))

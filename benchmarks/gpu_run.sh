@@ -22,6 +22,13 @@ source "$(dirname "$0")/gpu_setup.sh" || exit 1
     --out reports/bench_engine_gpu.json > reports/bench_engine_gpu.txt 2>&1
 say "bench_engine exit $?"
 tail -8 reports/bench_engine_gpu.txt | tee -a "$OUT/run.log"
+# the route path against the engine before its redesign (24a0614), side by side (needs the git history)
+if [ -z "${SKIP_BENCH:-}" ] && git rev-parse -q --verify 24a0614 > /dev/null; then
+    timeout 150 python3 benchmarks/bench_route_compare.py --old-ref 24a0614 --device "$DEVICE" \
+        --tool-counts 5,20,200,1000 --repeats 10 --out reports/route_compare_gpu.json > reports/route_compare_gpu.txt 2>&1
+    say "bench_route_compare exit $?"
+    tail -8 reports/route_compare_gpu.txt | tee -a "$OUT/run.log"
+fi
 
 # ---------------------------------------------------------------- 2 + 3. GPU tests and the three recipes
 (timeout 200 python3 -P -m pytest -q -p no:cacheprovider tests/test_gpu.py > reports/pytest_gpu.txt 2>&1;
