@@ -139,3 +139,19 @@ def test_init_new_modules_can_reset_one_module_only(make_router):
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == {f"selector.{name}" for name, _ in model.selector.named_parameters()}
     assert float(model.selector.logit_scale) == pytest.approx(math.log(1 / 0.07))
+
+
+def test_a_call_setting_is_not_assigned_top_level_while_set_per_tool_count():
+    """With `thresholds_by_tool_count`, assigning a top-level call/no-call field would change no request: it
+    raises, and `set_call_threshold` sets the field at every count."""
+    from toolformer_router import CallThresholds
+
+    config = RouterConfig(thresholds_by_tool_count={20: CallThresholds(call_bias=0.1), 200: {"call_bias": 0.6}})
+    with pytest.raises(ValueError, match="set_call_threshold"):
+        config.call_bias = 1.0
+    assert [config.call_thresholds(n).call_bias for n in (20, 200)] == [0.1, 0.6]
+    config.set_call_threshold("call_bias", -0.5)
+    assert [config.call_thresholds(n).call_bias for n in (1, 20, 200, 1000)] == [-0.5] * 4
+    config.thresholds_by_tool_count = None
+    config.call_bias = 2.0  # one setting everywhere: a plain assignment
+    assert config.call_thresholds(20).call_bias == 2.0

@@ -135,7 +135,7 @@ class RouterConfig(CallThresholds):
     --tools-per-query 20,200`): a request uses those of the count nearest its own in log scale
     (`call_thresholds`), in place of the top-level ones. The decision's signals shift with the number of
     distractors, so one setting is not right at 20 tools and at 200. None: the top-level ones everywhere. While
-    it is set, assigning a top-level field changes no request: use `set_call_threshold`."""
+    it is set, assigning a top-level call/no-call field raises: use `set_call_threshold`."""
     closing_reserve_tokens: int = Field(24, ge=0)
     """Decoding: within this many tokens of a call's budget (at most a quarter of it), prefer tokens that
     close the call, so it completes instead of being cut; 0 turns this off."""
@@ -167,6 +167,13 @@ class RouterConfig(CallThresholds):
                 setattr(thresholds, name, getattr(self, name))
         return self
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in CallThresholds.model_fields and self.thresholds_by_tool_count:
+            raise ValueError(f"{name} is set per tool count here (thresholds_by_tool_count): assigning the top-level "
+                             f"value would change no request; use set_call_threshold({name!r}, value) to set it at "
+                             f"every count, or assign thresholds_by_tool_count[count].{name}")
+        super().__setattr__(name, value)
+
     def _threshold_sets(self) -> list[CallThresholds]:
         return [self, *(self.thresholds_by_tool_count or {}).values()]
 
@@ -183,7 +190,8 @@ class RouterConfig(CallThresholds):
         """Set one call/no-call setting (a `CallThresholds` field) everywhere: top-level and at every tool count."""
         if name not in CallThresholds.model_fields:
             raise ValueError(f"{name} is not a call/no-call setting ({', '.join(CallThresholds.model_fields)})")
-        for thresholds in self._threshold_sets():
+        BaseModel.__setattr__(self, name, value)
+        for thresholds in (self.thresholds_by_tool_count or {}).values():
             setattr(thresholds, name, value)
 
     @property
