@@ -113,6 +113,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                           help="baseline prompts generated together, left-padded (1 on a CPU, where padding costs "
                                "more than it saves; 16 or more on a GPU); latency is then each batch's")
     evaluate.add_argument("--device", default=None, help="cpu, cuda, ... for the router and the baselines")
+    evaluate.add_argument("--dtype", default=None,
+                          help="the router's dtype, e.g. bfloat16 (default: bfloat16 on CUDA, float32 on the CPU)")
     evaluate.add_argument("--set", action="append", type=_key_value, metavar="KEY=VALUE", default=None,
                           help="override a setting of the checkpoint's configuration (a RouterConfig field; "
                                "repeatable, applied in order): VALUE is read as JSON (numbers, true/false, null, "

@@ -330,11 +330,12 @@ def limit_per_category(examples: Sequence[Example], limit: int | None, seed: int
 
 
 def load_router(args: argparse.Namespace) -> ToolRouter:
-    """The `--checkpoint` router on `--device`, without its load-time warnings. Its relevance encoder loads on
+    """The `--checkpoint` router on `--device` (in `--dtype`), without its load-time warnings. Its relevance encoder loads on
     the first route that needs it: a run whose router records all come from a journal never loads it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ToolRouter.from_pretrained(args.checkpoint, device=args.device, preload_relevance=False)
+        return ToolRouter.from_pretrained(args.checkpoint, device=args.device, dtype=getattr(args, "dtype", None),
+                                          preload_relevance=False)
 
 
 def split_for_router(router: ToolRouter, args: argparse.Namespace, split: str) -> tuple[list[Example], list[dict]]:
@@ -429,7 +430,8 @@ def run_eval_command(args: argparse.Namespace) -> None:
         return Journal(path, {"system": system, **common, **setting}, resume=args.resume)
 
     router_setting = {"checkpoint": str(args.checkpoint), "weights": _weights_fingerprint(args.checkpoint),
-                      "config": router.config.model_dump(mode="json")}
+                      "config": router.config.model_dump(mode="json"),
+                      **({"dtype": args.dtype} if getattr(args, "dtype", None) else {})}
     for split in args.split or ["test"]:
         examples, pool = split_for_router(router, args, split)
         system = f"router/{split}"
