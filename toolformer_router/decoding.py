@@ -30,6 +30,8 @@ from .modeling import GistMemory, ToolRouterModel
 
 LogitsProcessor = Callable[[torch.Tensor], torch.Tensor]
 _BIT_SHIFTS = torch.arange(32, dtype=torch.int32)
+_EXECUTOR = llguidance.LLExecutor()
+"""Fills the rows' token masks in parallel threads."""
 _SPARSE_HEAD_SHARE = 8
 """The output head computes only the allowed tokens' logits when they are at most 1/8 of the vocabulary."""
 
@@ -198,10 +200,10 @@ def _narrowed(allowed: torch.Tensor, preferred: torch.Tensor) -> torch.Tensor:
 
 
 def _allowed_tokens(matchers: list[llguidance.LLMatcher], vocab_size: int) -> torch.Tensor:
-    """(A, vocab) bool mask of the tokens each matcher allows next."""
+    """(A, vocab) bool mask, on the CPU, of the tokens each matcher allows next (the rows filled in parallel)."""
     bitmask = llguidance.torch.allocate_token_bitmask(len(matchers), vocab_size)
-    for row, matcher in enumerate(matchers):
-        llguidance.torch.fill_next_token_bitmask(matcher, bitmask, row)
+    llguidance.torch.fill_next_token_bitmask_par(_EXECUTOR, [(matcher, row) for row, matcher in enumerate(matchers)],
+                                                 bitmask)
     bits = (bitmask.unsqueeze(-1) >> _BIT_SHIFTS) & 1  # (A, words, 32), little-endian bit order
     return bits.view(len(matchers), -1)[:, :vocab_size].bool()
 
@@ -212,12 +214,13 @@ def _consume(matcher: llguidance.LLMatcher, tokens: list[int]) -> None:
 
 
 def _logits(model: ToolRouterModel, hidden: torch.Tensor, allowed: torch.Tensor, full: bool) -> torch.Tensor:
-    """(A, vocab) float logits of the last hidden states (A, d); where few tokens are allowed (and not `full`),
-    only theirs are computed and the others are -inf."""
+    """(A, vocab) float logits of the last hidden states (A, d); where few tokens are allowed (`allowed`, on the
+    CPU; and not `full`), only theirs are computed and the others are -inf."""
     weight = model.lm_head.weight
     candidates = allowed.any(dim=0).nonzero().flatten()
     if full or len(candidates) * _SPARSE_HEAD_SHARE > weight.shape[0] or model.lm_head.bias is not None:
         return model.lm_head(hidden).float()
+    candidates = candidates.to(hidden.device)
     logits = torch.full((hidden.shape[0], weight.shape[0]), float("-inf"), device=hidden.device)
     logits[:, candidates] = (hidden @ weight[candidates].T).float()
     return logits
@@ -243,7 +246,7 @@ def constrained_greedy_decode(
     """
     device = memory_template.device
     vocab_size = model.lm_head.out_features
-    opening = rules.tokens.call_opening.to(device)
+    opening = rules.tokens.call_opening  # the masks and the rules stay on the CPU; the logits on the device
     texts = rules.tokens.texts
     outputs = [DecodeOutput() for _ in requests]
     states = [CallListState() for _ in requests]
@@ -284,7 +287,7 @@ def constrained_greedy_decode(
         attention_mask = torch.cat([attention_mask, new_mask.to(device)], dim=1)
         hidden = model.decode(input_ids.to(device), attention_mask, positions, memory, cache)
         last = hidden[torch.arange(len(active), device=device), torch.tensor(lengths, device=device) - 1]
-        allowed = _allowed_tokens([requests[b].matcher for b in active], vocab_size).to(device)
+        allowed = _allowed_tokens([requests[b].matcher for b in active], vocab_size)
         if not allowed.any(dim=1).all():
             raise RuntimeError("grammar dead end: no token allowed")
         deciding = [row for row, b in enumerate(active) if states[b].is_call is None]
@@ -294,9 +297,9 @@ def constrained_greedy_decode(
         for row in deciding:
             calls, answers = allowed[row] & opening, allowed[row] & ~opening
             if calls.any() and answers.any():
-                b = active[row]
-                outputs[b].call_margin = (logits[row][calls].max() - logits[row][answers].max()).item()
-                logits[row, calls] += requests[b].call_bias
+                b, row_logits = active[row], logits[row].cpu()
+                outputs[b].call_margin = (row_logits[calls].max() - row_logits[answers].max()).item()
+                logits[row, calls.to(device)] += requests[b].call_bias
         for row, b in enumerate(active):
             if states[b].is_call:
                 allowed[row], closing = rules.steer(states[b], requests[b], allowed[row],
@@ -308,7 +311,7 @@ def constrained_greedy_decode(
                 remaining[vetoed] = False
                 if remaining.any():  # the grammar's only choice is never vetoed
                     allowed[row] = remaining
-        chosen = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1).tolist()
+        chosen = logits.masked_fill(~allowed.to(device), float("-inf")).argmax(dim=-1).tolist()
 
         keep: list[int] = []
         for row, b in enumerate(active):
