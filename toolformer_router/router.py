@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 import uuid
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -143,8 +142,7 @@ class ToolRouter:
         disk_cache: bool = True,
         **kwargs: Any,
     ) -> ToolRouter:
-        """Load a router checkpoint folder, or "default" (the packaged checkpoint; until one is trained, the
-        default backbone with freshly initialised router modules, with a warning).
+        """Load a router checkpoint folder, or "default" (the packaged trained checkpoint).
 
         Args:
             device: "cuda", "cpu", ...; default CUDA when available.
@@ -157,24 +155,14 @@ class ToolRouter:
             dtype = getattr(torch, dtype)
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         folder = checkpoint_folder(checkpoint)
-        trained = (folder / "config.json").is_file()
-        if str(checkpoint) != "default" and not trained:
-            read_config(folder)  # raises a CheckpointError naming the problem
-        config = read_config(folder) if trained else RouterConfig()
+        config = read_config(folder)  # a CheckpointError names what is missing or wrong
         backbone, tokenizer = load_backbone(config.backbone, dtype=torch.float32)
         model = ToolRouterModel(backbone, config)
-        if trained:
-            load_weights(model, folder)
-        else:
-            warnings.warn(
-                "no trained default checkpoint is installed: routing with the default backbone and freshly "
-                "initialised (untrained) router modules — calls will be valid but not meaningful",
-                stacklevel=2,
-            )
+        load_weights(model, folder)
         model.to(device=device, dtype=dtype)
         if disk_cache:
             kwargs.setdefault("gist_cache", GistCache(cache_path or router_home() / "gists.sqlite"))
-        name = kwargs.pop("name", f"toolformer-router/{folder.name if trained else 'untrained-' + config.backbone}")
+        name = kwargs.pop("name", f"toolformer-router/{folder.name}")
         return cls(model, tokenizer, name=name, **kwargs)
 
     @classmethod
