@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 from scripted import ScriptedRouter, call, calls, text
 
 from toolformer_router.schema import fit_tool_text, normalize_tools, render_tool
@@ -17,6 +18,7 @@ from toolformer_router.schema import fit_tool_text, normalize_tools, render_tool
 EXAMPLES = Path(__file__).parents[1] / "examples"
 CUSTOM_TOOLS = json.loads((EXAMPLES / "custom_tools.json").read_text())
 NAMES = [tool["function"]["name"] for tool in CUSTOM_TOOLS]
+SCHEMAS = {tool["function"]["name"]: tool["function"]["parameters"] for tool in CUSTOM_TOOLS}
 
 
 def load_example(name: str):
@@ -232,8 +234,12 @@ def test_langchain_agent_tool_count_and_step_limit():
     router = CountingRouter(default=call("toggle_lights", room="kitchen", on=False))  # never answers
     result = example.run(ChatToolFormer(router=router), ["Lights off!"], tool_count=150, max_steps=3)
     assert all(len(request["tools"]) == 150 for request in router.requests)
-    assert len(router.requests) == 3 and len(result["runs"][0]["calls"]) == 2  # the last turn's call is not run
-    assert isinstance(result["runs"][0]["answer"], str)
+    run = result["runs"][0]
+    assert len(router.requests) == 3 and len(run["calls"]) == 2  # the last turn's call is not run
+    canned = {"status": "ok", "tool": "toggle_lights", "arguments": {"room": "kitchen", "on": False}}
+    assert [json.loads(output) for _, _, output in run["calls"]] == [canned, canned]  # the two calls ran
+    # no answer from the router: the run ends with LangGraph's documented reply at the step limit
+    assert run["answer"] == "Sorry, need more steps to process this request."
 
 
 # ----------------------------------------------------------------------------------- real checkpoint
@@ -248,10 +254,16 @@ def test_async_loop_main_on_default_checkpoint(default_router, monkeypatch, caps
     # one required route per session: a call (run, then out of steps), or a call cut short by the token budget
     assert all(conversation["answer"] is None for conversation in stats["conversations"])
     assert stats["pasted_prompt_tokens"] > 10 * stats["prompt_tokens"] > 0
-    for conversation in stats["conversations"]:
-        for message in conversation["messages"][1:]:
-            if message["role"] == "tool":
-                assert message["name"] in NAMES and isinstance(json.loads(message["content"]), dict)
+    # the calls made are valid for their tools and were run: each result fed back is what the function returns
+    called = [c for c in stats["conversations"] if len(c["messages"]) > 1]
+    assert called and stats["tool_calls"] == sum(len(c["messages"]) - 2 for c in called) > 0
+    for conversation in called:
+        assistant, *results = conversation["messages"][1:]
+        assert assistant["role"] == "assistant" and [m["role"] for m in results] == ["tool"] * len(results)
+        assert [m["name"] for m in results] == [c["name"] for c in assistant["tool_calls"]]
+        for tool_call, message in zip(assistant["tool_calls"], results):
+            Draft202012Validator(SCHEMAS[tool_call["name"]]).validate(tool_call["arguments"])
+            assert message["content"] == example.execute(tool_call["name"], tool_call["arguments"])
 
 
 @pytest.mark.slow
@@ -261,4 +273,8 @@ def test_langchain_agent_main_on_default_checkpoint(default_router, capsys):
     out = capsys.readouterr().out
     assert "answer" in out and "pasting all 200 schemas" in out
     assert result["routes"] >= 1 and result["pasted_prompt_tokens"] > 10 * result["prompt_tokens"] > 0
-    assert all(name in NAMES for name, _, _ in result["runs"][0]["calls"])
+    calls = result["runs"][0]["calls"]
+    assert calls and "weather" in calls[0][0]  # the weather query calls, and first a weather tool
+    for name, arguments, output in calls:  # each call valid for its tool, and run by the agent
+        Draft202012Validator(SCHEMAS[name]).validate(arguments)
+        assert output is not None and not output.startswith("Error")  # a ToolNode error reads "Error: ..."

@@ -34,7 +34,7 @@ def test_registry_add_remove_and_per_call_override(make_router):
     assert [t.name for t in router.tools] == ["get_weather", "send_email"]
     result = router.route("weather in Paris?", tools=[STOCK], tool_choice="required", max_new_tokens=40,
                           logits_processor=finishing_sampler(router.tokenizer, 0))
-    assert isinstance(result, RouteResult) and [c.name for c in result.calls] == ["stock.price"] * len(result.calls)
+    assert result.calls and [c.name for c in result.calls] == ["stock.price"] * len(result.calls)
     assert [t.name for t in router.tools] == ["get_weather", "send_email"]  # the override changed nothing
     router.remove_tools(["get_weather"])
     assert [t.name for t in router.tools] == ["send_email"]
@@ -43,15 +43,26 @@ def test_registry_add_remove_and_per_call_override(make_router):
     assert [t.name for t in router.tools] == ["send_email"]  # nothing removed on error
     result = router.route("email bob", tool_choice="required", max_new_tokens=60,
                           logits_processor=finishing_sampler(router.tokenizer, 1))
-    assert all(c.name == "send_email" for c in result.calls)
+    assert result.calls and all(c.name == "send_email" for c in result.calls)
     assert result.usage.active_tools == 1 and result.usage.gist_tokens == router.config.num_gists
     assert len({c.id for c in result.calls}) == len(result.calls)
 
 
+def _leaves(value):
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
 def test_routing_builds_no_autograd_graph(make_router, monkeypatch):
-    """Selection (encoder pass, selector, clause plans) and decoding run without autograd, even when the caller
-    has gradients enabled: a route holds no graph and no activations for a backward pass."""
+    """Tool encoding, selection (encoder pass, selector, clause plans) and decoding run without autograd, even when
+    the caller has gradients enabled: no module's forward pass runs under grad mode or returns a tensor that
+    requires grad (so a route holds no graph and no activations for a backward pass), the caller's grad mode is
+    as it was afterwards, and the result holds plain Python values only (no tensor), so it round-trips as JSON."""
     router = make_router()
+    assert any(p.requires_grad for p in router.model.parameters())  # a forward pass under grad would build a graph
     seen: list[bool] = []
     selection_scores = router.selection.scores
 
@@ -59,12 +70,30 @@ def test_routing_builds_no_autograd_graph(make_router, monkeypatch):
         seen.append(torch.is_grad_enabled())
         return selection_scores(*args, **kwargs)
 
+    forwards: list[tuple[str, bool, bool]] = []  # (module, grad mode, an output requires grad)
+
+    def record_forward(module, args, output):
+        outputs = output if isinstance(output, (tuple, list)) else (output,)
+        forwards.append((type(module).__name__, torch.is_grad_enabled(),
+                         any(torch.is_tensor(t) and t.requires_grad for t in outputs)))
+
     monkeypatch.setattr(router.selection, "scores", recording)
-    with torch.enable_grad():
-        result = router.route("weather in Paris?", tools=[WEATHER, STOCK], tool_choice="required", max_new_tokens=40,
-                              logits_processor=finishing_sampler(router.tokenizer, 0))
+    hook = torch.nn.modules.module.register_module_forward_hook(record_forward)
+    try:
+        with torch.enable_grad():
+            called = router.route("weather in Paris?", tools=[WEATHER, STOCK], tool_choice="required",
+                                  max_new_tokens=40, logits_processor=finishing_sampler(router.tokenizer, 0))
+            answered = router.route("weather in Paris?", tools=[WEATHER, STOCK], max_new_tokens=8)
+            assert torch.is_grad_enabled()  # the caller's mode, restored
+    finally:
+        hook.remove()
     assert seen and not any(seen)
-    assert not any(torch.is_tensor(value) and value.requires_grad for value in vars(result).values())
+    assert len(forwards) > 100 and {"Linear", "Embedding"} <= {name for name, _, _ in forwards}
+    assert [f for f in forwards if f[1] or f[2]] == []
+    assert called.calls and called.argument_grounding is not None and type(answered.call_margin) is float
+    for result in (called, answered):
+        assert all(type(leaf) in (str, int, float, bool, type(None)) for leaf in _leaves(result.model_dump()))
+        assert RouteResult.model_validate_json(result.model_dump_json()) == result
 
 
 @pytest.mark.parametrize(
@@ -87,7 +116,8 @@ def test_failed_add_tools_leaves_the_registry_unchanged(make_router, bad_tools, 
     with pytest.raises(error):
         router.add_tools(bad_tools)
     assert router.tools == before
-    assert router.route("x", tool_choice="none", max_new_tokens=2).text is not None  # still usable
+    still = router.route("x", tool_choice="required", max_new_tokens=2)  # still usable, with the same tools
+    assert still.usage.active_tools == 1 and still.raw.startswith('[{"name":"stock.price","arguments":{')
 
 
 def test_schema_texts_are_counted_in_a_batch_memoised_and_shared_prepared(make_router):
@@ -153,22 +183,27 @@ def test_chat_messages_with_tool_calls_and_results_are_accepted(make_router):
                                                               "id": "call_1"}]},
         {"role": "tool", "content": "18 C, sunny", "name": "get_weather"},
     ]
-    prompt = router.tokenizer.decode(router.prompt_ids(router._request(messages, [WEATHER], None, True, 8).messages))
+    prompt_ids = router.prompt_ids(router._request(messages, [WEATHER], None, True, 8).messages)
+    prompt = router.tokenizer.decode(prompt_ids)
     assert "Be brief." in prompt and '"city":"Rome"' in prompt and "18 C, sunny" in prompt
-    assert router.route(messages, tools=[WEATHER], max_new_tokens=4).finish_reason in ("stop", "length")
+    result = router.route(messages, tools=[WEATHER], tool_choice="required", max_new_tokens=40,
+                          logits_processor=finishing_sampler(router.tokenizer, 0))
+    assert result.calls and result.usage.input_tokens == len(prompt_ids)  # routed on that whole conversation
 
 
 def test_route_batch_returns_one_result_per_query_in_order(make_router):
     router = make_router()
-    router.add_tools([WEATHER, EMAIL])
-    queries = ["a", "b", "c"]
-    batched = router.route_batch(queries, tool_choice="none", max_new_tokens=6)
-    assert [r.raw for r in batched] == [router.route(q, tool_choice="none", max_new_tokens=6).raw for q in queries]
+    router.add_tools([WEATHER, EMAIL, STOCK])
+    queries = ["weather in Paris?", "send an email to bob", "stock price of ACME"]
+    batched = router.route_batch(queries, tool_choice="required", max_new_tokens=10)
+    expected = [router.route(q, tool_choice="required", max_new_tokens=10).raw for q in queries]
+    assert len(set(expected)) == len(queries)  # the selector names a different tool for each: order shows
+    assert [r.raw for r in batched] == expected
 
 
 async def test_aroute_batches_concurrent_requests_without_blocking_the_loop(make_router):
     router = make_router()
-    router.add_tools([WEATHER, EMAIL])
+    router.add_tools([WEATHER, EMAIL, STOCK])
     sizes: list[int] = []
     original = router._route_requests
 
@@ -187,10 +222,12 @@ async def test_aroute_batches_concurrent_requests_without_blocking_the_loop(make
             await asyncio.sleep(0.005)
 
     tick_task = asyncio.create_task(ticker())
-    queries = [f"query number {i}" for i in range(12)]
-    results = await asyncio.gather(*(router.aroute(q, tool_choice="none", max_new_tokens=4) for q in queries))
+    queries = [["weather in Paris?", "send an email to bob", "stock price of ACME"][i % 3] + f" ({i})"
+               for i in range(12)]
+    results = await asyncio.gather(*(router.aroute(q, tool_choice="required", max_new_tokens=4) for q in queries))
     tick_task.cancel()
-    expected = [router.route(q, tool_choice="none", max_new_tokens=4).raw for q in queries]
+    expected = [router.route(q, tool_choice="required", max_new_tokens=4).raw for q in queries]
+    assert len(set(expected)) >= 3  # different answers: a mix-up would show
     assert [r.raw for r in results] == expected  # each answer belongs to its request
     assert max(sizes) > 1  # concurrent requests shared a batch
     assert ticks >= 5
@@ -207,7 +244,8 @@ async def test_aroute_errors_and_cancellation_do_not_disturb_others(make_router)
     await asyncio.sleep(0)
     slow.cancel()
     done = await asyncio.gather(*others)
-    assert all(r.text is not None for r in done)
+    assert [r.raw for r in done] == [router.route(f"q{i}", tools=[EMAIL], tool_choice="none", max_new_tokens=3).raw
+                                     for i in range(4)]  # the same answers as routed alone
     with pytest.raises(asyncio.CancelledError):
         await slow
     router.close()
