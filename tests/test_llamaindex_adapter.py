@@ -365,6 +365,7 @@ async def test_function_agent_on_default_checkpoint(default_router):
                           timeout=600)  # first step must call; "generate" ends the run with a tool-less answer
     output, results = await run_agent(agent, "What's the weather in Paris?", max_iterations=3)
     assert isinstance(output.response.content, str) and results and llm.router is default_router
+    assert results[0].tool_name == "get_weather"  # the first step's required call: the weather tool
     for result in results:  # every call named a bound tool with arguments its function accepted
         assert result.tool_name in {"get_weather", "add"} and not result.tool_output.is_error, result
 
