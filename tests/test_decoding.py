@@ -74,13 +74,13 @@ def test_tool_choice_modes_are_enforced(router_family, tokenizer):
         router.route("x", tools=tools, tool_choice="delete_everything")
 
 
-def _state(text: str):
-    """A `CallListState` fed `text` one character per token."""
+def _state(token_texts):
+    """A `CallListState` fed `token_texts` one by one (a string: one character per token)."""
     from toolformer_router.call_state import CallListState
 
     state = CallListState()
-    for char in text:
-        state.feed(char)
+    for text in token_texts:
+        state.feed(text)
     return state
 
 
@@ -158,13 +158,8 @@ def test_call_naming_spells_the_first_name_then_the_planned_ones():
     rules, allowed = DecodingRules(TokenClasses(texts)), torch.ones(len(texts), dtype=torch.bool)
 
     def kept(ids, first, planned=()):
-        from toolformer_router.call_state import CallListState
-
-        state = CallListState()
-        for i in ids:
-            state.feed(texts[i])
         request = DecodeRequest([], torch.zeros(0), None, 100, first_call_tool=first, planned_call_tools=planned)
-        steered, _ = rules.steer(state, request, allowed, remaining=100, budget=100)
+        steered, _ = rules.steer(_state(texts[i] for i in ids), request, allowed, remaining=100, budget=100)
         return None if steered is allowed else [texts[i] for i in steered.nonzero().flatten().tolist()]
 
     assert kept([0], "get_weather") == ["get", "get_"]
@@ -281,15 +276,11 @@ def test_clause_plan_names_each_requested_tool_before_repeating_one(make_router,
 
 
 def test_call_list_state_measures_calls_for_the_closing_rules():
-    from toolformer_router.call_state import CallListState
 
     texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", '"}']
 
     def state(ids):
-        fed = CallListState()
-        for i in ids:
-            fed.feed(texts[i])
-        return fed
+        return _state(texts[i] for i in ids)
 
     one_call = [0, 1, 2, 3, 4, 5, 6]  # [{"name":"f","arguments":{"x":"a,b"}}  — a call of 6 tokens
     assert (state(one_call).depth, state(one_call).longest_call) == (1, 6)
@@ -304,7 +295,6 @@ def test_call_list_state_measures_calls_for_the_closing_rules():
 
 
 def test_list_rules_find_the_tokens_that_go_on_with_a_call_list_or_end_it():
-    from toolformer_router.call_state import CallListState
     from toolformer_router.decoding import DecodeRequest, DecodingRules, TokenClasses
 
     texts = ["[", '{"name":"f","arguments":{', '"x":"', "a,b", '"', "}", "}", ",", "}},", "}]", "]", ", {", "},", "}}]",
@@ -313,10 +303,7 @@ def test_list_rules_find_the_tokens_that_go_on_with_a_call_list_or_end_it():
     listed = lambda mask: [texts[i] for i in mask.nonzero().flatten().tolist()]  # noqa: E731
 
     def state(ids):
-        fed = CallListState()
-        for i in ids:
-            fed.feed(texts[i])
-        return fed
+        return _state(texts[i] for i in ids)
 
     goes_on = lambda ids: listed(tokens.continuers[state(ids).list_step()])  # noqa: E731
     ends = lambda ids: listed(tokens.enders[state(ids).list_step()])  # noqa: E731
