@@ -25,6 +25,8 @@ from toolformer_router import (
     TooManyToolsError,
     UnknownToolError,
 )
+from toolformer_router.decoding import DecodeOutput
+from toolformer_router.messages import call_key, executed_calls, normalize_messages
 from toolformer_router.schema import fit_tool_text, render_tool
 
 
@@ -374,3 +376,73 @@ def test_call_thresholds_by_tool_count():
         RouterConfig(thresholds_by_tool_count={0: {}})
     with pytest.raises(ValueError, match="less than or equal to 1"):
         RouterConfig(thresholds_by_tool_count={20: {"min_request_coverage": 2.0}})
+
+
+def _scripted_decoder(router, texts: list[str]):
+    """A stand-in for `router._decode` that answers each batch row with the next of `texts`, as token ids."""
+    queue = list(texts)
+
+    def decode(requests, logits_processor):
+        outputs = []
+        for _ in requests:
+            ids = router.tokenizer(queue.pop(0), add_special_tokens=False)["input_ids"]
+            outputs.append(DecodeOutput(token_ids=ids, stopped=True, call_margin=1.0))
+        return outputs
+
+    return decode
+
+
+ROME_RAN = [
+    {"role": "user", "content": "weather in Rome and in Oslo?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]},
+    {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "18 C, sunny"},
+]
+
+
+def test_a_call_whose_result_is_in_the_turn_is_never_emitted_again(make_router, monkeypatch):
+    router = make_router()
+    rome, oslo = '{"name":"get_weather","arguments":{"city":"Rome"}}', '{"name":"get_weather","arguments":{"city":"Oslo"}}'
+    monkeypatch.setattr(router, "_decode", _scripted_decoder(router, [f"[{rome},{oslo}]"]))
+    result = router.route(ROME_RAN, tools=[WEATHER])
+    assert [(c.name, c.arguments) for c in result.calls] == [("get_weather", {"city": "Oslo"})]
+
+    # every call already ran: the router answers in text instead (a second, tool-free pass)
+    monkeypatch.setattr(router, "_decode", _scripted_decoder(router, [f"[{rome}]", "It is 18 C and sunny in Rome."]))
+    result = router.route(ROME_RAN, tools=[WEATHER])
+    assert result.calls == [] and result.text == "It is 18 C and sunny in Rome."
+
+    # a new user request starts a new turn: the same call may run again
+    again = [*ROME_RAN, {"role": "assistant", "content": "18 C."}, {"role": "user", "content": "And now, Rome?"}]
+    monkeypatch.setattr(router, "_decode", _scripted_decoder(router, [f"[{rome}]"]))
+    assert [c.arguments for c in router.route(again, tools=[WEATHER]).calls] == [{"city": "Rome"}]
+
+    # tool_choice "required" asks for a call: it is kept
+    monkeypatch.setattr(router, "_decode", _scripted_decoder(router, [f"[{rome}]"]))
+    assert [c.arguments for c in router.route(ROME_RAN, tools=[WEATHER], tool_choice="required").calls] == [
+        {"city": "Rome"}]
+
+
+def test_executed_calls_are_those_of_the_turn_with_results():
+    messages = normalize_messages([
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "a", "args": {"x": 1}}]},
+        {"role": "tool", "content": "1", "name": "a"},
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "", "tool_calls": [{"name": "b", "arguments": {"y": [1, 2]}}]},
+        {"role": "tool", "content": "2", "name": "b"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "c", "arguments": "{}"}}]},
+    ])
+    assert executed_calls(messages) == [{"name": "b", "arguments": {"y": [1, 2]}}]  # c has no result yet
+    assert call_key({"name": "b", "arguments": {"p": 1, "q": 2}}) == call_key({"name": "b", "arguments": {"q": 2, "p": 1}})
+    assert call_key({"name": "b", "arguments": {"p": 1}}) != call_key({"name": "b", "arguments": {"p": 2}})
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    ({"function": {"name": "a", "arguments": "{not json"}}, "not valid JSON"),
+    ({"function": {"name": "a", "arguments": "[1]"}}, "must be a JSON object"),
+    ({"arguments": {}}, "has no tool name"),
+])
+def test_bad_earlier_calls_raise_a_clear_error(call, message):
+    with pytest.raises(InvalidQueryError, match=message):
+        normalize_messages([{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}])

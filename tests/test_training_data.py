@@ -34,12 +34,15 @@ from toolformer_router.training.data import (
     pad_with_distractors,
     prepare,
     schema_hash,
+    split_by_tool,
     tool_dict,
 )
+from toolformer_router.messages import executed_calls, normalize_messages
+from toolformer_router.training.agent_turns import KINDS, agent_turn, agent_turns
 from toolformer_router.training.evaluate import active_tools
 from toolformer_router.training.synthetic import synthesize, synthesize_parallel
 
-FILES = ("train.jsonl", "validation.jsonl", "validation_multi.jsonl", "validation_parallel.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
+FILES = ("train.jsonl", "validation.jsonl", "validation_multi.jsonl", "validation_parallel.jsonl", "validation_agent.jsonl", "test.jsonl", "catalog_train.jsonl", "catalog_test.jsonl", "counts.json")
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -343,3 +346,58 @@ def test_load_jsonl_roundtrip_and_errors_name_the_line(tmp_path):
         path.write_bytes(orjson.dumps(good.model_dump()) + b"\n" + line + b"\n")
         with pytest.raises(DataError, match="line 2"):
             load_jsonl(path)
+
+
+def test_split_by_tool_keeps_every_validation_tool_out_of_training(bfcl, tmp_path):
+    examples = [e for category in TRAIN_CATEGORIES for e in load_bfcl(category)]
+    train, validation, held_out = split_by_tool(examples, 0.1, random.Random(0))
+    assert held_out and train and validation
+    assert not any({t["name"] for t in e.tools} & held_out for e in train)
+    assert all({c.name for c in e.calls} & held_out or not e.calls for e in validation)
+    with_calls = sum(1 for e in examples if e.calls)
+    assert 0.1 * with_calls <= sum(1 for e in validation if e.calls) < 0.2 * with_calls
+
+    counts = prepare(tmp_path, seed=0, validation_split="tool", validation_agent=40, synthetic_per_tool=1)
+    validation_names = {c["name"] for row in read_jsonl(tmp_path / "validation.jsonl") for c in row["calls"]}
+    assert validation_names and counts["held_out_tools"] >= len(validation_names) > 0
+    for row in read_jsonl(tmp_path / "train.jsonl"):  # distractors and synthetic examples included
+        assert not {t["name"] for t in row["tools"]} & validation_names, row["id"]
+    assert counts["validation_agent"] == len(load_prepared(tmp_path, "validation_agent")) == 40
+
+
+def _two_calls() -> Example:
+    return Example(id="w", source="bfcl:live_parallel", tools=[WEATHER],
+                   messages=[{"role": "user", "content": "Weather in Rome and Oslo?"}],
+                   calls=[GoldCall(name="get_weather", arguments={"city": "Rome"}),
+                          GoldCall(name="get_weather", arguments={"city": "Oslo"})])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_agent_turns_continue_a_turn_the_way_the_router_reads_it(kind):
+    example = _two_calls()
+    for seed in range(20):
+        turn = agent_turn(example, kind, random.Random(seed))
+        messages = normalize_messages(turn.messages)
+        ran = executed_calls(messages)  # what the router will treat as already run
+        assert messages[0] == {"role": "user", "content": "Weather in Rome and Oslo?"}
+        assert [m["role"] for m in messages[1:]] == ["assistant"] + ["tool"] * len(ran)
+        assert ran + [c.model_dump(include={"name", "arguments"}) for c in turn.calls] \
+            == [c.model_dump(include={"name", "arguments"}) for c in example.calls] or not turn.calls
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        errors = [r for r in results if "error" in r.lower() or "exception" in r.lower() or "false" in r]
+        if kind == "answered":
+            assert turn.calls == [] and len(ran) == 2 and not errors
+        elif kind == "remaining":
+            assert len(ran) == 1 and [c.arguments for c in turn.calls] == [{"city": "Oslo"}]
+        else:
+            assert turn.calls == [] and len(ran) == 2 and len(errors) == 1
+        assert turn.source == f"agent_{kind}"
+
+
+def test_agent_turns_draw_unique_examples_and_skip_later_steps():
+    one = _two_calls().model_copy(update={"calls": _two_calls().calls[:1], "id": "one"})
+    turns = agent_turns([_two_calls(), one, *agent_turns([one], 3, random.Random(1))], 60, random.Random(0))
+    assert len(turns) == 60 and len({t.id for t in turns}) == 60
+    assert {t.source for t in turns} == {f"agent_{kind}" for kind in KINDS}
+    assert all(t.messages[1]["role"] == "assistant" and len(t.messages[1]["tool_calls"]) for t in turns)
+    assert all(t.id.startswith(("w:", "one:")) for t in turns)  # earlier agent turns are never extended

@@ -29,6 +29,26 @@ def _check_text(text: Any, where: str) -> str:
     return text
 
 
+def _normalize_call(call: Any, where: str) -> dict[str, Any]:
+    """One earlier call in any of the usual forms (`{name, arguments}`, LangChain's `{name, args}`, OpenAI's
+    `{function: {name, arguments: "<JSON>"}}`) -> `{name, arguments: dict}`."""
+    if not isinstance(call, dict):
+        raise InvalidQueryError(f"{where} must be a dict, got {type(call).__name__}")
+    function = call.get("function") or {}
+    name = call.get("name") or function.get("name")
+    arguments = call.get("arguments", call.get("args", function.get("arguments", {})))
+    if isinstance(arguments, (str, bytes)):
+        try:
+            arguments = orjson.loads(arguments or "{}")
+        except orjson.JSONDecodeError as error:
+            raise InvalidQueryError(f"{where} arguments are not valid JSON: {error}") from None
+    if not isinstance(name, str) or not name:
+        raise InvalidQueryError(f"{where} has no tool name")
+    if not isinstance(arguments, dict):
+        raise InvalidQueryError(f"{where} arguments must be a JSON object, got {type(arguments).__name__}")
+    return {"name": name, "arguments": arguments}
+
+
 def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
     """A query string or a list of chat messages -> validated `{role, content[, tool_calls, name]}` dicts."""
     if isinstance(query, (str, bytes)):
@@ -46,11 +66,8 @@ def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
         content = "" if content is None else _check_text(content, f"message {i} content")
         normalized = {"role": message["role"], "content": content}
         if message.get("tool_calls"):
-            normalized["tool_calls"] = [
-                {"name": c.get("name") or (c.get("function") or {}).get("name"),
-                 "arguments": c.get("arguments", c.get("args", (c.get("function") or {}).get("arguments", {})))}
-                for c in message["tool_calls"]
-            ]
+            normalized["tool_calls"] = [_normalize_call(call, f"message {i} tool call {j}")
+                                        for j, call in enumerate(message["tool_calls"])]
         if message.get("name"):
             normalized["name"] = _check_text(message["name"], f"message {i} name")
         messages.append(normalized)
@@ -63,6 +80,26 @@ def conversation_texts(messages: list[dict[str, Any]]) -> list[str]:
     """What normalised `messages` state: every message's content, then the earlier calls' arguments as JSON."""
     texts = [m["content"] for m in messages]
     return texts + [orjson.dumps(c["arguments"]).decode() for m in messages for c in m.get("tool_calls") or ()]
+
+
+def executed_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calls of the current turn whose results are in: the calls of each assistant message after the last
+    user message that a tool message follows."""
+    users = [i for i, message in enumerate(messages) if message["role"] == "user"]
+    executed: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+    for message in messages[users[-1] + 1 if users else 0:]:
+        if message["role"] == "assistant":
+            pending = list(message.get("tool_calls") or ())
+        elif message["role"] == "tool":
+            executed += pending
+            pending = []
+    return executed
+
+
+def call_key(call: dict[str, Any]) -> tuple[str, bytes]:
+    """What makes two calls the same call: the name and the arguments as canonical JSON."""
+    return call["name"], orjson.dumps(call["arguments"], option=orjson.OPT_SORT_KEYS)
 
 
 def selection_text(messages: list[dict[str, Any]]) -> str:

@@ -21,11 +21,19 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import load_backbone, router_home
-from .checkpoint import load_weights, read_config, save_checkpoint
-from .config import RouterConfig
-from .decoding import DecodeOutput, DecodeRequest, DecodingRules, LogitsProcessor, TokenClasses, constrained_greedy_decode
-from .enumerations import find_enumerations
 from .batching import RequestBatcher
+from .checkpoint import load_weights, read_config, save_checkpoint
+from .checks import CallChecks, CallSupport
+from .config import RouterConfig
+from .decoding import (
+    DecodeOutput,
+    DecodeRequest,
+    DecodingRules,
+    LogitsProcessor,
+    TokenClasses,
+    constrained_greedy_decode,
+)
+from .enumerations import find_enumerations
 from .errors import (
     InvalidToolError,
     QueryTooLongError,
@@ -33,15 +41,23 @@ from .errors import (
     UnknownToolError,
 )
 from .gist_cache import GistCache, ToolMemory
-from .checks import CallChecks, CallSupport
-from .grounding import ConversationText, drop_unstated_optionals
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
+from .grounding import ConversationText, drop_unstated_optionals
 from .lexical import LexicalMatcher
-from .relevance import ToolRelevance
-from .messages import Query, conversation_texts, normalize_messages, parse_call_list, render_prompt, selection_text
+from .messages import (
+    Query,
+    call_key,
+    conversation_texts,
+    executed_calls,
+    normalize_messages,
+    parse_call_list,
+    render_prompt,
+    selection_text,
+)
 from .modeling import GistMemory, ToolRouterModel
-from .selection import Selection, ToolSelection
+from .relevance import ToolRelevance
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools, render_tool
+from .selection import Selection, ToolSelection
 from .types import RouteResult, RouteUsage, ToolCall
 
 logger = logging.getLogger(__name__)
@@ -472,16 +488,18 @@ class ToolRouter:
                 decode_request.call_bias = self.config.call_thresholds(len(request.tools)).call_bias
                 decode_request.first_call_tool = selection.first
                 decode_request.planned_call_tools = selection.planned
-                if self.config.cover_enumerations and request.parallel_tool_calls:
+                if self.config.cover_enumerations and request.parallel_tool_calls and not executed_calls(request.messages):
                     decode_request.enumerations = find_enumerations(selection_text(request.messages))
             outputs = self._decode(decode_requests, logits_processor)
-            supports = [self._support(request, mode, output) for request, mode, output in zip(requests, modes, outputs)]
-            self._answer_in_text(requests, modes, outputs, usages, supports, logits_processor)
+            calls = [self._new_calls(request, mode, output) for request, mode, output in zip(requests, modes, outputs)]
+            supports = [self.checks.support(request.messages, request.tools, found, relevance=mode == "auto")
+                        if found else CallSupport() for request, mode, found in zip(requests, modes, calls)]
+            self._answer_in_text(requests, modes, outputs, calls, usages, supports, logits_processor)
         latency = time.perf_counter() - started
         results = []
-        for request, output, usage, support in zip(requests, outputs, usages, supports):
+        for request, output, found, usage, support in zip(requests, outputs, calls, usages, supports):
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
-            results.append(self._result(request, output, usage, support))
+            results.append(self._result(request, output, found, usage, support))
         return results
 
     def _answers_without_tools(self, request: _Request) -> bool:
@@ -492,13 +510,16 @@ class ToolRouter:
     def _is_call(self, output: DecodeOutput) -> bool:
         return bool(output.token_ids) and output.token_ids[0] in self._call_opening_tokens
 
-    def _support(self, request: _Request, mode: str, output: DecodeOutput) -> CallSupport:
-        """The support of a completed call list (`CallChecks.support`; the tool relevance only with `tool_choice`
-        "auto"); empty without one."""
+    def _new_calls(self, request: _Request, mode: str, output: DecodeOutput) -> list[dict[str, Any]] | None:
+        """The completed call list of `output` (None when it is text or was cut off), less, with `tool_choice`
+        "auto", every call whose result is already in the turn (same name and arguments: `executed_calls`), so that
+        an agent loop never runs one call twice; [] when every call was such a repeat."""
         calls = parse_call_list(self.tokenizer.decode(output.token_ids)) \
             if output.stopped and self._is_call(output) else None
-        return self.checks.support(request.messages, request.tools, calls, relevance=mode == "auto") if calls \
-            else CallSupport()
+        if calls is None or mode != "auto":
+            return calls
+        done = {call_key(call) for call in executed_calls(request.messages)}
+        return [call for call in calls if call_key(call) not in done]
 
     def _decode(self, requests: list[DecodeRequest], logits_processor: LogitsProcessor | None) -> list[DecodeOutput]:
         config = self.config
@@ -511,17 +532,19 @@ class ToolRouter:
         )
 
     def _answer_in_text(self, requests: list[_Request], modes: list[str], outputs: list[DecodeOutput],
-                        usages: list[RouteUsage], supports: list[CallSupport],
-                        logits_processor: LogitsProcessor | None) -> None:
-        """Write, in one batch, the text answers the first pass only decided (in place): a text decision while
-        tools were active (`answer_without_tools`), and a call list declined for its support
-        (`min_argument_grounding`, `min_request_coverage`, `min_tool_relevance`; empty text with
-        `max_text_tokens` 0). The answer is the backbone's own reply, without the tools' memory (trained to steer
+                        calls: list[list[dict[str, Any]] | None], usages: list[RouteUsage],
+                        supports: list[CallSupport], logits_processor: LogitsProcessor | None) -> None:
+        """Write, in one batch, the text answers the first pass only decided (in place, `calls` set to None): a
+        text decision while tools were active (`answer_without_tools`), a call list whose calls all ran already in
+        this turn, and a call list declined for its support (`min_argument_grounding`, `min_request_coverage`,
+        `min_tool_relevance`); empty text with `max_text_tokens` 0. The answer is the backbone's own reply, without the tools' memory (trained to steer
         calls, not prose) and without the router's instructions."""
         again: list[int] = []
         second: list[DecodeRequest] = []
         for i, (request, mode, output) in enumerate(zip(requests, modes, outputs)):
-            declined = mode == "auto" and self.checks.declines(len(request.tools), supports[i])
+            declined = calls[i] == [] or (mode == "auto" and self.checks.declines(len(request.tools), supports[i]))
+            if declined:
+                calls[i] = None
             if declined and not request.max_text_tokens:
                 outputs[i] = DecodeOutput(stopped=True, call_margin=output.call_margin)
                 continue
@@ -563,23 +586,19 @@ class ToolRouter:
         self._assembled[key] = assembled
         return *assembled, hits, misses
 
-    def _result(self, request: _Request, output: DecodeOutput, usage: RouteUsage, support: CallSupport
-                ) -> RouteResult:
+    def _result(self, request: _Request, output: DecodeOutput, calls: list[dict[str, Any]] | None,
+                usage: RouteUsage, support: CallSupport) -> RouteResult:
         raw = self.tokenizer.decode(output.token_ids, skip_special_tokens=False)
         finish_reason = "stop" if output.stopped and not output.closed_early else "length"
         result = RouteResult(raw=raw, finish_reason=finish_reason, model=self.name, usage=usage,
                              call_margin=output.call_margin, argument_grounding=support.argument_grounding,
                              request_coverage=support.request_coverage, tool_relevance=support.tool_relevance)
-        if raw.startswith("["):
-            calls = parse_call_list(raw) if output.stopped else None
-            if calls is not None and self.config.drop_unstated_optionals:
-                calls = drop_unstated_optionals(calls, {tool.name: tool.parameters for tool in request.tools},
-                                                ConversationText(conversation_texts(request.messages)))
-            if calls is not None:
-                result.calls = [
-                    ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
-                    for call in calls
-                ]
-        else:
+        if calls is not None and self.config.drop_unstated_optionals:
+            calls = drop_unstated_optionals(calls, {tool.name: tool.parameters for tool in request.tools},
+                                            ConversationText(conversation_texts(request.messages)))
+        if calls is not None:
+            result.calls = [ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
+                            for call in calls]
+        elif not raw.startswith("["):
             result.text = raw.strip()
         return result

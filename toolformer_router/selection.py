@@ -9,6 +9,7 @@ the request's clauses; the grammar and `tool_choice` still decide what is allowe
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import RouterConfig
 from .lexical import LexicalMatcher
-from .messages import selection_text
+from .messages import executed_calls, selection_text
 from .modeling import ToolRouterModel, pad_right
 from .schema import Tool
 
@@ -73,11 +74,24 @@ class ToolSelection:
     def select(self, conversations: Sequence[list[dict[str, Any]]], tool_lists: Sequence[Sequence[Tool]],
                gist_sets: Sequence[torch.Tensor], plan: Sequence[bool]) -> list[Selection]:
         """Per request, the first call's tool (the best selection score) and, where `plan` (parallel calls
-        allowed), the tools its clauses plan."""
+        allowed), the tools its clauses plan. In a turn whose calls already ran (`executed_calls`), the plan is
+        what is left of it, and the first call names its first tool (none is forced when nothing is left)."""
         scores = self.scores(conversations, tool_lists, gist_sets)
         plans = self.clause_plans(conversations, tool_lists, gist_sets, plan)
-        return [Selection(tools[int(row.argsort(descending=True, stable=True)[0])].name, planned)
-                for tools, row, planned in zip(tool_lists, scores, plans)]
+        selections = []
+        for messages, tools, row, planned in zip(conversations, tool_lists, scores, plans):
+            executed = Counter(call["name"] for call in executed_calls(messages))
+            if not executed:
+                selections.append(Selection(tools[int(row.argsort(descending=True, stable=True)[0])].name, planned))
+                continue
+            remaining = []  # the plan less the calls that ran; after results, no other call is forced
+            for name in planned:
+                if executed[name]:
+                    executed[name] -= 1
+                else:
+                    remaining.append(name)
+            selections.append(Selection(remaining[0] if remaining else None, tuple(remaining)))
+        return selections
 
     def clause_plans(self, conversations: Sequence[list[dict[str, Any]]], tool_lists: Sequence[Sequence[Tool]],
                      gist_sets: Sequence[torch.Tensor], plan: Sequence[bool]) -> list[tuple[str, ...]]:

@@ -16,7 +16,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     counts = prepare(args.out, seed=args.seed, tools_per_example=args.tools_per_example,
                      validation_fraction=args.validation_fraction, no_call_fraction=args.no_call_fraction,
                      synthetic_per_tool=args.synthetic_per_tool, synthetic_parallel=args.synthetic_parallel,
-                     composed_validation=args.composed_validation, validation_parallel=args.validation_parallel)
+                     composed_validation=args.composed_validation, validation_parallel=args.validation_parallel,
+                     validation_split=args.validation_split, validation_agent=args.validation_agent)
     print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -83,6 +84,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="two-call validation examples composed from validation's one-call examples")
     prepare.add_argument("--validation-parallel", type=int, default=100,
                          help="synthetic validation examples of 2-4 calls to validation's tools")
+    prepare.add_argument("--validation-split", choices=("example", "tool"), default="example",
+                         help="hold out a fraction of each source's examples, or of the called tools (never trained)")
+    prepare.add_argument("--validation-agent", type=int, default=300,
+                         help="later steps of agent turns (results in, calls left or an answer) over validation")
 
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)

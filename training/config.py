@@ -38,6 +38,9 @@ class StageConfig(BaseModel):
     train it, with weight 1, and calls learn it from their first token's cross-entropy)."""
     list_step_weight: float = 0.0
     """Weight of the extra cross-entropy at the tokens where a call list goes on (`,`) or ends (`]`)."""
+    agent_turns: int = Field(0, ge=0)
+    """Stage "calling": this many later steps of agent turns (results in; the calls left, or no call), built from
+    the training examples (`training.agent_turns`, seeded), join the stage's examples."""
     composed_examples: int = Field(0, ge=0)
     """Stage "calling": this many two-call examples, each two one-call training examples' requests in one user
     message (`training.data.compose_multi_call`, seeded), join the stage's examples (the live data has few

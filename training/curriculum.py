@@ -41,6 +41,7 @@ from toolformer_router.call_state import JsonState
 from toolformer_router.modeling import GistMemory, pad_right
 from toolformer_router.router import normalize_messages, selection_text
 
+from .agent_turns import agent_turns
 from .config import StageConfig, TrainConfig
 from .data import compose_multi_call
 
@@ -348,6 +349,7 @@ class Curriculum:
         self.dropped: dict[str, int] = {}
         self.raw_examples = list(train_examples)
         self._composed_examples: dict[int, list[PreparedExample]] = {}
+        self._agent_turn_examples: dict[int, list[PreparedExample]] = {}
         self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
@@ -431,8 +433,9 @@ class Curriculum:
             return self.catalog
         if stage.name in ("contrastive", "selection"):
             return [e for e in self.examples if e.gold_tool_indexes]
-        if stage.name == "calling" and stage.composed_examples:
-            return self.examples + self._composed(stage.composed_examples)
+        if stage.name == "calling":
+            return (self.examples + (self._composed(stage.composed_examples) if stage.composed_examples else [])
+                    + (self._agent_turns(stage.agent_turns) if stage.agent_turns else []))
         return self.examples
 
     def _composed(self, count: int) -> list[PreparedExample]:
@@ -441,6 +444,13 @@ class Curriculum:
             raw = compose_multi_call(self.raw_examples, count, random.Random(f"{self.config.seed}:composed:{count}"))
             self._composed_examples[count] = [p for p in map(self._prepare, raw) if p is not None]
         return self._composed_examples[count]
+
+    def _agent_turns(self, count: int) -> list[PreparedExample]:
+        """`count` later steps of agent turns over the training examples (seeded; prepared once per count)."""
+        if count not in self._agent_turn_examples:
+            raw = agent_turns(self.raw_examples, count, random.Random(f"{self.config.seed}:agent_turns:{count}"))
+            self._agent_turn_examples[count] = [p for p in map(self._prepare, raw) if p is not None]
+        return self._agent_turn_examples[count]
 
     def stage_steps(self, stage: StageConfig) -> int:
         if stage.steps is not None:

@@ -17,7 +17,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from jsonschema import Draft202012Validator
@@ -29,9 +29,10 @@ from toolformer_router.schema import Tool, canonical_json, normalize_tool
 
 TRAIN_CATEGORIES = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance")
 TEST_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
-SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "test", "irrelevance")
-"""Named views: training examples; held-out queries on seen tools; the test categories (unseen tools);
-the no-call examples of the test side."""
+SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "validation_agent", "test", "irrelevance")
+"""Named views: training examples; held-out queries (on held-out tools with `validation_split="tool"`), composed
+two-call and synthetic 2-4-call lists, later steps of agent turns; the test categories (unseen tools); the no-call
+examples of the test side."""
 NO_CALL_SOURCE = "no_call"
 """Source of the no-call examples made by removing the gold tools from a call example (`make_no_call`)."""
 FOREIGN_NO_CALL_SOURCE = "no_call_foreign"
@@ -436,6 +437,41 @@ def compose_multi_call(examples: Sequence[Example], count: int, rng: random.Rand
     return composed
 
 
+def split_by_tool(
+    examples: Sequence[Example], fraction: float, rng: random.Random
+) -> tuple[list[Example], list[Example], set[str]]:
+    """(train, validation, held-out tool names): tool names that gold calls name are held out, in random order
+    and with every name called in one example with them, until the examples that call them are `fraction` of
+    the call examples; validation holds those examples (and
+    the no-call examples with a held-out tool among their tools), training the examples where no held-out tool
+    appears at all. Examples with a held-out tool that they do not call are in neither: no validation tool is
+    ever seen in training."""
+    called_with: dict[str, set[str]] = defaultdict(set)  # names called in one example are held out together
+    for example in examples:
+        for call in example.calls:
+            called_with[call.name].update(c.name for c in example.calls)
+    wanted = fraction * sum(1 for example in examples if example.calls)
+    held_out: set[str] = set()
+    for name in rng.sample(sorted(called_with), len(called_with)):
+        if sum(1 for e in examples if {c.name for c in e.calls} & held_out) >= wanted:
+            break
+        group, frontier = {name}, [name]
+        while frontier:
+            for other in called_with[frontier.pop()] - group:
+                group.add(other)
+                frontier.append(other)
+        held_out |= group
+    train, validation = [], []
+    for example in examples:
+        tools = {tool["name"] for tool in example.tools}
+        called = {call.name for call in example.calls}
+        if called & held_out or (not called and tools & held_out):
+            validation.append(example)
+        elif not tools & held_out:
+            train.append(example)
+    return train, validation, held_out
+
+
 def split_validation(
     examples: Sequence[Example], fraction: float, rng: random.Random
 ) -> tuple[list[Example], list[Example]]:
@@ -470,23 +506,29 @@ def prepare(
     synthetic_parallel: int = 0,
     composed_validation: int = 100,
     validation_parallel: int = 100,
+    validation_split: Literal["example", "tool"] = "example",
+    validation_agent: int = 300,
 ) -> dict[str, int]:
     """Build the training, validation and test files under `out_dir` and return their counts.
 
     Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples:
     `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
-    validation.jsonl (plus two "no call" copies of each call example: one with its gold tools removed, siblings
+    validation.jsonl (`validation_split` "example": `validation_fraction` of each source's examples; "tool": the
+    examples of `validation_fraction` of the called tools, which then appear in no training example, distractor
+    or synthetic example: `split_by_tool`) (plus two "no call" copies of each call example: one with its gold tools removed, siblings
     kept, and one with its own tools replaced by another example's gold tool, the way BFCL's irrelevance category
     is built: `make_no_call`, `make_foreign_no_call`), validation_multi.jsonl (`composed_validation` two-call
     examples composed from the validation call examples: `compose_multi_call`), validation_parallel.jsonl
     (`validation_parallel` synthetic examples of 2-4 calls to validation's gold tools, the `synthesize_parallel`
     shapes; own tools only: evaluation adds distractors), test.jsonl (each example's own tools only: evaluation
     adds distractors), catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json:
-    examples per split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
+    validation_agent.jsonl (`validation_agent` later steps of agent turns over the validation call examples and
+    validation_parallel: `training.agent_turns`), examples per split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
     Deterministic for a seed.
     """
-    from .synthetic import synthesize, synthesize_parallel  # imported here: synthetic builds on this module
+    from .agent_turns import agent_turns  # imported here: both build on this module
+    from .synthetic import synthesize, synthesize_parallel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -510,7 +552,15 @@ def prepare(
                 stats[f"dropped/uses_test_side_tool/{category}"] += 1
     test = [example for category in TEST_CATEGORIES for example in load_bfcl(category, stats)]
 
-    train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
+    if validation_split == "tool":
+        train, validation, held_out = split_by_tool(examples, validation_fraction, random.Random(f"{seed}:validation"))
+        pool = [tool for tool in pool if tool["name"] not in held_out]
+        stats["held_out_tools"] = len(held_out)
+        stats["dropped/shares_held_out_tool"] = len(examples) - len(train) - len(validation)
+    elif validation_split == "example":
+        train, validation = split_validation(examples, validation_fraction, random.Random(f"{seed}:validation"))
+    else:
+        raise ValueError(f"validation_split must be 'example' or 'tool', got {validation_split!r}")
     rng = random.Random(f"{seed}:validation_no_call")  # a task whose tool is missing, its siblings kept
     validation_multi = compose_multi_call(validation, composed_validation, random.Random(f"{seed}:composed"))
     gold_tools = {schema_hash(t): t for e in validation for t in e.tools if t["name"] in {c.name for c in e.calls}}
@@ -520,6 +570,7 @@ def prepare(
                                            random.Random(f"{seed}:validation_parallel"))
     ]
     with_calls = [e for e in validation if e.calls]
+    validation_turns = agent_turns(with_calls + validation_lists, validation_agent, random.Random(f"{seed}:agent"))
     validation += [make_no_call(e, pool, 0, rng) for e in with_calls]
     rng = random.Random(f"{seed}:validation_foreign")  # BFCL's irrelevance construction: another task's tool
     validation += [make_foreign_no_call(e, with_calls, rng) for e in with_calls]
@@ -535,7 +586,7 @@ def prepare(
     train = [pad_with_distractors(e, pool, tools_per_example, rng) for e in train] + no_call
 
     views = {"train": train, "validation": validation, "validation_multi": validation_multi,
-             "validation_parallel": validation_lists, "test": test}
+             "validation_parallel": validation_lists, "validation_agent": validation_turns, "test": test}
     for name, rows in views.items():
         _write_jsonl(out / f"{name}.jsonl", (example.model_dump() for example in rows))
     _write_jsonl(out / "catalog_train.jsonl", ({"schema_hash": h, **t} for h, t in train_catalog.items()))
@@ -556,7 +607,8 @@ def prepare(
 
 def load_prepared(directory: str | Path, split: str) -> list[Example]:
     """One named split of a `prepare`d folder: train, validation, validation_multi (composed two-call examples),
-    validation_parallel (synthetic lists of 2-4 calls), test, or irrelevance (no-call test examples)."""
+    validation_parallel (synthetic lists of 2-4 calls), validation_agent (later steps of agent turns), test, or
+    irrelevance (no-call test examples)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     file = "test" if split == "irrelevance" else split
