@@ -575,7 +575,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(args.out or Path(__file__).parent / "results" / "agents" / f"{Path(args.checkpoint).name}.json")
 
     started = time.perf_counter()
-    box, records = ToolBox(), []
+    box, records, done = ToolBox(), [], []
+
+    def save(framework: str, driver: Driver) -> None:
+        """Run one framework, then write the report so far (a later failure keeps the finished frameworks)."""
+        records.extend(run_requests(framework, driver, box, requests))
+        done.append(framework)
+        report.update(wall_s=time.perf_counter() - started, records=records,
+                      frameworks=[summarize(f, [r for r in records if r["framework"] == f]) for f in done])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+
+    report: dict[str, Any] = {"machine": machine(), "engine": str(Path(toolformer_router.__file__).parent),
+                              "checkpoint": args.checkpoint, "max_steps": MAX_STEPS, "requests": len(requests)}
     in_process = [f for f in frameworks if f != "openai"]
     if in_process:
         from toolformer_router import ToolRouter
@@ -584,26 +596,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         builders = {"loop": loop_driver, "langchain": langchain_driver, "llamaindex": llamaindex_driver}
         try:
             for framework in in_process:
-                records += run_requests(framework, builders[framework](router, box), box, requests)
+                save(framework, builders[framework](router, box))
         finally:
             router.close()
     if "openai" in frameworks:
         with served(args.checkpoint) as base_url:
-            records += run_requests("openai", openai_driver(base_url, box), box, requests)
+            save("openai", openai_driver(base_url, box))
 
-    summary = [summarize(f, [r for r in records if r["framework"] == f]) for f in frameworks]
-    report = {"machine": machine(), "engine": str(Path(toolformer_router.__file__).parent),
-              "checkpoint": args.checkpoint, "max_steps": MAX_STEPS, "requests": len(requests),
-              "wall_s": time.perf_counter() - started, "frameworks": summary, "records": records}
     print(json.dumps({k: v for k, v in report.items() if k != "records"}, indent=2))
     rows = [{**row, "ci95": f"{row['ci95'][0]:.2f}-{row['ci95'][1]:.2f}", "correct": f"{row['correct']}/{row['n']}"}
-            for row in summary]
+            for row in report["frameworks"]]
     print_table(rows, ["framework", "correct", "accuracy", "ci95", "correct_single", "correct_multi", "correct_none",
                        *FLAGS, "errors", "mean_steps", "mean_s"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
     return report
-
 
 if __name__ == "__main__":
     main()
