@@ -585,3 +585,21 @@ def test_each_request_decides_with_the_thresholds_of_its_tool_count(make_router)
             result = router.route(messages, tools=tools, max_new_tokens=4)
             assert result.raw.startswith("[") == (len(tools) != text_at), (text_at, len(tools), result.raw)
             assert result.call_margin == pytest.approx(margins[len(tools)])
+
+
+def test_after_results_selection_plans_only_what_is_left(make_router):
+    router = make_router(lexical_weight=50.0)  # the word match decides: the tiny selector is untrained
+    tools = router.prepare_tools(topic_tools())
+    gists = router._request_memory(tools)[1]
+    request = {"role": "user", "content": "What is the weather today? Then play some music."}
+    ran = [request, {"role": "assistant", "content": "", "tool_calls": [{"name": "weather_now", "arguments": {}}]},
+           {"role": "tool", "name": "weather_now", "content": "sunny"}]
+    router.config.clause_plan_gap = 0.0
+    fresh, after_one = router.selection.select([[request], ran], [tools, tools], [gists, gists], [True, True])
+    assert set(fresh.planned) == {"weather_now", "music_now"} and fresh.first is not None
+    left = tuple(name for name in fresh.planned if name != "weather_now")
+    assert after_one.planned == left and after_one.first == left[0]  # the plan's next tool, not a forced repeat
+    done = [*ran[:1], {"role": "assistant", "content": "", "tool_calls": [
+        {"name": "weather_now", "arguments": {}}, {"name": "music_now", "arguments": {}}]}, *ran[2:]]
+    after_all = router.selection.select([done], [tools], [gists], [True])[0]
+    assert after_all.first is None and after_all.planned == ()  # nothing left: no call is forced

@@ -263,11 +263,16 @@ def _save_tiny_backbone(folder, tokenizer, family="llama", seed=0):
 def test_checkpoint_round_trip_and_clear_errors(tmp_path, tokenizer):
     backbone_dir = tmp_path / "backbone"
     _save_tiny_backbone(backbone_dir, tokenizer)
-    router = ToolRouter.from_backbone(str(backbone_dir), config=RouterConfig(**TINY_ROUTER_CONFIG))
+    thresholds = {20: {"call_bias": 0.5}, 200: {"call_bias": 1.5, "min_request_coverage": 0.2}}
+    router = ToolRouter.from_backbone(str(backbone_dir), config=RouterConfig(
+        **TINY_ROUTER_CONFIG, thresholds_by_tool_count=thresholds))
     with torch.no_grad():
         for block in router.model.cross_attention.values():
             block.gate.fill_(0.3)
     checkpoint = router.save_pretrained(tmp_path / "ckpt")
+    assert ToolRouter.from_pretrained(checkpoint, disk_cache=False).save_pretrained(tmp_path / "again")  # int keys
+    again = ToolRouter.from_pretrained(tmp_path / "again", disk_cache=False).config
+    assert again.call_thresholds(200) == router.config.call_thresholds(200) != router.config.call_thresholds(20)
     size = sum(f.stat().st_size for f in checkpoint.iterdir())
     assert size < 2_000_000  # only the new modules, not the backbone
     loaded = ToolRouter.from_pretrained(checkpoint, disk_cache=False)

@@ -54,7 +54,7 @@ def save_checkpoint(
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().cpu().contiguous().clone()
                for k, v in tensors.items()}
     save_file(tensors, folder / WEIGHTS_NAME, metadata={"format": "pt"})
-    (folder / CONFIG_NAME).write_bytes(orjson.dumps(config.model_dump(), option=orjson.OPT_INDENT_2))
+    (folder / CONFIG_NAME).write_bytes(orjson.dumps(config.model_dump(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
     return folder
 
 

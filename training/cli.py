@@ -106,7 +106,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--suite", default="bfcl", choices=["bfcl"])
     evaluate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
     evaluate.add_argument("--split", action="append",
-                          choices=["validation", "validation_multi", "validation_parallel", "test"],
+                          choices=["validation", "validation_multi", "validation_parallel", "validation_agent", "test"],
                           help="default: test; validation_multi: two-call examples composed from validation's; "
                                "validation_parallel: synthetic lists of 2-4 calls to validation's tools")
     evaluate.add_argument("--tools-per-query", type=int, default=20)
