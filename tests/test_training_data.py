@@ -357,11 +357,17 @@ def test_split_by_tool_keeps_every_validation_tool_out_of_training(bfcl, tmp_pat
     with_calls = sum(1 for e in examples if e.calls)
     assert 0.1 * with_calls <= sum(1 for e in validation if e.calls) < 0.2 * with_calls
 
-    counts = prepare(tmp_path, seed=0, validation_split="tool", validation_agent=40, synthetic_per_tool=1)
+    counts = prepare(tmp_path, seed=0, validation_split="tool", validation_agent=40, synthetic_per_tool=1,
+                     everyday=60, validation_everyday=30)
+    everyday = load_prepared(tmp_path, "validation_everyday")
+    assert len(everyday) == counts["validation_everyday"] == 30 and any(e.calls for e in everyday)
     validation_names = {c["name"] for row in read_jsonl(tmp_path / "validation.jsonl") for c in row["calls"]}
     assert validation_names and counts["held_out_tools"] >= len(validation_names) > 0
+    everyday_schemas = {schema_hash(t) for e in everyday for t in e.tools}  # (a BFCL tool may share a name)
+    assert counts["train/everyday"] == 60
     for row in read_jsonl(tmp_path / "train.jsonl"):  # distractors and synthetic examples included
         assert not {t["name"] for t in row["tools"]} & validation_names, row["id"]
+        assert not {schema_hash(t) for t in row["tools"]} & everyday_schemas, row["id"]
     assert counts["validation_agent"] == len(load_prepared(tmp_path, "validation_agent")) == 40
 
 

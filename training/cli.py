@@ -17,7 +17,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
                      validation_fraction=args.validation_fraction, no_call_fraction=args.no_call_fraction,
                      synthetic_per_tool=args.synthetic_per_tool, synthetic_parallel=args.synthetic_parallel,
                      composed_validation=args.composed_validation, validation_parallel=args.validation_parallel,
-                     validation_split=args.validation_split, validation_agent=args.validation_agent)
+                     validation_split=args.validation_split, validation_agent=args.validation_agent,
+                     everyday=args.everyday, validation_everyday=args.validation_everyday)
     print(orjson.dumps(counts, option=orjson.OPT_INDENT_2).decode())
 
 
@@ -88,6 +89,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                          help="hold out a fraction of each source's examples, or of the called tools (never trained)")
     prepare.add_argument("--validation-agent", type=int, default=300,
                          help="later steps of agent turns (results in, calls left or an answer) over validation")
+    prepare.add_argument("--everyday", type=int, default=0,
+                         help="agent-style requests over everyday tools to train on (a quarter of the tools held out)")
+    prepare.add_argument("--validation-everyday", type=int, default=300,
+                         help="agent-style requests over the held-out everyday tools (with --everyday)")
 
     train = commands.add_parser("train", help="run the training curriculum from a YAML config")
     train.set_defaults(handler=cmd_train)
@@ -106,7 +111,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--suite", default="bfcl", choices=["bfcl"])
     evaluate.add_argument("--data-dir", default=None, help="prepared data (default: prepared on the fly)")
     evaluate.add_argument("--split", action="append",
-                          choices=["validation", "validation_multi", "validation_parallel", "validation_agent", "test"],
+                          choices=["validation", "validation_multi", "validation_parallel", "validation_agent",
+                                   "validation_everyday", "test"],
                           help="default: test; validation_multi: two-call examples composed from validation's; "
                                "validation_parallel: synthetic lists of 2-4 calls to validation's tools")
     evaluate.add_argument("--tools-per-query", type=int, default=20)

@@ -29,9 +29,11 @@ from toolformer_router.schema import Tool, canonical_json, normalize_tool
 
 TRAIN_CATEGORIES = ("live_simple", "live_multiple", "live_parallel", "live_parallel_multiple", "live_irrelevance")
 TEST_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")
-SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "validation_agent", "test", "irrelevance")
+SPLITS = ("train", "validation", "validation_multi", "validation_parallel", "validation_agent", "validation_everyday",
+          "test", "irrelevance")
 """Named views: training examples; held-out queries (on held-out tools with `validation_split="tool"`), composed
-two-call and synthetic 2-4-call lists, later steps of agent turns; the test categories (unseen tools); the no-call
+two-call and synthetic 2-4-call lists, later steps of agent turns, requests to held-out everyday tools; the test
+categories (unseen tools); the no-call
 examples of the test side."""
 NO_CALL_SOURCE = "no_call"
 """Source of the no-call examples made by removing the gold tools from a call example (`make_no_call`)."""
@@ -508,6 +510,8 @@ def prepare(
     validation_parallel: int = 100,
     validation_split: Literal["example", "tool"] = "example",
     validation_agent: int = 300,
+    everyday: int = 0,
+    validation_everyday: int = 300,
 ) -> dict[str, int]:
     """Build the training, validation and test files under `out_dir` and return their counts.
 
@@ -522,12 +526,15 @@ def prepare(
     (`validation_parallel` synthetic examples of 2-4 calls to validation's gold tools, the `synthesize_parallel`
     shapes; own tools only: evaluation adds distractors), test.jsonl (each example's own tools only: evaluation
     adds distractors), catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json:
-    validation_agent.jsonl (`validation_agent` later steps of agent turns over the validation call examples and
+    with `everyday`, that many agent-style requests over three quarters of the everyday tools join training and
+    validation_everyday.jsonl holds `validation_everyday` over the other quarter (`training.everyday`; own tools
+    only: evaluation adds distractors), validation_agent.jsonl (`validation_agent` later steps of agent turns over the validation call examples and
     validation_parallel: `training.agent_turns`), examples per split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
     `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
     Deterministic for a seed.
     """
-    from .agent_turns import agent_turns  # imported here: both build on this module
+    from .agent_turns import agent_turns  # imported here: these build on this module
+    from .everyday import everyday_examples, split_everyday
     from .synthetic import synthesize, synthesize_parallel
 
     out = Path(out_dir)
@@ -570,7 +577,16 @@ def prepare(
                                            random.Random(f"{seed}:validation_parallel"))
     ]
     with_calls = [e for e in validation if e.calls]
-    validation_turns = agent_turns(with_calls + validation_lists, validation_agent, random.Random(f"{seed}:agent"))
+    everyday_validation: list[Example] = []
+    if everyday:
+        everyday_train_tools, everyday_validation_tools = split_everyday(0.25, random.Random(f"{seed}:everyday_split"))
+        train += everyday_examples(everyday, random.Random(f"{seed}:everyday"), tools=everyday_train_tools)
+        everyday_validation = [
+            example.model_copy(update={"id": f"validation_{example.id}"})
+            for example in everyday_examples(validation_everyday, random.Random(f"{seed}:validation_everyday"),
+                                             tools=everyday_validation_tools)]
+    validation_turns = agent_turns(with_calls + validation_lists + [e for e in everyday_validation if e.calls],
+                                   validation_agent, random.Random(f"{seed}:agent"))
     validation += [make_no_call(e, pool, 0, rng) for e in with_calls]
     rng = random.Random(f"{seed}:validation_foreign")  # BFCL's irrelevance construction: another task's tool
     validation += [make_foreign_no_call(e, with_calls, rng) for e in with_calls]
@@ -586,7 +602,8 @@ def prepare(
     train = [pad_with_distractors(e, pool, tools_per_example, rng) for e in train] + no_call
 
     views = {"train": train, "validation": validation, "validation_multi": validation_multi,
-             "validation_parallel": validation_lists, "validation_agent": validation_turns, "test": test}
+             "validation_parallel": validation_lists, "validation_agent": validation_turns,
+             "validation_everyday": everyday_validation, "test": test}
     for name, rows in views.items():
         _write_jsonl(out / f"{name}.jsonl", (example.model_dump() for example in rows))
     _write_jsonl(out / "catalog_train.jsonl", ({"schema_hash": h, **t} for h, t in train_catalog.items()))
@@ -607,8 +624,8 @@ def prepare(
 
 def load_prepared(directory: str | Path, split: str) -> list[Example]:
     """One named split of a `prepare`d folder: train, validation, validation_multi (composed two-call examples),
-    validation_parallel (synthetic lists of 2-4 calls), validation_agent (later steps of agent turns), test, or
-    irrelevance (no-call test examples)."""
+    validation_parallel (synthetic lists of 2-4 calls), validation_agent (later steps of agent turns),
+    validation_everyday (requests to held-out everyday tools), test, or irrelevance (no-call test examples)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     file = "test" if split == "irrelevance" else split
