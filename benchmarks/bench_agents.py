@@ -542,9 +542,8 @@ def openai_driver(base_url: str, box: ToolBox) -> Driver:
     return run
 
 
-def run_requests(framework: str, driver: Driver, box: ToolBox, requests: Sequence[Request]) -> list[dict[str, Any]]:
-    """Each request through `driver`: its executed calls, steps, answer, time and score."""
-    records = []
+def run_requests(framework: str, driver: Driver, box: ToolBox, requests: Sequence[Request]) -> Iterator[dict[str, Any]]:
+    """Each request through `driver`, one record as each ends: its executed calls, steps, answer, time and score."""
     for request in tqdm(requests, desc=framework, unit="request"):
         box.calls = []
         started = time.perf_counter()
@@ -553,11 +552,10 @@ def run_requests(framework: str, driver: Driver, box: ToolBox, requests: Sequenc
         except Exception as error:  # noqa: BLE001 - an adapter failure is a measured outcome, not a crash
             outcome = Outcome(error=f"{type(error).__name__}: {error}"[:500])
         seconds = time.perf_counter() - started
-        records.append({"framework": framework, "id": request.id, "kind": request.kind, "request": request.text,
-                        "expected": [asdict(c) for c in request.expected],
-                        "calls": [asdict(c) for c in box.calls], **asdict(outcome), "seconds": seconds,
-                        **score(request, box.calls, step_limit=outcome.step_limit, final_text=outcome.final_text)})
-    return records
+        yield {"framework": framework, "id": request.id, "kind": request.kind, "request": request.text,
+               "expected": [asdict(c) for c in request.expected], "calls": [asdict(c) for c in box.calls],
+               **asdict(outcome), "seconds": seconds,
+               **score(request, box.calls, step_limit=outcome.step_limit, final_text=outcome.final_text)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -567,27 +565,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         ", ".join(FRAMEWORKS))
     parser.add_argument("--limit", type=int, default=None, help="only the first N requests")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--resume", action="store_true", help="keep the records already in --out, run the rest")
     args = parser.parse_args(argv)
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     if unknown := set(frameworks) - set(FRAMEWORKS):
         parser.error(f"unknown frameworks: {', '.join(sorted(unknown))}")
     requests = REQUESTS[: args.limit]
     out = Path(args.out or Path(__file__).parent / "results" / "agents" / f"{Path(args.checkpoint).name}.json")
+    report: dict[str, Any] = {"machine": machine(), "engine": str(Path(toolformer_router.__file__).parent),
+                              "checkpoint": args.checkpoint, "max_steps": MAX_STEPS, "requests": len(requests),
+                              "wall_s": 0.0, "frameworks": [], "records": []}
+    if args.resume and out.exists():
+        kept = json.loads(out.read_text())
+        report["wall_s"] = kept["wall_s"]
+        report["records"] = [r for r in kept["records"] if r["framework"] in frameworks
+                             and r["id"] in {q.id for q in requests}]
+    records, previous_wall_s, started = report["records"], report["wall_s"], time.perf_counter()
+    box = ToolBox()
 
-    started = time.perf_counter()
-    box, records, done = ToolBox(), [], []
-
-    def save(framework: str, driver: Driver) -> None:
-        """Run one framework, then write the report so far (a later failure keeps the finished frameworks)."""
-        records.extend(run_requests(framework, driver, box, requests))
-        done.append(framework)
-        report.update(wall_s=time.perf_counter() - started, records=records,
-                      frameworks=[summarize(f, [r for r in records if r["framework"] == f]) for f in done])
+    def save() -> None:
+        report.update(wall_s=previous_wall_s + time.perf_counter() - started, frameworks=[
+            summarize(f, [r for r in records if r["framework"] == f]) for f in frameworks
+            if any(r["framework"] == f for r in records)])
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
 
-    report: dict[str, Any] = {"machine": machine(), "engine": str(Path(toolformer_router.__file__).parent),
-                              "checkpoint": args.checkpoint, "max_steps": MAX_STEPS, "requests": len(requests)}
+    def run(framework: str, driver: Driver) -> None:
+        """Run the framework's requests not yet recorded; write the report after each (a crash keeps them)."""
+        done = {r["id"] for r in records if r["framework"] == framework}
+        for record in run_requests(framework, driver, box, [r for r in requests if r.id not in done]):
+            records.append(record)
+            save()
+
     in_process = [f for f in frameworks if f != "openai"]
     if in_process:
         from toolformer_router import ToolRouter
@@ -596,12 +605,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         builders = {"loop": loop_driver, "langchain": langchain_driver, "llamaindex": llamaindex_driver}
         try:
             for framework in in_process:
-                save(framework, builders[framework](router, box))
+                run(framework, builders[framework](router, box))
         finally:
             router.close()
     if "openai" in frameworks:
         with served(args.checkpoint) as base_url:
-            save("openai", openai_driver(base_url, box))
+            run("openai", openai_driver(base_url, box))
+    save()
 
     print(json.dumps({k: v for k, v in report.items() if k != "records"}, indent=2))
     rows = [{**row, "ci95": f"{row['ci95'][0]:.2f}-{row['ci95'][1]:.2f}", "correct": f"{row['correct']}/{row['n']}"}
@@ -609,6 +619,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table(rows, ["framework", "correct", "accuracy", "ci95", "correct_single", "correct_multi", "correct_none",
                        *FLAGS, "errors", "mean_steps", "mean_s"])
     return report
+
 
 if __name__ == "__main__":
     main()
