@@ -140,3 +140,20 @@ def default_router():
     from toolformer_router.adapters._common import shared_router
 
     return shared_router("default", "cpu")
+
+
+@pytest.fixture(scope="session")
+def bench_agents():
+    """`benchmarks/bench_agents.py` as a module (its tools, requests and scoring)."""
+    import sys
+
+    benchmarks = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(benchmarks))  # the script imports its sibling `common`
+    try:
+        spec = importlib.util.spec_from_file_location("bench_agents", benchmarks / "bench_agents.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(benchmarks))
+    return module

@@ -1,28 +1,14 @@
 """`benchmarks/bench_agents.py`: the scoring of agent runs on hand-made records, the ten tools, and the plain loop
 driver over a scripted router (no model)."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from scripted import ScriptedRouter, call, calls, text
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling `common`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_agents", BENCHMARKS / "bench_agents.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+def bench(bench_agents):
+    return bench_agents
 
 
 def _request(bench, request_id: str):

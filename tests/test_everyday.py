@@ -1,12 +1,9 @@
 """`training/everyday.py`: everyday tool schemas, their request templates, the example generator, the tool split
 and function masking (pure Python, no model)."""
 
-import importlib.util
 import random
 import re
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -25,7 +22,6 @@ from training.everyday import (
     split_everyday,
 )
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FORBIDDEN_NAMES = {"get_weather", "convert_currency", "add", "multiply", "send_email", "get_stock_price",
                    "get_order_status", "set_timer", "translate_text", "create_calendar_event"}
 FORBIDDEN_JOBS = ("weather", "forecast", "convert currenc", "currency conver", "convert money", "sum of", "add ",
@@ -40,16 +36,8 @@ def examples() -> list[Example]:
 
 
 @pytest.fixture(scope="module")
-def bench_tools() -> dict:
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling `common`
-    try:
-        spec = importlib.util.spec_from_file_location("bench_agents", BENCHMARKS / "bench_agents.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module.TOOLS
+def bench_tools(bench_agents) -> dict:
+    return bench_agents.TOOLS
 
 
 def _leaf_schemas(tool: dict) -> dict:
