@@ -54,7 +54,8 @@ def save_checkpoint(
     tensors = {k: (v.to(dtype) if dtype and v.is_floating_point() else v).detach().cpu().contiguous().clone()
                for k, v in tensors.items()}
     save_file(tensors, folder / WEIGHTS_NAME, metadata={"format": "pt"})
-    (folder / CONFIG_NAME).write_bytes(orjson.dumps(config.model_dump(), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    options = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS  # thresholds_by_tool_count has int keys
+    (folder / CONFIG_NAME).write_bytes(orjson.dumps(config.model_dump(), option=options))
     return folder
 
 

@@ -488,7 +488,8 @@ class ToolRouter:
                 decode_request.call_bias = self.config.call_thresholds(len(request.tools)).call_bias
                 decode_request.first_call_tool = selection.first
                 decode_request.planned_call_tools = selection.planned
-                if self.config.cover_enumerations and request.parallel_tool_calls and not executed_calls(request.messages):
+                if (self.config.cover_enumerations and request.parallel_tool_calls
+                        and not executed_calls(request.messages)):
                     decode_request.enumerations = find_enumerations(selection_text(request.messages))
             outputs = self._decode(decode_requests, logits_processor)
             calls = [self._new_calls(request, mode, output) for request, mode, output in zip(requests, modes, outputs)]
@@ -537,8 +538,8 @@ class ToolRouter:
         """Write, in one batch, the text answers the first pass only decided (in place, `calls` set to None): a
         text decision while tools were active (`answer_without_tools`), a call list whose calls all ran already in
         this turn, and a call list declined for its support (`min_argument_grounding`, `min_request_coverage`,
-        `min_tool_relevance`); empty text with `max_text_tokens` 0. The answer is the backbone's own reply, without the tools' memory (trained to steer
-        calls, not prose) and without the router's instructions."""
+        `min_tool_relevance`); empty text with `max_text_tokens` 0. The answer is the backbone's own reply,
+        without the tools' memory (trained to steer calls, not prose) and without the router's instructions."""
         again: list[int] = []
         second: list[DecodeRequest] = []
         for i, (request, mode, output) in enumerate(zip(requests, modes, outputs)):

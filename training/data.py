@@ -516,21 +516,22 @@ def prepare(
     """Build the training, validation and test files under `out_dir` and return their counts.
 
     Writes train.jsonl (padded to `tools_per_example` tools, plus no-call and synthetic examples:
-    `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples),
+    `synthetic_per_tool` single calls per training-side tool, `synthetic_parallel` two-call examples, `everyday`
+    agent-style requests over three quarters of the everyday tools: `training.everyday`);
     validation.jsonl (`validation_split` "example": `validation_fraction` of each source's examples; "tool": the
-    examples of `validation_fraction` of the called tools, which then appear in no training example, distractor
-    or synthetic example: `split_by_tool`) (plus two "no call" copies of each call example: one with its gold tools removed, siblings
-    kept, and one with its own tools replaced by another example's gold tool, the way BFCL's irrelevance category
-    is built: `make_no_call`, `make_foreign_no_call`), validation_multi.jsonl (`composed_validation` two-call
-    examples composed from the validation call examples: `compose_multi_call`), validation_parallel.jsonl
-    (`validation_parallel` synthetic examples of 2-4 calls to validation's gold tools, the `synthesize_parallel`
-    shapes; own tools only: evaluation adds distractors), test.jsonl (each example's own tools only: evaluation
-    adds distractors), catalog_train.jsonl and catalog_test.jsonl (unique schemas per side) and counts.json:
-    with `everyday`, that many agent-style requests over three quarters of the everyday tools join training and
-    validation_everyday.jsonl holds `validation_everyday` over the other quarter (`training.everyday`; own tools
-    only: evaluation adds distractors), validation_agent.jsonl (`validation_agent` later steps of agent turns over the validation call examples and
-    validation_parallel: `training.agent_turns`), examples per split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
-    `test_gold_invalid/<category>` (test examples kept although their gold call does not validate).
+    examples that call held-out tools, which then appear in no training example, distractor or synthetic
+    example: `split_by_tool`), plus two "no call" copies of each call example (one with its gold tools removed,
+    siblings kept, and one with its own tools replaced by another example's gold tool, the way BFCL's irrelevance
+    category is built: `make_no_call`, `make_foreign_no_call`); validation_multi.jsonl (`composed_validation`
+    two-call examples composed from the validation call examples: `compose_multi_call`);
+    validation_parallel.jsonl (`validation_parallel` synthetic examples of 2-4 calls to validation's gold tools,
+    the `synthesize_parallel` shapes); validation_everyday.jsonl (with `everyday`: `validation_everyday` requests
+    over the other quarter of the everyday tools); validation_agent.jsonl (`validation_agent` later steps of agent
+    turns over the validation call examples, validation_parallel and validation_everyday: `training.agent_turns`);
+    test.jsonl; catalog_train.jsonl and catalog_test.jsonl (unique schemas per side); and counts.json: examples
+    per split and per `split/source`, catalog sizes, `dropped/<reason>/<category>` and
+    `test_gold_invalid/<category>` (test examples kept although their gold call does not validate). The
+    validation views and test.jsonl hold each example's own tools only: evaluation adds distractors.
     Deterministic for a seed.
     """
     from .agent_turns import agent_turns  # imported here: these build on this module
