@@ -422,10 +422,12 @@ def test_a_text_budget_of_zero_only_decides(make_router, tokenizer):
         router.route("hi", tools=[EMAIL], max_text_tokens=-1)
 
 
-def test_text_answers_have_their_own_shorter_budget(make_router, tokenizer):
+def test_text_answers_have_their_own_budget_unless_the_request_sets_one(make_router, tokenizer):
     router = make_router(max_text_tokens=4)
-    text = router.route("tell me a story", tools=[EMAIL], tool_choice="none", max_new_tokens=50)
+    text = router.route("tell me a story", tools=[EMAIL], tool_choice="none")
     assert text.usage.output_tokens == 4 and text.finish_reason == "length"
+    asked = router.route("tell me a story", tools=[EMAIL], tool_choice="none", max_new_tokens=7)
+    assert asked.usage.output_tokens == 7 and asked.finish_reason == "length"  # max_tokens is honoured
     call = router.route("email", tools=[EMAIL], tool_choice="required", max_new_tokens=200,
                         logits_processor=finishing_sampler(tokenizer, 0))
     assert call.calls and call.usage.output_tokens > 4  # calls keep the full budget

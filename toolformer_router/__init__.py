@@ -23,7 +23,7 @@ from .errors import (
 from .gist_cache import GistCache
 from .router import ToolRouter
 from .schema import Tool, normalize_tool
-from .types import RouteResult, RouteUsage, ToolCall
+from .types import RouteChunk, RouteResult, RouteUsage, ToolCall
 
 __all__ = [
     "BackboneMismatchError",
@@ -35,6 +35,7 @@ __all__ = [
     "InvalidQueryError",
     "InvalidToolError",
     "QueryTooLongError",
+    "RouteChunk",
     "RouteResult",
     "RouteUsage",
     "RouterConfig",

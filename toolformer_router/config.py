@@ -122,8 +122,9 @@ class RouterConfig(CallThresholds):
     max_tools: int = Field(1000, ge=1)
     max_query_tokens: int = Field(2048, ge=16)
     max_new_tokens: int = Field(256, ge=1)
-    max_text_tokens: int = Field(64, ge=1)
-    """Budget of a "no call" text answer (the router answers briefly; a fallback LLM writes prose)."""
+    max_text_tokens: int = Field(256, ge=1)
+    """Budget of a "no call" text answer when the request sets no `max_new_tokens`; most answers end well before
+    it (finish_reason "length" means this budget cut the answer)."""
     loop_guard_min_span: int = Field(12, ge=0)
     """Decoding: veto the token that would carry on a repetition longer than two periods and this many
     tokens (a third copy of a list item, "10000000…"); 0 turns the guard off."""

@@ -55,6 +55,9 @@ class DecodeRequest:
     the list does not end (`enumeration_unfinished`)."""
     call_bias: float = 0.0
     """Added to the call-opening logits at the first token: below 0, fewer calls."""
+    text_sink: Callable[[list[int]], bool] | None = None
+    """Fed each step's new tokens of a text answer as they are decoded (`TextStream.feed`); returning False ends
+    the answer there (a stop sequence appeared, or nobody reads on)."""
 
 
 @dataclass
@@ -333,7 +336,8 @@ def constrained_greedy_decode(
             _consume(request.matcher, forced)
             take(b, forced, forced=True)
             pending[b] = [token] + forced
-            if request.matcher.is_stopped():
+            if request.matcher.is_stopped() or (request.text_sink is not None and states[b].is_call is False
+                                                and not request.text_sink(pending[b])):
                 output.stopped = True
             elif len(output.token_ids) < budget[b]:
                 keep.append(row)

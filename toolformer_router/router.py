@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,8 @@ from .modeling import GistMemory, ToolRouterModel
 from .relevance import ToolRelevance
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools, render_tool
 from .selection import Selection, ToolSelection
-from .types import RouteResult, RouteUsage, ToolCall
+from .streaming import TextStream, answer_text, check_stop
+from .types import RouteChunk, RouteResult, RouteUsage, ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class _Request:
     parallel_tool_calls: bool
     max_new_tokens: int
     max_text_tokens: int
+    text: TextStream | None = None
+    """Where the text answer goes as it is decoded (stop sequences, streaming); None: only into the result."""
 
 
 class ToolRouter:
@@ -349,6 +353,7 @@ class ToolRouter:
         parallel_tool_calls: bool = True,
         max_new_tokens: int | None = None,
         max_text_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
         logits_processor: LogitsProcessor | None = None,
     ) -> RouteResult:
         """Route one query (a string or a list of chat messages) over the registered tools, or `tools`.
@@ -359,10 +364,12 @@ class ToolRouter:
                 a tool name or `{"type": "function", "function": {"name": ...}}` (must call that tool).
             parallel_tool_calls: False allows exactly one call.
             max_new_tokens: output budget (default `config.max_new_tokens`).
-            max_text_tokens: budget of a text answer (default `config.max_text_tokens`); 0 decides only: a
-                "no call" result then has `text == ""` (for callers that hand such turns to another model).
+            max_text_tokens: budget of a text answer (default `config.max_text_tokens`, or `max_new_tokens` when
+                that is given); 0 decides only: a "no call" result then has `text == ""` (for callers that hand
+                such turns to another model).
+            stop: up to 4 sequences; a text answer ends before the first of them (finish_reason "stop").
         """
-        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)
+        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens, stop)
         return self._route_requests([request], logits_processor=logits_processor)[0]
 
     def route_batch(
@@ -374,11 +381,12 @@ class ToolRouter:
         parallel_tool_calls: bool = True,
         max_new_tokens: int | None = None,
         max_text_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
         logits_processor: LogitsProcessor | None = None,
     ) -> list[RouteResult]:
         """Route several queries together (one batched decode per `max_batch_size` queries)."""
         tools = None if tools is None else self.prepare_tools(tools)
-        requests = [self._request(q, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens)
+        requests = [self._request(q, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens, stop)
                     for q in queries]
         results = []
         for start in range(0, len(requests), self.max_batch_size):
@@ -394,14 +402,88 @@ class ToolRouter:
         parallel_tool_calls: bool = True,
         max_new_tokens: int | None = None,
         max_text_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
     ) -> RouteResult:
         """Async `route`: never blocks the event loop; concurrent calls are decoded together in one batch.
 
         Cancelling the awaiting task drops its result; the batch goes on for the other requests.
         """
         request = await asyncio.to_thread(self._request, query, tools, tool_choice, parallel_tool_calls, max_new_tokens,
-                                          max_text_tokens)
+                                          max_text_tokens, stop)
         return await self._batcher.submit(request)
+
+    def stream(
+        self,
+        query: Query,
+        tools: Iterable[Any] | None = None,
+        *,
+        tool_choice: ToolChoice = None,
+        parallel_tool_calls: bool = True,
+        max_new_tokens: int | None = None,
+        max_text_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> Iterator[RouteChunk]:
+        """`route`, streamed: a text answer arrives in pieces (`RouteChunk.text`) as it is decoded; the last chunk
+        carries the whole `RouteResult` (calls, usage, finish reason), whose `text` is the pieces joined.
+
+        Calls come with the result, not before: the checks after decoding (the vetoes, the rule against repeating
+        a call of the turn) may still turn a decoded call list into a text answer. Leaving the loop early ends
+        the text answer at its next token.
+        """
+        chunks: queue.Queue[RouteChunk | BaseException] = queue.Queue()
+        request = self._request(query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens, stop,
+                                emit=lambda text: chunks.put(RouteChunk(text=text)))
+
+        def serve() -> None:
+            try:
+                chunks.put(RouteChunk(result=self._route_requests([request])[0]))
+            except BaseException as error:  # re-raised in the consumer's thread
+                chunks.put(error)
+
+        threading.Thread(target=serve, name="toolformer-router-stream", daemon=True).start()
+        try:
+            while True:
+                chunk = chunks.get()
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                yield chunk
+                if chunk.result is not None:
+                    return
+        finally:
+            request.text.cancel()
+
+    async def astream(
+        self,
+        query: Query,
+        tools: Iterable[Any] | None = None,
+        *,
+        tool_choice: ToolChoice = None,
+        parallel_tool_calls: bool = True,
+        max_new_tokens: int | None = None,
+        max_text_tokens: int | None = None,
+        stop: str | Sequence[str] | None = None,
+    ) -> AsyncIterator[RouteChunk]:
+        """Async `stream`: concurrent streams and `aroute` calls are decoded together in one batch."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[RouteChunk] = asyncio.Queue()
+        request = await asyncio.to_thread(
+            self._request, query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens, stop,
+            emit=lambda text: loop.call_soon_threadsafe(chunks.put_nowait, RouteChunk(text=text)))
+        routed = asyncio.ensure_future(self._batcher.submit(request))
+        try:
+            while not routed.done():
+                waiting = asyncio.ensure_future(chunks.get())
+                await asyncio.wait({waiting, routed}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting.done():
+                    yield waiting.result()
+                else:
+                    waiting.cancel()
+            while not chunks.empty():  # pieces delivered before the result, not read yet
+                yield chunks.get_nowait()
+            yield RouteChunk(result=routed.result())
+        finally:
+            request.text.cancel()
+            routed.cancel()
 
     @torch.no_grad()
     def rank_tools(self, query: Query, tools: Iterable[Any] | None = None) -> list[tuple[str, float]]:
@@ -422,16 +504,21 @@ class ToolRouter:
         self._batcher.close()
 
     # ----------------------------------------------------------------------------------- internals
-    def _request(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens=None) -> _Request:
+    def _request(self, query, tools, tool_choice, parallel_tool_calls, max_new_tokens, max_text_tokens=None,
+                 stop=None, emit: Callable[[str], None] | None = None) -> _Request:
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
         budget = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
         if budget < 1:
             raise ValueError("max_new_tokens must be at least 1")
-        text_budget = self.config.max_text_tokens if max_text_tokens is None else int(max_text_tokens)
+        text_budget = (self.config.max_text_tokens if max_new_tokens is None else budget) \
+            if max_text_tokens is None else int(max_text_tokens)
         if text_budget < 0:
             raise ValueError("max_text_tokens must be at least 0")
-        request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget, min(budget, text_budget))
+        stop = check_stop(stop)
+        text = TextStream(self.tokenizer, stop, emit) if stop or emit is not None else None
+        request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget, min(budget, text_budget),
+                           text)
         resolve_tool_choice(tool_choice, active)  # a bad tool_choice fails here, not inside a batch
         return request
 
@@ -473,7 +560,7 @@ class ToolRouter:
                 # a text decision with tools active is answered again without them: decide only here
                 text_budget = 0 if self._answers_without_tools(request) else request.max_text_tokens
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
-                                                     text_budget))
+                                                     text_budget, text_sink=self._text_sink(request, text_budget)))
                 usages.append(RouteUsage(input_tokens=len(prompt), active_tools=len(request.tools),
                                          gist_tokens=len(request.tools) * self.config.num_gists,
                                          cache_hits=hits, cache_misses=misses))
@@ -502,6 +589,14 @@ class ToolRouter:
             usage.output_tokens, usage.forced_tokens, usage.latency_s = len(output.token_ids), output.forced_tokens, latency
             results.append(self._result(request, output, found, usage, support))
         return results
+
+    @staticmethod
+    def _text_sink(request: _Request, text_budget: int) -> Callable[[list[int]], bool] | None:
+        """The request's `TextStream.feed` for a decoding pass that may write its text answer (a new pass)."""
+        if request.text is None or not text_budget:
+            return None
+        request.text.start()
+        return request.text.feed
 
     def _answers_without_tools(self, request: _Request) -> bool:
         """Whether a text answer to `request` is written by the backbone without the tools (`answer_without_tools`
@@ -555,7 +650,7 @@ class ToolRouter:
                                 request.max_text_tokens)
             redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
                                  self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
-                                 request.max_text_tokens)
+                                 request.max_text_tokens, text_sink=self._text_sink(request, request.max_text_tokens))
             usages[i].input_tokens += len(redo.prompt_ids)
             again.append(i)
             second.append(redo)
@@ -601,5 +696,7 @@ class ToolRouter:
             result.calls = [ToolCall(id=f"call_{uuid.uuid4().hex[:24]}", name=call["name"], arguments=call["arguments"])
                             for call in calls]
         elif not raw.startswith("["):
-            result.text = raw.strip()
+            result.text = answer_text(raw, request.text.stop if request.text is not None else ())
+            if request.text is not None:
+                request.text.close(result.text)
         return result

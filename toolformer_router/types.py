@@ -66,3 +66,11 @@ class RouteResult(BaseModel):
     @property
     def is_call(self) -> bool:
         return bool(self.calls)
+
+
+class RouteChunk(BaseModel):
+    """One piece of a streamed route (`ToolRouter.stream`): the next `text` of a text answer, or, last, the whole
+    `result`."""
+
+    text: str = ""
+    result: RouteResult | None = None
