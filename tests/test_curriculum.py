@@ -194,6 +194,21 @@ def test_composed_examples_join_the_calling_stage_and_train_only_keeps_the_rest(
     assert changed and all(n.startswith("cross_attention.") for n in changed), changed
 
 
+def test_masked_examples_join_the_calling_stage_with_no_name_of_their_source(backbone_dir, tmp_path):
+    """`masked_examples` adds copies of training examples whose tool and parameter names are random identifiers."""
+    stage = StageConfig(name="calling", steps=1, batch_size=2, warmup_steps=0, masked_examples=2)
+    config = TrainConfig(backbone=backbone_dir, output_dir=str(tmp_path / "run"), router=TINY_ROUTER_CONFIG,
+                         stages=[stage])
+    curriculum = Curriculum(config, _router(backbone_dir), _examples())
+    items = curriculum._stage_items(stage)
+    masked = items[len(curriculum.examples):]
+    assert len(masked) == 2
+    known = {tool.name for example in curriculum.examples for tool in example.tools}
+    for example in masked:
+        names = {tool.name for tool in example.tools}
+        assert names and not names & known and all(name.startswith("f_") for name in names)
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_split_list_steps_puts_each_list_decision_on_its_own_token(tmp_path, backbone_dir, split):
     two_calls = Example(id="p", source="test", tools=[WEATHER["function"], EMAIL],

@@ -41,6 +41,10 @@ class StageConfig(BaseModel):
     agent_turns: int = Field(0, ge=0)
     """Stage "calling": this many later steps of agent turns (results in; the calls left, or no call), built from
     the training examples (`training.agent_turns`, seeded), join the stage's examples."""
+    masked_examples: int = Field(0, ge=0)
+    """Stage "calling": this many training examples again with every tool and parameter name replaced by a random
+    identifier (Hammer-style function masking, `training.everyday.mask_names`, seeded): the right tool can then
+    only be told by its description."""
     composed_examples: int = Field(0, ge=0)
     """Stage "calling": this many two-call examples, each two one-call training examples' requests in one user
     message (`training.data.compose_multi_call`, seeded), join the stage's examples (the live data has few

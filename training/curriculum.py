@@ -44,6 +44,7 @@ from toolformer_router.router import normalize_messages, selection_text
 from .agent_turns import agent_turns
 from .config import StageConfig, TrainConfig
 from .data import compose_multi_call
+from .everyday import mask_names
 
 IGNORE_INDEX = -100
 AE_INSTRUCTION = "Write out the JSON schema of the available tool."
@@ -350,6 +351,7 @@ class Curriculum:
         self.raw_examples = list(train_examples)
         self._composed_examples: dict[int, list[PreparedExample]] = {}
         self._agent_turn_examples: dict[int, list[PreparedExample]] = {}
+        self._masked_examples: dict[int, list[PreparedExample]] = {}
         self.examples = [p for p in (self._prepare(e) for e in train_examples) if p is not None]
         if config.max_train_examples:
             self.examples = self.examples[: config.max_train_examples]
@@ -435,7 +437,8 @@ class Curriculum:
             return [e for e in self.examples if e.gold_tool_indexes]
         if stage.name == "calling":
             return (self.examples + (self._composed(stage.composed_examples) if stage.composed_examples else [])
-                    + (self._agent_turns(stage.agent_turns) if stage.agent_turns else []))
+                    + (self._agent_turns(stage.agent_turns) if stage.agent_turns else [])
+                    + (self._masked(stage.masked_examples) if stage.masked_examples else []))
         return self.examples
 
     def _composed(self, count: int) -> list[PreparedExample]:
@@ -451,6 +454,16 @@ class Curriculum:
             raw = agent_turns(self.raw_examples, count, random.Random(f"{self.config.seed}:agent_turns:{count}"))
             self._agent_turn_examples[count] = [p for p in map(self._prepare, raw) if p is not None]
         return self._agent_turn_examples[count]
+
+    def _masked(self, count: int) -> list[PreparedExample]:
+        """`count` training examples with their tool and parameter names masked (`training.everyday.mask_names`;
+        drawn and masked seeded, prepared once per count)."""
+        if count not in self._masked_examples:
+            rng = random.Random(f"{self.config.seed}:masked:{count}")
+            drawn = rng.sample(self.raw_examples, min(count, len(self.raw_examples)))
+            self._masked_examples[count] = [p for p in (self._prepare(mask_names(e, rng)) for e in drawn)
+                                            if p is not None]
+        return self._masked_examples[count]
 
     def stage_steps(self, stage: StageConfig) -> int:
         if stage.steps is not None:
