@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 
@@ -112,3 +113,36 @@ def test_fit_returns_the_first_shortening_that_fits_across_counting_chunks():
     assert first > 32
     assert fit_tool_text(tool, counts, budget) == states[first]
     assert calls == [16, 16, 16]  # counted a chunk at a time, no further than needed
+
+
+_NODE_REQUIRED = {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}}, "required": ["child"]}
+
+
+@pytest.mark.parametrize("parameters, cycle", [
+    ({"type": "object", "properties": {"n": {"$ref": "#/$defs/node"}}, "$defs": {"node": _NODE_REQUIRED}},
+     "node -> node"),
+    ({"type": "object", "properties": {"n": {"$ref": "#/$defs/a"}}, "required": ["n"], "$defs": {
+        "a": {"type": "object", "properties": {"b": {"$ref": "#/$defs/b"}}, "required": ["b"]},
+        "b": {"type": "object", "properties": {"items": {"type": "array", "minItems": 1,
+                                                         "items": {"$ref": "#/$defs/a"}}}, "required": ["items"]}}},
+     "a -> b -> a"),
+    ({"type": "object", "properties": {}, "$defs": {"a": {"$ref": "#/$defs/a"}}}, "a -> a"),
+    ({"type": "object", "properties": {"again": {"$ref": "#"}}, "required": ["again"]}, "# -> #"),
+])
+def test_a_recursive_ref_no_finite_value_satisfies_is_refused(parameters, cycle):
+    with pytest.raises(InvalidToolError, match=re.escape(f"({cycle})")):
+        normalize_tool({"name": "t", "parameters": parameters})
+
+
+@pytest.mark.parametrize("node", [
+    {"type": "object", "properties": {"child": {"$ref": "#/$defs/node"}}},  # optional
+    {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+     "required": ["children"]},  # a list that may be empty
+    {"anyOf": [{"type": "null"}, _NODE_REQUIRED]},  # a branch that ends
+])
+def test_a_recursive_ref_that_can_end_routes_to_a_valid_call(make_router, node):
+    tool = {"name": "tree", "parameters": {"type": "object", "properties": {"root": {"$ref": "#/$defs/node"}},
+                                           "required": ["root"], "$defs": {"node": node}}}
+    router = make_router()
+    result = router.route("make a tree", tools=[tool], tool_choice="required", max_new_tokens=64)
+    assert result.calls or result.finish_reason == "length"  # valid, or cut by the budget: never a grammar error

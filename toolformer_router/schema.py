@@ -136,6 +136,60 @@ def _normalize_schema(schema: Any, where: str, depth: int = 0) -> dict[str, Any]
     return out
 
 
+def _ref_target(ref: Any) -> str | None:
+    """The definition a local `$ref` names: "#" for the root, "NAME" for `#/$defs/NAME` or `#/definitions/NAME`."""
+    if ref == "#":
+        return "#"
+    for prefix in ("#/$defs/", "#/definitions/"):
+        if isinstance(ref, str) and ref.startswith(prefix) and "/" not in ref[len(prefix):]:
+            return ref[len(prefix):]
+    return None
+
+
+def _forced_refs(schema: Any) -> set[str]:
+    """The definitions every value valid under `schema` must contain one of its own: through `$ref`, `allOf`,
+    required properties and non-empty arrays; an `anyOf`/`oneOf` forces only what all its branches force."""
+    if not isinstance(schema, Mapping):
+        return set()
+    forced = {target} if (target := _ref_target(schema.get("$ref"))) is not None else set()
+    for sub in schema.get("allOf") or ():
+        forced |= _forced_refs(sub)
+    branches = [_forced_refs(sub) for key in ("anyOf", "oneOf") for sub in schema.get(key) or ()]
+    if branches:
+        forced |= set.intersection(*branches)
+    properties = schema.get("properties") or {}
+    for name in schema.get("required") or ():
+        forced |= _forced_refs(properties.get(name))
+    if isinstance(schema.get("minItems"), int) and schema["minItems"] > 0:
+        forced |= _forced_refs(schema.get("items"))
+    for item in schema.get("prefixItems") or ():
+        forced |= _forced_refs(item)
+    return forced
+
+
+def _check_recursion(parameters: dict[str, Any], where: str) -> None:
+    """Raise `InvalidToolError` when a definition requires itself again (`a -> a`, `a -> b -> a` through required
+    properties): no finite value satisfies such a schema, and decoding one never ends."""
+    definitions = {**parameters.get("definitions", {}), **parameters.get("$defs", {}), "#": parameters}
+    edges = {name: _forced_refs(body) & definitions.keys() for name, body in definitions.items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(edges[name]):
+            if state.get(target) == 1:
+                cycle = " -> ".join(path[path.index(target):] + [target]) if target in path else target
+                raise InvalidToolError(f"{where}: a recursive $ref that every value must follow without end "
+                                       f"({cycle}): no finite value satisfies it")
+            if target not in state:
+                visit(target, path + [target])
+        state[name] = 2
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name, [name])
+
+
 def _unwrap(tool: Any) -> tuple[Any, Any, Any]:
     if not isinstance(tool, Mapping):
         raise InvalidToolError(f"a tool must be a dict, got {type(tool).__name__}")
@@ -174,6 +228,7 @@ def normalize_tool(tool: Any) -> Tool:
     normalized.setdefault("additionalProperties", False)
     if normalized["type"] != "object":
         raise InvalidToolError(f"tool {name!r}: 'parameters' must have type 'object', got {normalized['type']!r}")
+    _check_recursion(normalized, f"tool {name!r} parameters")
     try:
         Draft202012Validator.check_schema(normalized)
     except SchemaError as error:
