@@ -290,7 +290,7 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path, tokenizer):
         ToolRouter.from_pretrained(tmp_path / "nowhere", disk_cache=False)
 
 
-def test_checkpoint_missing_tensor_and_other_backbone_are_rejected(tmp_path, tokenizer):
+def test_checkpoint_missing_tensor_nan_weights_and_other_backbone_are_rejected(tmp_path, tokenizer):
     from safetensors.torch import load_file, save_file
 
     backbone_dir = tmp_path / "backbone"
@@ -301,6 +301,13 @@ def test_checkpoint_missing_tensor_and_other_backbone_are_rejected(tmp_path, tok
     tensors.pop(next(k for k in tensors if k.startswith("gist_pooling")))
     save_file(tensors, checkpoint / "router.safetensors")
     with pytest.raises(CheckpointError, match="missing"):
+        ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+
+    tensors = load_file(router.save_pretrained(checkpoint) / "router.safetensors")
+    name = next(k for k in tensors if k.startswith("cross_attention"))
+    tensors[name] = tensors[name].clone().fill_(float("nan"))
+    save_file(tensors, checkpoint / "router.safetensors")
+    with pytest.raises(CheckpointError, match=f"{name} holds NaN"):
         ToolRouter.from_pretrained(checkpoint, disk_cache=False)
 
     router.save_pretrained(checkpoint)

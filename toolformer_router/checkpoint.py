@@ -92,6 +92,8 @@ def load_weights(model: ToolRouterModel, folder: str | Path, *, allow_missing: b
         if tensor.shape != own[name].shape:
             raise CheckpointError(f"checkpoint {path}: {name} has shape {tuple(tensor.shape)}, "
                                   f"the model expects {tuple(own[name].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"checkpoint {path}: {name} holds NaN or infinite values")
     with torch.no_grad():
         for name, tensor in tensors.items():
             own[name].copy_(tensor.to(own[name].dtype))
