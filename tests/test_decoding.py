@@ -9,7 +9,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from conftest import EMAIL, STOCK, WEATHER, bfcl_training_side_tools, finishing_sampler
-from toolformer_router import CallThresholds, UnknownToolError
+from toolformer_router import CallThresholds, InvalidQueryError, UnknownToolError
 from toolformer_router.grounding import ConversationText
 
 
@@ -420,6 +420,9 @@ def test_a_text_budget_of_zero_only_decides(make_router, tokenizer):
     assert call.calls  # calls are not affected
     with pytest.raises(ValueError, match="max_text_tokens"):
         router.route("hi", tools=[EMAIL], max_text_tokens=-1)
+    for bad in (0, 10**9, "12", 2.5, float("nan"), True):
+        with pytest.raises(InvalidQueryError, match="max_new_tokens"):
+            router.route("hi", tools=[EMAIL], max_new_tokens=bad)
 
 
 def test_text_answers_have_their_own_budget_unless_the_request_sets_one(make_router, tokenizer):

@@ -36,6 +36,7 @@ from .decoding import (
 )
 from .enumerations import find_enumerations
 from .errors import (
+    InvalidQueryError,
     InvalidToolError,
     QueryTooLongError,
     TooManyToolsError,
@@ -75,6 +76,14 @@ def checkpoint_folder(checkpoint: str | Path) -> Path:
     """The folder of a checkpoint: "default" is the packaged one, anything else a path."""
     return PACKAGED_CHECKPOINTS / "default" if str(checkpoint) == "default" else Path(checkpoint)
 
+
+
+def _budget(value: Any, name: str) -> int:
+    """A token budget given by a caller, as an int; `InvalidQueryError` for anything that is not a whole number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                          and not value.is_integer()):
+        raise InvalidQueryError(f"{name} must be a whole number of tokens, got {value!r:.40}")
+    return int(value)
 
 
 @dataclass
@@ -508,13 +517,14 @@ class ToolRouter:
                  stop=None, emit: Callable[[str], None] | None = None) -> _Request:
         messages = normalize_messages(query)
         active = self.tools if tools is None else self.prepare_tools(tools)
-        budget = self.config.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if budget < 1:
-            raise ValueError("max_new_tokens must be at least 1")
+        budget = self.config.max_new_tokens if max_new_tokens is None else _budget(max_new_tokens, "max_new_tokens")
+        if not 1 <= budget < self.max_context:
+            raise InvalidQueryError(f"max_new_tokens must be at least 1 and less than the model's context of "
+                                    f"{self.max_context} tokens, got {budget}")
         text_budget = (self.config.max_text_tokens if max_new_tokens is None else budget) \
-            if max_text_tokens is None else int(max_text_tokens)
+            if max_text_tokens is None else _budget(max_text_tokens, "max_text_tokens")
         if text_budget < 0:
-            raise ValueError("max_text_tokens must be at least 0")
+            raise InvalidQueryError("max_text_tokens must be at least 0")
         stop = check_stop(stop)
         text = TextStream(self.tokenizer, stop, emit) if stop or emit is not None else None
         request = _Request(messages, active, tool_choice, bool(parallel_tool_calls), budget, min(budget, text_budget),
