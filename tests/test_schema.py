@@ -146,3 +146,9 @@ def test_a_recursive_ref_that_can_end_routes_to_a_valid_call(make_router, node):
     router = make_router()
     result = router.route("make a tree", tools=[tool], tool_choice="required", max_new_tokens=64)
     assert result.calls or result.finish_reason == "length"  # valid, or cut by the budget: never a grammar error
+
+
+@pytest.mark.parametrize("bad", [{"minimum": float("nan")}, {"enum": [1, float("inf")]}, {"default": -float("inf")}])
+def test_non_finite_numbers_in_a_schema_are_refused(bad):
+    with pytest.raises(InvalidToolError, match="not a JSON number"):
+        normalize_tool({"name": "t", "parameters": {"type": "object", "properties": {"x": {"type": "number", **bad}}}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,19 @@ def _normalize_type(value: Any, where: str) -> Any:
     return mapped
 
 
+def _check_finite(value: Any, where: str) -> None:
+    """Raise `InvalidToolError` for a NaN or infinite number anywhere in `value` (JSON has none: it would be
+    written as null, and the schema would then mean something else)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidToolError(f"{where}: {value} is not a JSON number")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{where}[{i}]")
+
+
 def _normalize_schema(schema: Any, where: str, depth: int = 0) -> dict[str, Any] | bool:
     """Map BFCL types to JSON Schema and make objects strict, recursively (idempotent)."""
     if depth > MAX_SCHEMA_DEPTH:
@@ -119,6 +133,7 @@ def _normalize_schema(schema: Any, where: str, depth: int = 0) -> dict[str, Any]
         elif key == "optional":  # BFCL marks some parameters optional in place; `required` already says it
             continue
         else:
+            _check_finite(value, f"{where}.{key}")
             out[key] = copy.deepcopy(value)
     if out.get("type") == "array" and isinstance(out.get("items"), list):  # draft-4 tuple form
         out["prefixItems"] = out.pop("items")
