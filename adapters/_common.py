@@ -8,7 +8,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from toolformer_router.router import ToolRouter
+from toolformer_router.types import RouteResult
 
 _ROUTERS: dict[tuple[str, str | None, str | None], ToolRouter] = {}
 _ROUTERS_LOCK = threading.Lock()
@@ -41,3 +44,35 @@ def name_tool_results(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, A
                 message["name"] = name
         out.append(message)
     return out
+
+
+ANY_JSON_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+"""The schema of `response_format={"type": "json_object"}`: any JSON object."""
+
+
+def structured_output_tool(schema: Mapping[str, Any] | None = None, name: str = "structured_output",
+                           description: str | None = None) -> dict[str, Any]:
+    """The synthetic tool behind a structured answer: its `parameters` are `schema` (None: any JSON object, see
+    `ANY_JSON_OBJECT`), so the grammar that constrains a call's arguments constrains the answer. Route with
+    `tool_choice=name` and `parallel_tool_calls=False`; read the answer with `structured_output_text`."""
+    wanted = description or "Write the answer to the conversation's last message as a JSON object of this shape."
+    parameters = dict(ANY_JSON_OBJECT if schema is None else schema)
+    return {"type": "function", "function": {"name": name, "description": wanted, "parameters": parameters}}
+
+
+def structured_output_text(result: RouteResult) -> str | None:
+    """The JSON text of a structured answer routed with `structured_output_tool`: the forced call's arguments as
+    the grammar accepted them (from `result.raw` when it holds the call list, since `result.calls` may have been
+    pruned, e.g. by `drop_unstated_optionals`, which suits tool calls but not answers); None when no call was
+    completed (the budget ran out first)."""
+    if not result.calls:
+        return None
+    try:
+        parsed = orjson.loads(result.raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, list) and len(parsed) == 1 and isinstance(parsed[0], dict) and "arguments" in parsed[0]:
+        arguments = parsed[0]["arguments"]
+    else:
+        arguments = result.calls[0].arguments
+    return orjson.dumps(arguments).decode()
