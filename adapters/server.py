@@ -2,29 +2,32 @@
 
     toolformer-router serve --checkpoint default --port 8000 [--api-key KEY]
 
-then point any OpenAI client at `http://127.0.0.1:8000/v1`: `POST /v1/chat/completions` (tools, tool_choice,
-parallel_tool_calls, max_tokens, streaming) and `GET /v1/models`. Any model name is accepted and echoed back.
-Requests are routed with `router.aroute`, so concurrent requests share device batches. The router decides whole
-calls, so a streamed response is sent in OpenAI's chunk format once the decision is made.
+then point any OpenAI client at `http://127.0.0.1:8000/v1`: `POST /v1/chat/completions` (tools in OpenAI's or
+MCP's shape, tool_choice, parallel_tool_calls, max_tokens, stop, response_format, streaming), `GET /v1/models` and
+`GET /v1/models/{id}`. Any model name is accepted in a completion and echoed back. Decoding is greedy (see
+`create_app`'s chat completion endpoint for the sampling parameters). Requests are routed with `router.aroute`, so
+concurrent requests share device batches. The router decides whole calls, so a streamed response is sent in
+OpenAI's chunk format once the decision is made.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import orjson
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from toolformer_router.errors import (
@@ -35,17 +38,27 @@ from toolformer_router.errors import (
     TooManyToolsError,
     UnknownToolError,
 )
+from toolformer_router.streaming import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 from toolformer_router.types import RouteResult, RouteUsage
 
-from ._common import name_tool_results, shared_router
+from ._common import (
+    name_tool_results,
+    shared_router,
+    structured_output_text,
+    structured_output_tool,
+)
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_TOOLS = 1000  # the router's own bound (hosted APIs stop at 128)
+T = TypeVar("T")
 
 
 class Router(Protocol):
+    def prepare_tools(self, tools: Any) -> Any: ...
+
     async def aroute(self, query: Any, tools: Any = None, *, tool_choice: Any = None, parallel_tool_calls: bool = True,
-                     max_new_tokens: int | None = None) -> RouteResult: ...
+                     max_new_tokens: int | None = None, max_text_tokens: int | None = None,
+                     stop: str | list[str] | None = None) -> RouteResult: ...
 
 
 # ------------------------------------------------------------------------------------------- request models
@@ -88,6 +101,32 @@ class FunctionTool(_Model):
     function: FunctionDefinition
 
 
+class MCPTool(_Model):
+    """A tool as an MCP server lists it (`tools/list`); its other fields (`title`, `annotations`, ...) are ignored."""
+
+    name: str
+    description: str | None = None
+    inputSchema: dict[str, Any]
+
+
+def _tool_shape(tool: Any) -> str | None:
+    """The tag of a `tools` entry: "openai" (`type`/`function`) or "mcp" (`inputSchema`); None for neither."""
+    if isinstance(tool, dict):
+        if "type" in tool or "function" in tool:
+            return "openai"
+        if "inputSchema" in tool:
+            return "mcp"
+    return None
+
+
+ToolParam = Annotated[
+    Annotated[FunctionTool, Tag("openai")] | Annotated[MCPTool, Tag("mcp")],
+    Discriminator(_tool_shape, custom_error_type="invalid_tool", custom_error_message=(
+        "a tool is either {'type': 'function', 'function': {'name', 'description', 'parameters'}} or an MCP tool "
+        "{'name', 'description', 'inputSchema'}")),
+]
+
+
 class FunctionName(_Model):
     name: str
 
@@ -101,23 +140,74 @@ class StreamOptions(_Model):
     include_usage: bool | None = None
 
 
+class JSONSchemaFormat(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    """None: any JSON object, as with `{"type": "json_object"}`."""
+    strict: bool | None = None
+    """The grammar always enforces the schema (strictly, with the router's normalisation), whatever this says."""
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+
+StopSequence = Annotated[str, Field(min_length=1, max_length=MAX_STOP_CHARS)]
+Stop = Annotated[  # tagged, so that an error is about the form sent (one string, or a list of them)
+    Annotated[StopSequence, Tag("one")]
+    | Annotated[list[StopSequence], Field(max_length=MAX_STOP_SEQUENCES), Tag("many")],
+    Discriminator(lambda value: "one" if isinstance(value, str) else "many"),
+]
+
+
 class ChatCompletionRequest(_Model):
-    """The fields of OpenAI's chat completion request that the router uses; others are ignored."""
+    """The fields of OpenAI's chat completion request that the server reads; others are ignored (see
+    `_SAMPLING` and `_UNSUPPORTED` for the ones that are read only to be reported or refused)."""
 
     model: str
     messages: list[Message] = Field(min_length=1)
-    tools: list[FunctionTool] | None = None
+    tools: list[ToolParam] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: Literal[1] | None = None
+    stop: Stop | None = None
+    response_format: ResponseFormat | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    n: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    functions: list[dict[str, Any]] | None = None
 
 
-_FIELDS = {name for model in (ChatCompletionRequest, Message, ContentPart, ToolCallParam, FunctionCall, FunctionTool,
-                              FunctionDefinition, NamedToolChoice, StreamOptions) for name in model.model_fields}
+_SAMPLING: dict[str, Any] = {"temperature": 0, "top_p": 1, "seed": None, "presence_penalty": 0,
+                             "frequency_penalty": 0}
+"""Sampling parameters, each with the value that greedy decoding already honours: other values are accepted (clients
+send some by default) and ignored, and the response's `x-toolformer-decoding` header names them."""
+
+_UNSUPPORTED: dict[str, tuple[Any, str]] = {
+    "n": (1, "only n=1 is supported: decoding is greedy, so every choice would be the same"),
+    "logprobs": (False, "logprobs are not supported by this server"),
+    "top_logprobs": (0, "top_logprobs are not supported by this server (nor logprobs)"),
+    "logit_bias": ({}, "logit_bias is not supported: the grammar and the router's calibration choose the tokens"),
+    "functions": ([], "the legacy 'functions' parameter is not supported: send 'tools'"),
+}
+"""Parameters that change the answer in a way this server cannot do, each with the one value it accepts (and the
+reason given with the 400 for any other)."""
+
+_FIELDS = {field.alias or name
+           for model in (ChatCompletionRequest, Message, ContentPart, ToolCallParam, FunctionCall, FunctionTool,
+                         MCPTool, FunctionDefinition, NamedToolChoice, StreamOptions, ResponseFormat, JSONSchemaFormat)
+           for name, field in model.model_fields.items()}
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -150,15 +240,39 @@ def _validation_error(error: ValidationError) -> APIError:
     return APIError(400, f"Invalid value for '{param}': {first['msg']}.", param)
 
 
-def _router_error(error: ToolRouterError) -> APIError:
+def _router_error(error: ToolRouterError, tools_param: str = "tools") -> APIError:
+    """The 400 of a router error; `tools_param` names where the tools at fault came from."""
     if isinstance(error, UnknownToolError):
         return APIError(400, str(error), "tool_choice")
     if isinstance(error, (InvalidToolError, TooManyToolsError)):
-        return APIError(400, str(error), "tools")
+        return APIError(400, str(error), tools_param)
     if isinstance(error, InvalidQueryError):
         code = "context_length_exceeded" if isinstance(error, QueryTooLongError) else None
         return APIError(400, str(error), "messages", code)
     return APIError(400, str(error))
+
+
+def _differs(body: ChatCompletionRequest, name: str, neutral: Any) -> bool:
+    value = getattr(body, name)
+    return value is not None and value != neutral
+
+
+def parse_request(raw: bytes) -> ChatCompletionRequest:
+    """The validated request; a 400 for an invalid one or one that sets a parameter of `_UNSUPPORTED`."""
+    try:
+        body = ChatCompletionRequest.model_validate_json(raw)
+    except ValidationError as error:
+        raise _validation_error(error) from None
+    for name, (neutral, reason) in _UNSUPPORTED.items():
+        if _differs(body, name, neutral):
+            raise APIError(400, reason, name)
+    return body
+
+
+def decoding_header(body: ChatCompletionRequest) -> str:
+    """The `x-toolformer-decoding` header: `greedy`, then `; ignored=<names>` for the sampling parameters set."""
+    ignored = [name for name, neutral in _SAMPLING.items() if _differs(body, name, neutral)]
+    return "greedy" + (f"; ignored={','.join(ignored)}" if ignored else "")
 
 
 # ------------------------------------------------------------------------------------------- conversion
@@ -199,6 +313,27 @@ def router_messages(messages: list[Message]) -> list[dict[str, Any]]:
                 converted["name"] = message.name
         out.append(converted)
     return name_tool_results(out)
+
+
+def structured_tool(response_format: ResponseFormat | None) -> dict[str, Any] | None:
+    """The synthetic tool whose forced call is the structured answer of `response_format`; None for text."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return structured_output_tool()
+    spec = response_format.json_schema
+    if spec is None:
+        raise APIError(400, "Missing required parameter: 'response_format.json_schema'.", "response_format.json_schema")
+    return structured_output_tool(spec.schema_, spec.name, spec.description)
+
+
+def _structured_result(forced: RouteResult, before: RouteResult | None) -> RouteResult:
+    """The forced call of a structured answer as a text result (its JSON); its usage adds the route `before`."""
+    usage = forced.usage
+    if before is not None:
+        usage = RouteUsage(**{name: getattr(before.usage, name) + getattr(usage, name)
+                              for name in RouteUsage.model_fields})
+    return forced.model_copy(update={"calls": [], "text": structured_output_text(forced), "usage": usage})
 
 
 def _usage(usage: RouteUsage) -> dict[str, Any]:
@@ -253,6 +388,40 @@ def completion_chunks(result: RouteResult, model: str, completion_id: str, creat
     return b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
 
 
+# ------------------------------------------------------------------------------------------- routing
+async def _checked(tools_param: str, work: Awaitable[T]) -> T:
+    """`await work` (a router call), with the router's input errors as 400s (tool errors name `tools_param`)."""
+    try:
+        return await work
+    except ToolRouterError as error:
+        raise _router_error(error, tools_param) from None
+
+
+async def answer(router: Router, body: ChatCompletionRequest) -> RouteResult:
+    """Route a request with its tools (calls or a text answer); with `response_format`, a text decision is replaced
+    by the structured answer, the forced call of `structured_tool` (routed straight away when there are no tools or
+    `tool_choice` is "none")."""
+    messages = router_messages(body.messages)
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or ()]
+    tool_choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
+    budget = body.max_completion_tokens or body.max_tokens
+    structured = structured_tool(body.response_format)
+    if structured is not None:  # an unenforceable schema is refused before any routing
+        await _checked("response_format", asyncio.to_thread(router.prepare_tools, [structured]))
+    first = None
+    if structured is None or (tools and tool_choice != "none"):
+        first = await _checked("tools", router.aroute(
+            messages, tools, tool_choice=tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False,
+            max_new_tokens=budget, stop=body.stop,
+            max_text_tokens=None if structured is None else 0))  # 0: only decide, the text would not be used
+        if structured is None or first.calls:
+            return first
+    forced = await _checked("response_format", router.aroute(
+        messages, [structured], tool_choice=structured["function"]["name"], parallel_tool_calls=False,
+        max_new_tokens=budget))
+    return _structured_result(forced, first)
+
+
 # ------------------------------------------------------------------------------------------- app
 async def _read_body(request: Request, limit: int) -> bytes:
     too_large = APIError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
@@ -269,7 +438,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_tools: int | None = None) -> FastAPI:
-    """The OpenAI-compatible app over `router` (a `ToolRouter` or anything with its `aroute`).
+    """The OpenAI-compatible app over `router` (a `ToolRouter` or anything with its `prepare_tools` and `aroute`).
 
     Args:
         api_key: when set, every request needs `Authorization: Bearer <api_key>` (else 401).
@@ -304,39 +473,49 @@ def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: in
         message = f"the server failed on this request ({type(error).__name__})"
         return APIError(500, message, type="server_error").response()
 
+    model = {"id": model_id, "object": "model", "created": started, "owned_by": "toolformer-router"}
+
     @app.get("/v1/models")
     async def list_models() -> Response:
-        body = {"object": "list", "data": [{"id": model_id, "object": "model", "created": started,
-                                            "owned_by": "toolformer-router"}]}
-        return Response(orjson.dumps(body), media_type="application/json")
+        return Response(orjson.dumps({"object": "list", "data": [model]}), media_type="application/json")
+
+    @app.get("/v1/models/{requested:path}")
+    async def retrieve_model(requested: str) -> Response:
+        if requested != model_id:
+            raise APIError(404, f"The model '{requested}' does not exist; this server serves '{model_id}'.", "model",
+                           "model_not_found")
+        return Response(orjson.dumps(model), media_type="application/json")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        try:
-            body = ChatCompletionRequest.model_validate_json(await _read_body(request, max_body_bytes))
-        except ValidationError as error:
-            raise _validation_error(error) from None
+        """OpenAI's chat completion: tool calls or a text answer (streamed as chunks with `stream`).
+
+        Decoding is greedy. `temperature`, `top_p`, `seed`, `presence_penalty` and `frequency_penalty` are accepted
+        (clients send some by default) but not applied; every response says so in its `x-toolformer-decoding`
+        header: `greedy`, then `; ignored=<names>` for those set to a value greedy decoding does not already
+        honour (temperature 0, top_p 1, penalties 0). `n` > 1, `logprobs`, `top_logprobs`, `logit_bias` and the
+        legacy `functions` are refused with a 400 naming the parameter; other unknown fields are ignored.
+
+        `stop` (up to 4 strings) ends a text answer before the first of them (finish_reason "stop").
+
+        `response_format` (`json_schema` or `json_object`) is decoded through the grammar, as the forced call of a
+        synthetic tool whose parameters are the schema; `message.content` is the JSON text of its arguments. With
+        `tools`, the request is routed with them first: calls come back as calls, and a text decision is replaced
+        by the structured answer (`tool_choice="none"` goes straight to it). A schema the grammar cannot enforce is
+        refused with a 400 naming `response_format`.
+        """
+        body = parse_request(await _read_body(request, max_body_bytes))
         if body.tools is not None and len(body.tools) > max_tools:
             raise APIError(400, f"{len(body.tools)} tools given; this server takes at most {max_tools}", "tools")
-        tools = [tool.model_dump(exclude_none=True) for tool in body.tools or ()]
-        tool_choice = body.tool_choice
-        if isinstance(tool_choice, NamedToolChoice):
-            tool_choice = tool_choice.model_dump()
-        try:
-            result = await router.aroute(
-                router_messages(body.messages), tools, tool_choice=tool_choice,
-                parallel_tool_calls=body.parallel_tool_calls is not False,
-                max_new_tokens=body.max_completion_tokens or body.max_tokens,
-            )
-        except ToolRouterError as error:
-            raise _router_error(error) from None
+        result = await answer(router, body)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        headers = {"x-toolformer-decoding": decoding_header(body)}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return Response(completion_chunks(result, body.model, completion_id, created, include_usage),
-                            media_type="text/event-stream", headers={"cache-control": "no-cache"})
+                            media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         return Response(orjson.dumps(completion(result, body.model, completion_id, created)),
-                        media_type="application/json")
+                        media_type="application/json", headers=headers)
 
     return app
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import jsonschema
@@ -19,12 +20,15 @@ import openai
 import pytest
 from conftest import EMAIL, WEATHER
 from openai import AsyncOpenAI, OpenAI
+from openai.lib._pydantic import to_strict_json_schema
+from pydantic import BaseModel
 from scripted import ScriptedRouter, call, calls, text
 
-from toolformer_router import cli
+from toolformer_router import cli, normalize_tool
 from toolformer_router.adapters import server
+from toolformer_router.adapters._common import structured_output_text
 from toolformer_router.adapters.server import create_app, serve_in_thread
-from toolformer_router.types import RouteResult
+from toolformer_router.types import RouteResult, RouteUsage, ToolCall
 
 ROOT = Path(__file__).parent.parent
 KEY = "sk-test-key"
@@ -33,10 +37,24 @@ ECHO = {"type": "function", "function": {"name": "echo", "description": "Echo a 
 TOOLS = [WEATHER, {"type": "function", "function": EMAIL}, ECHO]
 
 
+class StopRecordingRouter(ScriptedRouter):
+    """`ScriptedRouter` that takes `stop` as `ToolRouter.aroute` does and records it with the request."""
+
+    async def aroute(self, query, tools=None, *, stop=None, **options) -> RouteResult:
+        result = await super().aroute(query, tools, **options)
+        self.requests[-1]["stop"] = stop  # no await since the request was recorded: still the last one
+        return result
+
+
+def structured(name: str, **arguments) -> RouteResult:
+    """A scripted forced call of a structured answer's tool, `raw` as the router writes it."""
+    return call(name, **arguments).model_copy(update={"raw": json.dumps([{"name": name, "arguments": arguments}])})
+
+
 @pytest.fixture
 def scripted():
     """A scripted router behind a live server (API key required, small limits): (router, base_url)."""
-    router = ScriptedRouter()
+    router = StopRecordingRouter()
     with serve_in_thread(create_app(router, api_key=KEY, max_body_bytes=64 * 1024, max_tools=8)) as base_url:
         yield router, base_url
 
@@ -187,6 +205,141 @@ def test_models(client):
     assert model.id == "scripted" and model.object == "model"
 
 
+def test_retrieve_a_model(scripted, client):
+    router, base_url = scripted
+    model = client.models.retrieve("scripted")
+    assert (model.id, model.object, model.owned_by) == ("scripted", "model", "toolformer-router")
+    with pytest.raises(openai.NotFoundError) as error:
+        client.models.retrieve("gpt-4o")
+    assert error.value.code == "model_not_found" and error.value.param == "model" and "gpt-4o" in error.value.message
+    response = httpx.get(f"{base_url}/models/gpt-4o", headers={"Authorization": f"Bearer {KEY}"})
+    assert response.status_code == 404 and response.json()["error"]["type"] == "invalid_request_error"
+    router.name = "org/tool-router"  # hub-style ids hold a slash
+    with serve_in_thread(create_app(router)) as url:
+        assert OpenAI(base_url=url, api_key="x", max_retries=0).models.retrieve("org/tool-router").id == router.name
+
+
+MCP_LOOKUP = {"name": "lookup", "title": "Lookup", "description": "Look a word up.",
+              "inputSchema": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
+              "annotations": {"readOnlyHint": True}}
+
+
+def test_mcp_tools_beside_openai_ones(scripted, client):
+    router, _ = scripted
+    seen = []
+    router.default = lambda messages, tools, choice: seen.append(tools) or call("lookup", word="gist")
+    response = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Define gist"}],
+                                              tools=[MCP_LOOKUP, ECHO])
+    assert response.choices[0].message.tool_calls[0].function.name == "lookup"
+    ((lookup, echo),) = seen
+    assert lookup == normalize_tool({"name": "lookup", "description": "Look a word up.",
+                                     "parameters": MCP_LOOKUP["inputSchema"]})
+    assert echo == normalize_tool(ECHO)
+
+
+def test_sampling_parameters_are_accepted_and_reported_as_ignored(scripted, client):
+    router, _ = scripted
+    router.default = text("ok")
+    user = [{"role": "user", "content": "Hi"}]
+    raw = client.chat.completions.with_raw_response.create(model="m", messages=user, temperature=0.1, top_p=0.9,
+                                                           seed=7, presence_penalty=0.0, frequency_penalty=0.5)
+    assert raw.headers["x-toolformer-decoding"] == "greedy; ignored=temperature,top_p,seed,frequency_penalty"
+    assert raw.parse().choices[0].message.content == "ok"
+    raw = client.chat.completions.with_raw_response.create(  # greedy's own values; unknown fields stay ignored
+        model="m", messages=user, temperature=0, top_p=1, n=1, logprobs=False, user="u-1",
+        extra_body={"a_future_field": {"x": 1}})
+    assert raw.headers["x-toolformer-decoding"] == "greedy"
+    with client.chat.completions.with_streaming_response.create(model="m", messages=user, temperature=0.7,
+                                                                stream=True) as response:
+        assert response.headers["x-toolformer-decoding"] == "greedy; ignored=temperature"
+        assert _assemble(response.parse())[0] == "ok"
+    assert len(router.requests) == 3
+
+
+def test_stop_sequences_reach_the_router(scripted, client):
+    router, _ = scripted
+    router.default = text("ok")
+    for stop in ("\n", ["END", "\n\n"], None):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], stop=stop)
+    assert [r["stop"] for r in router.requests] == ["\n", ["END", "\n\n"], None]
+
+
+class Forecast(BaseModel):
+    city: str
+    unit: Literal["celsius", "fahrenheit"]
+    days: list[int]
+
+
+class GetWeather(BaseModel):
+    """Current weather in a city."""
+
+    city: str
+
+
+def test_a_structured_answer_parsed_by_the_openai_sdk(scripted, client):
+    router, _ = scripted
+    seen = []
+    router.default = lambda messages, tools, choice: seen.append(tools) or structured(
+        "Forecast", city="Oslo", unit="celsius", days=[1, 2])
+    completion = client.chat.completions.parse(model="m", messages=[{"role": "user", "content": "Oslo, 2 days"}],
+                                               response_format=Forecast, max_completion_tokens=40, stop="\n")
+    choice = completion.choices[0]
+    assert choice.message.parsed == Forecast(city="Oslo", unit="celsius", days=[1, 2])
+    assert choice.message.content == '{"city":"Oslo","unit":"celsius","days":[1,2]}'
+    assert choice.finish_reason == "stop" and not choice.message.tool_calls
+    (request,) = router.requests  # no tools: straight to the forced call; stop is for text answers only
+    assert (request["tools"], request["tool_choice"], request["parallel_tool_calls"]) == (["Forecast"], "Forecast", False)
+    assert request["max_new_tokens"] == 40 and request["stop"] is None
+    ((tool,),) = seen
+    assert tool.parameters == normalize_tool({"name": "Forecast", "parameters": to_strict_json_schema(Forecast)}).parameters
+    assert "JSON" in tool.description
+
+
+def test_json_object_and_a_described_schema_streamed(scripted, client):
+    router, _ = scripted
+    seen = []
+    router.default = lambda messages, tools, choice: seen.append(tools[0]) or structured(tools[0].name, answer=42)
+    user = [{"role": "user", "content": "Six times seven?"}]
+    response = client.chat.completions.create(model="m", messages=user, response_format={"type": "json_object"})
+    assert json.loads(response.choices[0].message.content) == {"answer": 42}
+    assert seen[0].parameters == {"type": "object", "additionalProperties": True, "properties": {}}
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    stream = client.chat.completions.create(model="m", messages=user, stream=True, response_format={
+        "type": "json_schema", "json_schema": {"name": "result", "description": "The number.", "schema": schema}})
+    assert _assemble(stream)[:3] == ('{"answer":42}', {}, "stop")
+    assert (seen[1].name, seen[1].description) == ("result", "The number.")
+
+
+def test_tools_and_response_format_together(scripted, client):
+    """Routed with the tools first: a call is answered as a call, a text decision by the structured answer."""
+    router, _ = scripted
+    forecast = {"city": "Oslo", "unit": "celsius", "days": [3]}
+    router.script = [call("GetWeather", city="Oslo"), text(""), structured("Forecast", **forecast),
+                     structured("Forecast", **forecast)]
+    user = [{"role": "user", "content": "Oslo weather"}]
+    tools = [openai.pydantic_function_tool(GetWeather)]
+    first = client.chat.completions.parse(model="m", messages=user, tools=tools, response_format=Forecast).choices[0]
+    assert first.finish_reason == "tool_calls" and first.message.content is None
+    assert first.message.tool_calls[0].function.parsed_arguments == GetWeather(city="Oslo")
+    second = client.chat.completions.parse(model="m", messages=user, tools=tools, response_format=Forecast)
+    assert second.choices[0].message.parsed == Forecast(**forecast) and not second.choices[0].message.tool_calls
+    assert second.usage.prompt_tokens == 2 * 2 and second.usage.completion_tokens == 0 + 10  # both routes count
+    third = client.chat.completions.parse(model="m", messages=user, tools=tools, response_format=Forecast,
+                                          tool_choice="none")
+    assert third.choices[0].message.parsed == Forecast(**forecast)
+    assert [(r["tools"], r["tool_choice"], r["max_text_tokens"]) for r in router.requests] == [
+        (["GetWeather"], None, 0), (["GetWeather"], None, 0), (["Forecast"], "Forecast", None),
+        (["Forecast"], "Forecast", None)]
+
+
+def test_structured_output_text_reads_the_call_as_the_grammar_accepted_it():
+    pruned = RouteResult(calls=[ToolCall(id="c", name="a", arguments={"x": 1})],  # e.g. drop_unstated_optionals
+                         raw='[{"name":"a","arguments":{"x":1,"note":"kept"}}]')
+    assert structured_output_text(pruned) == '{"x":1,"note":"kept"}'
+    assert structured_output_text(call("a", x=1)) == '{"x":1}'  # raw is not the call list: from the call
+    assert structured_output_text(RouteResult(finish_reason="length", usage=RouteUsage())) is None
+
+
 def test_auth(scripted):
     router, base_url = scripted
     router.default = text("ok")
@@ -221,6 +374,33 @@ BAD_REQUESTS = [
         {"type": "function", "function": {"name": "x", "parameters": {"type": "string"}}}]}, "tools", "type 'object'"),
     ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [ECHO, ECHO]}, "tools", "echo"),
     ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [ECHO] * 9}, "tools", "at most 8"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "x", "description": "y"}]},
+     "tools.[0]", "MCP tool {'name', 'description', 'inputSchema'}"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"name": "x", "inputSchema": 5}]},
+     "tools.[0].inputSchema", "Invalid value"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [
+        {"name": "x", "inputSchema": {"type": "array"}}]}, "tools", "type 'object'"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}, "n", "only n=1"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logprobs": True}, "logprobs", "not supported"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 3}, "top_logprobs",
+     "not supported"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"42": 5}}, "logit_bias",
+     "not supported"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "functions": [{"name": "x"}]}, "functions",
+     "send 'tools'"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 3}, "temperature", "less than"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": list("abcde")}, "stop", "at most 4"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": ""}, "stop", "at least 1"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}},
+     "response_format.type", "Invalid value"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema"}},
+     "response_format.json_schema", "Missing required parameter"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}}, "response_format.json_schema.name",
+     "pattern"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "array"}}}}, "response_format",
+     "type 'object'"),
 ]
 
 
@@ -336,6 +516,66 @@ async def test_a_real_tiny_router_behind_the_server(make_router):
                                                          tools=[{"type": "function", "function": {"name": ""}}])
     finally:
         router.close()
+
+
+@pytest.mark.slow
+def test_stop_and_structured_answers_on_a_real_tiny_router(make_router):
+    """The real grammar: a stop sequence cuts the text answer, a structured answer follows its schema, and a
+    schema the grammar cannot enforce is refused before routing."""
+
+    class Verdict(BaseModel):
+        unit: Literal["celsius", "fahrenheit"]
+        urgent: bool
+
+    router = make_router()
+    try:
+        with serve_in_thread(create_app(router)) as base_url:
+            client = OpenAI(base_url=base_url, api_key="none", max_retries=0)
+            hello = {"model": "tiny", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 16}
+            whole = client.chat.completions.create(**hello).choices[0].message.content
+            stop = whole[len(whole) // 2:][:2]
+            cut = client.chat.completions.create(**hello, stop=[stop]).choices[0]
+            assert len(stop) == 2 and cut.finish_reason == "stop"
+            assert cut.message.content == whole[:whole.index(stop)].rstrip()
+            parsed = client.chat.completions.parse(model="tiny", messages=[{"role": "user", "content": "Unit?"}],
+                                                   response_format=Verdict, max_tokens=48).choices[0]
+            assert parsed.finish_reason == "stop" and isinstance(parsed.message.parsed, Verdict)
+            lookahead = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}}
+            with pytest.raises(openai.BadRequestError) as error:
+                client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}],
+                                               response_format={"type": "json_schema", "json_schema": {
+                                                   "name": "a", "schema": lookahead}})
+            assert error.value.param == "response_format" and "cannot be enforced" in error.value.message
+    finally:
+        router.close()
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+    city: str
+
+
+@pytest.mark.slow
+def test_structured_answers_from_the_default_checkpoint(default_router):
+    """The OpenAI SDK's `parse` against the default checkpoint: extraction, a JSON object, and with tools a call."""
+    weather = {"type": "function", "function": {  # strict, as `parse` wants its tools
+        "name": "get_weather", "description": "Current weather in a city.", "strict": True, "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+            "additionalProperties": False}}}
+    with serve_in_thread(create_app(default_router)) as base_url:
+        client = OpenAI(base_url=base_url, api_key="none", max_retries=0)
+        alice = [{"role": "user", "content": "Alice is 30 years old and lives in Paris."}]
+        person = client.chat.completions.parse(model="default", messages=alice, response_format=Person)
+        assert person.choices[0].message.parsed == Person(name="Alice", age=30, city="Paris")
+        capital = client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "The capital of France, as JSON."}],
+            response_format={"type": "json_object"}, max_tokens=64).choices[0]
+        assert capital.finish_reason == "stop" and isinstance(json.loads(capital.message.content), dict)
+        paris = [{"role": "user", "content": "What's the weather in Paris right now?"}]
+        called = client.chat.completions.parse(model="default", messages=paris, tools=[weather],
+                                               response_format=Person).choices[0]
+        assert called.message.tool_calls[0].function.parsed_arguments == {"city": "Paris"}
 
 
 @pytest.mark.slow
