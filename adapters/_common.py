@@ -4,12 +4,13 @@ once per model whichever adapter or request brought it, and the mapping of tool 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from toolformer_router.errors import InvalidQueryError
 from toolformer_router.router import ToolRouter
 from toolformer_router.types import RouteResult
 
@@ -76,3 +77,48 @@ def structured_output_text(result: RouteResult) -> str | None:
     else:
         arguments = result.calls[0].arguments
     return orjson.dumps(arguments).decode()
+
+
+class UnreadableContentError(InvalidQueryError):
+    """A message part the router cannot read (an image, audio, a file). An adapter with a `fallback` hands such a
+    turn to the fallback when the turn needs no call (`query_or_fallback`)."""
+
+
+def requires_call(tool_choice: Any) -> bool:
+    """Whether `tool_choice` obliges the turn to call a tool ("required", "any", True or a tool's name)."""
+    return tool_choice not in (None, "auto", False, "none")
+
+
+def query_or_fallback(convert: Callable[[Any], list[dict[str, Any]]], messages: Any, *, fallback: bool,
+                      tool_choice: Any) -> list[dict[str, Any]] | None:
+    """`convert(messages)`, the router's query; or None when a fallback should answer the turn unread: the messages
+    hold a part the router cannot read (`UnreadableContentError`), a fallback is set and the turn needs no call
+    (the fallback never sees the tools). Otherwise the error stands."""
+    try:
+        return convert(messages)
+    except UnreadableContentError as error:
+        if not fallback:
+            raise
+        if requires_call(tool_choice):
+            raise UnreadableContentError(f"{error}; the fallback answers such turns only when they need no call "
+                                         f"(here tool_choice={tool_choice!r})") from None
+        return None
+
+
+def greedy_temperature(temperature: float | None) -> float | None:
+    """`temperature` when greedy decoding honours it (None or 0); any other value is refused with a `ValueError`.
+    No framework the adapters serve passes a nonzero default, so a nonzero value is the user's and is not dropped."""
+    if temperature:
+        raise ValueError(f"temperature={temperature!r} is not supported: the router decodes greedily under its "
+                         f"grammar (temperature 0, the same answer every time); leave temperature unset or 0")
+    return temperature
+
+
+def check_parameters(kwargs: Mapping[str, Any], supported: Collection[str], where: str) -> None:
+    """Refuse, by name, each of `kwargs` that `where` does not honour (none is dropped silently); `temperature`
+    must be one greedy decoding honours (`greedy_temperature`)."""
+    unsupported = sorted(set(kwargs) - set(supported))
+    if unsupported:
+        takes = f" (it takes {', '.join(sorted(supported))})" if supported else ""
+        raise TypeError(f"{where} does not support {', '.join(map(repr, unsupported))}{takes}")
+    greedy_temperature(kwargs.get("temperature"))

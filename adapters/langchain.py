@@ -9,13 +9,16 @@
 Tools are turned into router tools by `convert_to_openai_tool` (BaseTool, `@tool` functions, pydantic
 models, TypedDicts, dicts) and encoded once per model through the router's gist cache, so re-binding on
 every agent step is cheap. `tool_choice` is enforced by the router's grammar. When the router answers
-without a call and a `fallback` chat model is set, the turn goes to the fallback *without* the tool schemas.
+without a call and a `fallback` chat model is set, the turn goes to the fallback *without* the tool schemas; so
+do turns the router cannot read (images, audio, files) when they need no call. `with_structured_output` answers
+through the same grammar, so the answer always validates against the schema.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Literal
 
 import orjson
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -29,20 +32,35 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.output_parsers.openai_tools import JsonOutputKeyToolsParser, PydanticToolsParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, PrivateAttr
+from langchain_core.utils.pydantic import is_basemodel_subclass
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from toolformer_router.errors import InvalidQueryError, TooManyToolsError
 from toolformer_router.grammar import resolve_tool_choice
 from toolformer_router.types import RouteResult
 
-from ._common import name_tool_results, shared_router
+from ._common import (
+    UnreadableContentError,
+    check_parameters,
+    greedy_temperature,
+    name_tool_results,
+    query_or_fallback,
+    shared_router,
+    structured_output_text,
+    structured_output_tool,
+)
 
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system",
           "developer": "system", "tool": "tool"}
+_INVOKE_PARAMETERS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "max_tokens", "temperature",
+                                "response_format", "stream"})
+"""What a call (or `bind`) may carry; `stream` is LangChain's own switch. Any other keyword is refused by name."""
 
 
 def _text(content: str | list[Any], where: str) -> str:
@@ -59,7 +77,7 @@ def _text(content: str | list[Any], where: str) -> str:
             continue  # carried by `tool_calls` / not read by the router
         else:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise InvalidQueryError(f"{where}: content part of type {kind!r} is not supported (text only)")
+            raise UnreadableContentError(f"{where}: content part of type {kind!r} is not supported (text only)")
     return "".join(parts)
 
 
@@ -108,6 +126,28 @@ def _unique_tools(tools: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return unique
 
 
+def _response_format(schema: dict[str, Any] | type | None) -> dict[str, Any]:
+    """OpenAI-style `response_format` for a schema (any form `convert_to_openai_tool` takes); None: any JSON object."""
+    if schema is None:
+        return {"type": "json_object"}
+    function = convert_to_openai_tool(schema)["function"]
+    return {"type": "json_schema", "json_schema": {"name": function["name"], "description": function.get("description"),
+                                                   "schema": function["parameters"]}}
+
+
+def _answer_tool(response_format: Mapping[str, Any]) -> dict[str, Any]:
+    """The synthetic tool behind `response_format` (`{"type": "json_object"}` or `{"type": "json_schema",
+    "json_schema": {"name", "schema"[, "description"]}}`): a forced call of it is the answer."""
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return structured_output_tool()
+    if kind == "json_schema":
+        spec = response_format["json_schema"]
+        return structured_output_tool(spec.get("schema"), spec.get("name") or "structured_output",
+                                      spec.get("description"))
+    raise ValueError(f"response_format type {kind!r} is not supported (use 'json_object' or 'json_schema')")
+
+
 def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
     for sequence in stop or ():
         if sequence and sequence in text:
@@ -121,18 +161,38 @@ class ChatToolFormer(BaseChatModel):
     Args:
         checkpoint: "default" (the packaged checkpoint) or a checkpoint folder.
         device, dtype: where and how to run the router (default: CUDA + bf16 when available, else CPU + fp32).
-        router: an existing `ToolRouter` to share (otherwise one per checkpoint/device/dtype per process).
-        fallback: chat model that answers the turns where the router makes no call (it never sees the tools).
+        router: an existing `ToolRouter` to share (otherwise one per checkpoint/device/dtype per process); never
+            serialised.
+        fallback: chat model that answers the turns where the router makes no call, and the turns it cannot read
+            (images, audio, files) when they need no call; it never sees the tools.
         max_tools: refuse to bind more tools than this (default: the router's `max_tools`).
-        max_new_tokens: output budget per turn (default: the router's).
+        max_tokens: output budget per turn (default: the router's); `max_new_tokens` is the same parameter.
+        temperature: decoding is greedy under the grammar, so 0 or None; any other value is refused (no framework
+            passes a nonzero default, so a nonzero value is a wish this model cannot grant).
+        stop: stop sequences of every call that gives none (a text answer ends before the first of them).
+        streaming: `invoke` goes through `stream` (LangChain's switch).
+
+    Every other parameter is refused by name, at construction and per call: the router runs in-process, so
+    `timeout`, `max_retries`, `api_key`, `model_kwargs` and sampling parameters have nothing to act on.
 
     Example:
         >>> model = ChatToolFormer().bind_tools([get_weather, send_email], tool_choice="auto")
         >>> model.invoke("Weather in Paris?").tool_calls[0]["name"]
         'get_weather'
+
+    Structured output:
+        >>> model.with_structured_output(Person).invoke("Ada Lovelace, 36")           # a forced call of `Person`
+        >>> model.with_structured_output(Person, method="json_schema").invoke(...)  # JSON text, parsed
+        >>> model.invoke("...", response_format={"type": "json_object"}).content    # '{"...": ...}'
+
+    Tokens: `get_num_tokens` counts with the router's own tokenizer; `get_num_tokens_from_messages` is the
+    decoder's prompt (tools add none: their schemas are read as gists).
+
+    Serialisation: `dumps(model)`, then `loads(text, valid_namespaces=["toolformer_router"],
+    allowed_objects=[ChatToolFormer])` (the `router` object is left out; the loaded model loads its checkpoint).
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     checkpoint: str = "default"
     device: str | None = None
@@ -140,8 +200,24 @@ class ChatToolFormer(BaseChatModel):
     router: Any = Field(default=None, exclude=True)
     fallback: BaseChatModel | None = None
     max_tools: int | None = None
-    max_new_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_new_tokens"))
+    temperature: float | None = None
+    stop: list[str] | None = None
+    streaming: bool = False
     _router: Any = PrivateAttr(default=None)
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy(cls, temperature: float | None) -> float | None:
+        return greedy_temperature(temperature)
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+    @classmethod
+    def get_lc_namespace(cls) -> list[str]:
+        return ["toolformer_router", "adapters", "langchain"]
 
     @property
     def _llm_type(self) -> str:
@@ -150,7 +226,7 @@ class ChatToolFormer(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "device": self.device, "dtype": self.dtype,
-                "max_new_tokens": self.max_new_tokens}
+                "max_tokens": self.max_tokens}
 
     def get_router(self) -> Any:
         """The router behind this model (loaded on first use, shared per checkpoint in the process)."""
@@ -165,13 +241,27 @@ class ChatToolFormer(BaseChatModel):
         return router.name if router is not None else f"toolformer-router/{self.checkpoint}"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_provider="toolformer-router", ls_model_name=kwargs.get("model", self.model_name),
-                                 ls_model_type="chat")
-        if stop:
-            params["ls_stop"] = stop
-        if self.max_new_tokens:
-            params["ls_max_tokens"] = self.max_new_tokens
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "toolformer-router"
         return params
+
+    # ------------------------------------------------------------------------------------ tokens
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of `text` under the router's own tokenizer (not GPT-2's), unless `custom_get_token_ids`."""
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        return self.get_router().tokenizer.encode(text, add_special_tokens=False)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens of `text` under the router's own tokenizer (`router.count_tokens`)."""
+        if self.custom_get_token_ids is not None:
+            return len(self.custom_get_token_ids(text))
+        return self.get_router().count_tokens(text)
+
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
+        """Tokens of the decoder's prompt for `messages` (chat template and the router's instructions included):
+        the `input_tokens` of a route decided in one pass. `tools` add none: their schemas are read as gists."""
+        return len(self.get_router().prompt_ids(to_router_messages(messages)))
 
     # ------------------------------------------------------------------------------------- tools
     def bind_tools(
@@ -181,16 +271,14 @@ class ChatToolFormer(BaseChatModel):
         tool_choice: dict | str | bool | None = None,
         strict: bool | None = None,
         parallel_tool_calls: bool | None = None,
-        response_format: Any = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (anything `convert_to_openai_tool` accepts) with an optional `tool_choice`:
         "auto"/None, "any"/"required"/True (must call), "none", a tool name or
         `{"type": "function", "function": {"name": ...}}`. Tools are validated here (a bad tool or an
         unknown `tool_choice` name raises a `ToolRouterError` subclass); encoding happens on first use and
-        is cached. `strict` is accepted for compatibility: calls always follow the schemas exactly."""
-        if response_format is not None:
-            raise NotImplementedError("response_format is not supported; use with_structured_output()")
+        is cached. `strict` is accepted for compatibility: calls always follow the schemas exactly. Other
+        keywords are bound as call parameters (checked when the model is called)."""
         formatted = _unique_tools([convert_to_openai_tool(tool) for tool in tools])
         limit = self.max_tools
         if limit is not None and len(formatted) > limit:
@@ -201,26 +289,89 @@ class ChatToolFormer(BaseChatModel):
             kwargs["parallel_tool_calls"] = parallel_tool_calls
         return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type | None = None,
+        *,
+        method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict | BaseModel]:
+        """Answers that always validate against `schema` (pydantic class, TypedDict, JSON Schema or OpenAI tool):
+        the answer is a forced call of a tool whose parameters are the schema, so the grammar shapes it.
+
+        method: "function_calling": the message carries the call in `tool_calls` (parsed by a tools parser);
+            "json_schema": the message's content is the answer's JSON text (parsed by a JSON/pydantic parser);
+            "json_mode": a JSON object as content: of `schema`'s shape when a schema is given (the grammar can
+            enforce it, so it does), any object when `schema` is None.
+        include_raw: return `{"raw": AIMessage, "parsed": ..., "parsing_error": ...}`. `strict` is accepted:
+        the answer always follows the schema exactly."""
+        check_parameters(kwargs, (), "with_structured_output")
+        if method not in ("function_calling", "json_schema", "json_mode"):
+            raise ValueError(f"method must be 'function_calling', 'json_schema' or 'json_mode', got {method!r}")
+        if schema is None and method != "json_mode":
+            raise ValueError(f"method={method!r} needs a schema (only 'json_mode' works without one)")
+        traced = {"ls_structured_output_format": {"kwargs": {"method": method}, "schema": schema}} if schema else {}
+        is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            model = self.bind_tools([schema], tool_choice=name, **traced)
+            parser = (PydanticToolsParser(tools=[schema], first_tool_only=True) if is_pydantic
+                      else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True))
+        else:
+            model = self.bind(response_format=_response_format(schema), **traced)
+            parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()
+        if not include_raw:
+            return model | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
+        unparsed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=model) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
+
     # ----------------------------------------------------------------------------------- routing
-    def _route_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        return {"tool_choice": kwargs.get("tool_choice"),
-                "parallel_tool_calls": kwargs.get("parallel_tool_calls", True) is not False,
-                "max_new_tokens": kwargs.get("max_tokens", self.max_new_tokens),
+    def _request(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The router's arguments for one turn, from the call's (and bound) keywords, each honoured or refused by
+        name; None when the fallback answers the turn unread (`query_or_fallback`). A `response_format` turn is
+        a forced call of its synthetic tool (`_answer_tool`), alone."""
+        check_parameters(kwargs, _INVOKE_PARAMETERS, "ChatToolFormer")
+        tools, tool_choice = kwargs.get("tools") or [], kwargs.get("tool_choice")
+        parallel = kwargs.get("parallel_tool_calls", True) is not False
+        if kwargs.get("response_format") is not None:
+            if tools:
+                raise ValueError("response_format cannot be combined with bound tools: the answer is a forced call "
+                                 "of its own tool (bind the schema as a tool instead)")
+            tools = [_answer_tool(kwargs["response_format"])]
+            tool_choice, parallel = tools[0]["function"]["name"], False
+        query = query_or_fallback(to_router_messages, messages, fallback=self.fallback is not None,
+                                  tool_choice=tool_choice)
+        if query is None:
+            return None
+        return {"query": query, "tools": tools, "tool_choice": tool_choice, "parallel_tool_calls": parallel,
+                "max_new_tokens": kwargs.get("max_tokens", self.max_tokens),
                 "max_text_tokens": 0 if self.fallback is not None else None}  # the fallback writes the text
 
-    def _wants_fallback(self, result: RouteResult) -> bool:
-        return self.fallback is not None and not result.calls and result.finish_reason == "stop"
+    def _stop(self, stop: list[str] | None) -> list[str] | None:
+        """The call's stop sequences, else the model's."""
+        return self.stop if stop is None else stop
 
-    def _message(self, result: RouteResult, stop: list[str] | None) -> AIMessage:
+    def _wants_fallback(self, result: RouteResult | None) -> bool:
+        return self.fallback is not None and (result is None or not result.calls and result.finish_reason == "stop")
+
+    def _message(self, result: RouteResult, stop: list[str] | None, kwargs: dict[str, Any]) -> AIMessage:
+        """The route as an AIMessage: calls in `tool_calls`; for a `response_format` turn, the answer's JSON text
+        as content instead."""
         calls = [{"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"} for c in result.calls]
+        content = _cut_at_stop(result.text or "", stop)
+        if kwargs.get("response_format") is not None:
+            content, calls = structured_output_text(result) or "", []
         invalid = []
-        if not calls and result.raw.startswith("["):
+        if not result.calls and result.raw.startswith("["):
             invalid.append({"name": None, "args": result.raw, "id": None, "type": "invalid_tool_call",
                             "error": "the output budget (max_new_tokens) ran out inside a tool call"
                             if result.finish_reason == "length" else "a number in the tool call is out of range"})
         usage = result.usage
         return AIMessage(
-            content=_cut_at_stop(result.text or "", stop),
+            content=content,
             tool_calls=calls,
             invalid_tool_calls=invalid,
             usage_metadata=UsageMetadata(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
@@ -235,20 +386,22 @@ class ChatToolFormer(BaseChatModel):
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        result = self.get_router().route(to_router_messages(messages), kwargs.get("tools") or [],
-                                         **self._route_kwargs(kwargs))
+        stop = self._stop(stop)
+        request = self._request(messages, kwargs)
+        result = None if request is None else self.get_router().route(**request)
         if self._wants_fallback(result):
             return ChatResult(generations=[ChatGeneration(message=self.fallback.invoke(messages, stop=stop))])
-        return ChatResult(generations=[ChatGeneration(message=self._message(result, stop))])
+        return ChatResult(generations=[ChatGeneration(message=self._message(result, stop, kwargs))])
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        result = await self.get_router().aroute(to_router_messages(messages), kwargs.get("tools") or [],
-                                                **self._route_kwargs(kwargs))
+        stop = self._stop(stop)
+        request = self._request(messages, kwargs)
+        result = None if request is None else await self.get_router().aroute(**request)
         if self._wants_fallback(result):
             message = await self.fallback.ainvoke(messages, stop=stop)
             return ChatResult(generations=[ChatGeneration(message=message)])
-        return ChatResult(generations=[ChatGeneration(message=self._message(result, stop))])
+        return ChatResult(generations=[ChatGeneration(message=self._message(result, stop, kwargs))])
 
     @staticmethod
     def _chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
@@ -270,13 +423,14 @@ class ChatToolFormer(BaseChatModel):
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        result = self.get_router().route(to_router_messages(messages), kwargs.get("tools") or [],
-                                         **self._route_kwargs(kwargs))
+        stop = self._stop(stop)
+        request = self._request(messages, kwargs)
+        result = None if request is None else self.get_router().route(**request)
         if self._wants_fallback(result):
             for chunk in self.fallback.stream(messages, stop=stop):
                 yield ChatGenerationChunk(message=chunk)
             return
-        for chunk in self._chunks(self._message(result, stop)):
+        for chunk in self._chunks(self._message(result, stop, kwargs)):
             if run_manager and chunk.text:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -284,13 +438,14 @@ class ChatToolFormer(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        result = await self.get_router().aroute(to_router_messages(messages), kwargs.get("tools") or [],
-                                                **self._route_kwargs(kwargs))
+        stop = self._stop(stop)
+        request = self._request(messages, kwargs)
+        result = None if request is None else await self.get_router().aroute(**request)
         if self._wants_fallback(result):
             async for chunk in self.fallback.astream(messages, stop=stop):
                 yield ChatGenerationChunk(message=chunk)
             return
-        for chunk in self._chunks(self._message(result, stop)):
+        for chunk in self._chunks(self._message(result, stop, kwargs)):
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk

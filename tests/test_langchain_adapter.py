@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.load import dumps, loads
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
-from pydantic import BaseModel, Field
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, Field, ValidationError
 from scripted import ScriptedRouter, call, calls, text
 
+from toolformer_router import normalize_tool
 from toolformer_router.adapters.langchain import ChatToolFormer
 from toolformer_router.errors import InvalidQueryError, InvalidToolError, TooManyToolsError, UnknownToolError
 from toolformer_router.types import RouteResult, RouteUsage
@@ -247,3 +252,177 @@ def test_langchain_create_agent_rebinds_cheaply_and_runs_the_sequence():
     assert [type(m).__name__ for m in state["messages"]] == ["HumanMessage", "AIMessage", "ToolMessage", "AIMessage"]
     assert state["messages"][-1].content == "Sunny in Rome."
     assert [r["tools"] for r in router.requests] == [["get_weather", "send_email"]] * 2
+
+
+# ----------------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("name, value", [("temperature", 0.7), ("timeout", 60), ("max_retries", 2),
+                                         ("model_kwargs", {"top_p": 0.9}), ("api_key", "sk-x"), ("top_p", 0.9)])
+def test_constructor_parameters_the_router_cannot_honour_are_refused_by_name(name, value):
+    with pytest.raises(ValidationError, match=name):
+        ChatToolFormer(router=ScriptedRouter(), **{name: value})
+
+
+def test_temperature_zero_max_tokens_and_stop_are_honoured():
+    model, router = model_with(text("Hello there, how are you?"), text("a, b"), text("a, b"), temperature=0,
+                               max_tokens=12, stop=[", how"])
+    assert model.invoke("hi").content == "Hello there"  # the constructor's stop sequences
+    assert model.invoke("hi", stop=["b"], temperature=0).content == "a, "  # the call's replace them
+    assert model.invoke("hi", max_tokens=5).content == "a, b"
+    assert [r["max_new_tokens"] for r in router.requests] == [12, 12, 5]
+    assert ChatToolFormer(router=router, max_new_tokens=7).max_tokens == 7  # the older name of the same budget
+    params = model._get_ls_params()
+    assert (params["ls_temperature"], params["ls_max_tokens"], params["ls_provider"]) == (0, 12, "toolformer-router")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [({"temperature": 0.5}, ValueError, "temperature=0.5"),
+                                                  ({"top_p": 0.9}, TypeError, "'top_p'"),
+                                                  ({"seed": 1, "logprobs": True}, TypeError, "'logprobs', 'seed'")])
+async def test_call_parameters_the_router_cannot_honour_are_refused_by_name(kwargs, error, match):
+    router = ScriptedRouter(default=text("never"))
+    model = ChatToolFormer(router=router)
+    with pytest.raises(error, match=match):
+        model.invoke("hi", **kwargs)
+    with pytest.raises(error, match=match):
+        await model.bind_tools([get_weather]).bind(**kwargs).ainvoke("hi")
+    with pytest.raises(error, match=match):
+        list(model.stream("hi", **kwargs))
+    assert router.requests == []
+
+
+def test_streaming_true_makes_invoke_stream():
+    class Tokens(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_llm_new_token(self, token, **kwargs):
+            self.seen.append(token)
+
+    model, _ = model_with(text("Hello!"), text("Hello!"), streaming=True)
+    handler = Tokens()
+    assert model.invoke("hi", config={"callbacks": [handler]}).content == "Hello!"
+    assert "".join(handler.seen) == "Hello!"
+    model.streaming = False
+    handler.seen = []
+    model.invoke("hi", config={"callbacks": [handler]})
+    assert handler.seen == []
+
+
+# ----------------------------------------------------------------------------------- tokens
+def test_token_counts_use_the_routers_tokenizer(make_router, tokenizer):
+    router = make_router("llama")
+    model = ChatToolFormer(router=router, max_tokens=4)
+    text_ = "Wie spät ist es in Zürich?"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no GPT-2 fallback warning
+        assert model.get_num_tokens(text_) == len(tokenizer.encode(text_, add_special_tokens=False))
+        assert model.get_token_ids(text_) == tokenizer.encode(text_, add_special_tokens=False)
+        conversation = [SystemMessage("Be brief."), HumanMessage(text_)]
+        counted = model.get_num_tokens_from_messages(conversation)
+        assert counted == model.get_num_tokens_from_messages(conversation, tools=[get_weather])  # gists, not text
+    assert counted == model.invoke(conversation).usage_metadata["input_tokens"]  # what the decoder read
+    assert counted > model.get_num_tokens(text_) + model.get_num_tokens("Be brief.")  # template and instructions
+
+
+# ----------------------------------------------------------------------------------- serialisation
+@pytest.mark.filterwarnings("ignore:The function `loads` is in beta")
+def test_dumps_and_loads_round_trip_without_the_router_object():
+    model = ChatToolFormer(router=ScriptedRouter(), device="cpu", max_new_tokens=32, temperature=0, stop=["\n"])
+    serialized = dumps(model)
+    assert ChatToolFormer.is_lc_serializable()
+    assert json.loads(serialized)["kwargs"] == {"checkpoint": "default", "device": "cpu", "max_tokens": 32,
+                                                "temperature": 0.0, "stop": ["\n"]}
+    loaded = loads(serialized, valid_namespaces=["toolformer_router"], allowed_objects=[ChatToolFormer])
+    assert isinstance(loaded, ChatToolFormer) and loaded.router is None
+    assert (loaded.device, loaded.max_tokens, loaded.stop) == ("cpu", 32, ["\n"])
+    with pytest.raises(ValueError, match="not allowed"):
+        loads(serialized, valid_namespaces=["toolformer_router"], allowed_objects="all")
+
+
+# ----------------------------------------------------------------------------------- images
+IMAGE = HumanMessage(content=[{"type": "text", "text": "What is in this picture?"},
+                              {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
+
+
+async def test_turns_the_router_cannot_read_go_to_the_fallback_unless_they_need_a_call():
+    fallback = GenericFakeChatModel(messages=iter(["A cat.", "A dog.", "A bird."]))
+    model, router = model_with(fallback=fallback)
+    bound = model.bind_tools([get_weather])
+    assert bound.invoke([IMAGE]).content == "A cat."
+    assert (await bound.ainvoke([HumanMessage("Hi"), IMAGE])).content == "A dog."
+    assert "".join(chunk.text for chunk in bound.stream([IMAGE])).strip() == "A bird."
+    assert router.requests == []  # the router never saw the turns
+    with pytest.raises(InvalidQueryError, match="image_url.*only when they need no call"):
+        model.bind_tools([get_weather], tool_choice="any").invoke([IMAGE])
+    with pytest.raises(InvalidQueryError, match="image_url"):
+        model.with_structured_output(Person, method="json_schema").invoke([IMAGE])
+
+
+# ----------------------------------------------------------------------------------- structured output
+def test_structured_output_methods_are_forced_calls_of_the_schema():
+    seen = []
+
+    def answer(messages, tools, tool_choice):
+        seen.append((tools[0].name, tools[0].parameters, tool_choice))
+        return call(tools[0].name, name="Ada", age=36)
+
+    router = ScriptedRouter(default=answer)
+    model = ChatToolFormer(router=router)
+    person = Person(name="Ada", age=36)
+    strict_person = normalize_tool(convert_to_openai_tool(Person)).parameters
+    assert model.with_structured_output(Person).invoke("Ada, 36") == person
+    assert model.with_structured_output(Person, method="json_schema", strict=True).invoke("Ada, 36") == person
+    assert model.with_structured_output(Person, method="json_mode").invoke("Ada, 36") == person
+    assert model.with_structured_output(None, method="json_mode").invoke("Ada, 36") == {"name": "Ada", "age": 36}
+    schema = {"title": "Person", "type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    assert model.with_structured_output(schema, method="json_schema").invoke("Ada") == {"name": "Ada", "age": 36}
+    assert [(name, choice) for name, _, choice in seen] == [("Person", "Person")] * 3 + [
+        ("structured_output", "structured_output"), ("Person", "Person")]
+    assert [parameters for _, parameters, _ in seen[:3]] == [strict_person] * 3  # the grammar holds the schema
+    assert seen[3][1] == {"type": "object", "additionalProperties": True, "properties": {}}  # any JSON object
+    assert [r["parallel_tool_calls"] for r in router.requests] == [True, False, False, False, False]
+
+
+def test_json_schema_answers_are_json_content_and_include_raw_reports_parse_errors():
+    unfit = call("Person", name="Ada")  # a scripted answer the grammar would not let through: no age
+    model, _ = model_with(call("Person", name="Ada", age=36), unfit, call("Person", name="Bo", age=5))
+    structured = model.with_structured_output(Person, method="json_schema", include_raw=True)
+    first = structured.invoke("Ada, 36")
+    assert first["parsed"] == Person(name="Ada", age=36) and first["parsing_error"] is None
+    assert json.loads(first["raw"].content) == {"name": "Ada", "age": 36} and first["raw"].tool_calls == []
+    assert first["raw"].response_metadata["finish_reason"] == "stop"
+    second = structured.invoke("Ada, 36")
+    assert second["parsed"] is None and "age" in str(second["parsing_error"])
+    assert json.loads(second["raw"].content) == {"name": "Ada"}
+    chunks = list(model.with_structured_output(Person, method="json_schema").stream("Bo, 5"))
+    assert chunks == [Person(name="Bo", age=5)]
+
+
+def test_response_format_is_a_call_parameter_and_not_one_to_mix_with_tools():
+    model, router = model_with(call("structured_output", answer=42))
+    message = model.invoke("Six times seven?", response_format={"type": "json_object"})
+    assert json.loads(message.content) == {"answer": 42} and not message.tool_calls
+    with pytest.raises(ValueError, match="response_format cannot be combined with bound tools"):
+        model.bind_tools([get_weather]).invoke("x", response_format={"type": "json_object"})
+    with pytest.raises(ValueError, match="'text' is not supported"):
+        model.invoke("x", response_format={"type": "text"})
+    with pytest.raises(ValueError, match="method"):
+        model.with_structured_output(Person, method="xml")
+    with pytest.raises(ValueError, match="needs a schema"):
+        model.with_structured_output(None, method="json_schema")
+    with pytest.raises(TypeError, match="'tools'"):
+        model.with_structured_output(Person, tools=[get_weather])
+    assert len(router.requests) == 1
+
+
+def test_structured_output_through_the_real_grammar_always_validates(make_router):
+    """A tiny random backbone knows nothing, yet its answer validates: the grammar admits nothing else."""
+
+    class Trip(BaseModel):
+        city: str
+        days: int = Field(ge=1, le=14)
+        mode: str = Field(json_schema_extra={"enum": ["train", "plane"]})
+
+    model = ChatToolFormer(router=make_router("llama"), max_tokens=48)
+    for method in ("function_calling", "json_schema", "json_mode"):
+        result = model.with_structured_output(Trip, method=method, include_raw=True).invoke("Three days in Rome")
+        assert isinstance(result["parsed"], Trip), (method, result)

@@ -5,7 +5,9 @@ Unit suite: a scripted router (no model). Integration suite: the real default ch
 tests that failed while greedy decoding looped inside values pass since the decoder's loop guard
 (docs/grammar.md). `test_tool_calling` (sync and async) is a strict xfail for the default (since stop 16): it reads
 "magic_function(3)" as input 1 when the schema bounds the integer to (-1000, 1000). It gives 3 without the bounds,
-and 5, 7, 42 and 250 right with them; the stop-13 default gave 3 (model card, known limitations).
+and 5, 7, 42 and 250 right with them; the stop-13 default gave 3 (model card, known limitations). JSON mode runs
+(`supports_json_mode`): its answer is decoded under the grammar too. `test_serdes` is a strict xfail: the suite
+loads with `allowed_objects="all"`, which admits only langchain's own classes.
 """
 
 from __future__ import annotations
@@ -26,8 +28,18 @@ class ChatToolFormerFlags:
         return ChatToolFormer
 
     @property
+    def standard_chat_model_params(self) -> dict:
+        """The suite's standard parameters less those an in-process router refuses by name (`timeout`,
+        `max_retries`, `api_key`: test_langchain_adapter checks the refusals)."""
+        return {"temperature": 0, "max_tokens": 100, "stop": []}
+
+    @property
     def has_tool_choice(self) -> bool:
         return True  # enforced by the grammar: "any"/"required"/a name must call, "none" cannot
+
+    @property
+    def supports_json_mode(self) -> bool:
+        return True  # with_structured_output(method="json_mode"): a JSON object under the grammar
 
     @property
     def returns_usage_metadata(self) -> bool:
@@ -41,7 +53,14 @@ class ChatToolFormerFlags:
 class TestChatToolFormerUnit(ChatToolFormerFlags, ChatModelUnitTests):
     @property
     def chat_model_params(self) -> dict:
-        return {"router": ScriptedRouter(default=text("Hello!")), "max_new_tokens": 64}
+        return {"router": ScriptedRouter(default=text("Hello!"))}
+
+    @pytest.mark.xfail(reason="the suite loads with allowed_objects='all', which admits only the classes in "
+                              "langchain_core's own mappings; ChatToolFormer loads with "
+                              "allowed_objects=[ChatToolFormer] (test_langchain_adapter)",
+                       raises=ValueError, strict=True)
+    def test_serdes(self, model, snapshot) -> None:
+        super().test_serdes(model, snapshot)  # the snapshot (no router object in it) is compared before the load
 
 
 @pytest.mark.slow
@@ -50,11 +69,11 @@ class TestChatToolFormerIntegration(ChatToolFormerFlags, ChatModelIntegrationTes
     def model(self, request, default_router) -> ChatToolFormer:
         extra = getattr(request, "param", None) or {}
         extra = {k: v for k, v in extra.items() if k != "output_version"}
-        return ChatToolFormer(router=default_router, max_new_tokens=96, **extra)
+        return ChatToolFormer(router=default_router, max_tokens=96, **extra)
 
     @property
     def chat_model_params(self) -> dict:
-        return {"max_new_tokens": 96}
+        return {"max_tokens": 96}
 
     @pytest.mark.xfail(reason="the default reads magic_function(3) as 1 under the schema's ±1000 bounds", strict=True)
     @pytest.mark.parametrize("model", [{}, {"output_version": "v1"}], indirect=True)  # as the suite's own
