@@ -3,14 +3,16 @@
 Bound tools become router tool dicts (their schemas are read by the gist encoder, not pasted into the prompt);
 calls come back as `ToolCallBlock`s, tool results go in as `role="tool"` messages with
 `additional_kwargs["tool_call_id"]`. When the router makes no call and `fallback` is set, the turn is handed
-to that LLM without tools. Install with `pip install toolformer-router[llamaindex]`.
+to that LLM without tools; so are turns it cannot read (images, audio, files) when they need no call. Structured
+answers (`structured_predict`, `stream_structured_predict`, ...) are forced calls of a tool whose parameters are the
+output class's schema, so the grammar shapes them. Install with `pip install toolformer-router[llamaindex]`.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from llama_index.core.base.llms.generic_utils import (
@@ -34,10 +36,13 @@ from llama_index.core.base.llms.types import (
     ThinkingBlock,
     ToolCallBlock,
 )
-from llama_index.core.bridge.pydantic import BaseModel, Field
+from llama_index.core.bridge.pydantic import BaseModel, ConfigDict, Field, field_validator
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.types import PydanticProgramMode
+from pydantic import AliasChoices
 
 from toolformer_router.errors import (
     InvalidQueryError,
@@ -47,7 +52,16 @@ from toolformer_router.errors import (
 )
 from toolformer_router.types import RouteResult
 
-from ._common import name_tool_results, shared_router
+from ._common import (
+    UnreadableContentError,
+    check_parameters,
+    greedy_temperature,
+    name_tool_results,
+    query_or_fallback,
+    shared_router,
+    structured_output_text,
+    structured_output_tool,
+)
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -57,6 +71,10 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
           "function": "tool"}
 _IGNORED_BLOCKS = (ThinkingBlock, CachePoint)
 _PARAMETERS: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
+_CHAT_PARAMETERS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "temperature"})
+"""What `chat` (and `complete`, and `*_with_tools` past their own arguments) may carry; anything else is refused."""
+_FORCED_CALL_MODES = (PydanticProgramMode.DEFAULT, PydanticProgramMode.FUNCTION)
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class NoToolCallError(ToolRouterError, ValueError):
@@ -103,8 +121,8 @@ def to_router_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
             elif isinstance(block, ToolCallBlock):
                 blocks.append(block)
             elif not isinstance(block, _IGNORED_BLOCKS):
-                raise InvalidQueryError(f"message {i}: {block.block_type} content is not supported; "
-                                        f"the router reads text only")
+                raise UnreadableContentError(f"message {i}: {block.block_type} content is not supported; "
+                                             f"the router reads text only")
         extra = message.additional_kwargs
         converted: dict[str, Any] = {"role": role, "content": "\n".join(texts)}
         calls = [_call_dict(c) for c in blocks or extra.get("tool_calls") or ()]
@@ -145,10 +163,16 @@ def usage_dict(result: RouteResult) -> dict[str, Any]:
 class ToolFormerLLM(FunctionCallingLLM):
     """A LlamaIndex function-calling LLM backed by toolformer-router.
 
+    Decoding is greedy under the router's grammar: `temperature` may be 0 or None, any other value is refused (no
+    LlamaIndex component passes a nonzero default). Every other constructor or call parameter the router would not
+    honour is refused by name.
+
     Example:
         >>> from llama_index.core.agent.workflow import FunctionAgent
         >>> agent = FunctionAgent(tools=[...], llm=ToolFormerLLM(fallback=some_chat_llm))
     """
+
+    model_config = ConfigDict(extra="forbid")
 
     checkpoint: str = Field(default="default", description="Router checkpoint folder, or 'default'.")
     device: str | None = Field(default=None, description="'cuda', 'cpu', ...; default CUDA when available.")
@@ -157,7 +181,14 @@ class ToolFormerLLM(FunctionCallingLLM):
                         description="A ToolRouter to share; default the process-wide one for the checkpoint.")
     fallback: LLM | None = Field(default=None, description="LLM that answers (without tools) when no tool is called.")
     max_tools: int | None = Field(default=None, description="Most tools one request may bind.")
-    max_new_tokens: int | None = Field(default=None, description="Output budget per route (router default if None).")
+    max_tokens: int | None = Field(default=None, validation_alias=AliasChoices("max_tokens", "max_new_tokens"),
+                                   description="Output budget per route (router default if None); or max_new_tokens.")
+    temperature: float | None = Field(default=None, description="0 or None: decoding is greedy (others are refused).")
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy(cls, temperature: float | None) -> float | None:
+        return greedy_temperature(temperature)
 
     @classmethod
     def class_name(cls) -> str:
@@ -174,7 +205,7 @@ class ToolFormerLLM(FunctionCallingLLM):
         config = getattr(self.router, "config", None)
         return LLMMetadata(
             context_window=getattr(self.router, "max_context", DEFAULT_CONTEXT_WINDOW),
-            num_output=self.max_new_tokens or getattr(config, "max_new_tokens", 256),
+            num_output=self.max_tokens or getattr(config, "max_new_tokens", 256),
             model_name=getattr(self.router, "name", f"toolformer-router/{self.checkpoint}"),
             is_chat_model=True,
             is_function_calling_model=True,
@@ -192,14 +223,15 @@ class ToolFormerLLM(FunctionCallingLLM):
         tool_choice: str | dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """The `chat` kwargs: messages, router tool dicts, tool_choice ('required' when `tool_required`)."""
+        """The `chat` kwargs: messages, router tool dicts, tool_choice ('required' when `tool_required`), and any
+        other keyword (checked by `chat`)."""
         messages = list(chat_history or [])
         if user_msg is not None:
             messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str)
                             else user_msg)
         return {"messages": messages, "tools": self._tools(tools),
                 "tool_choice": tool_choice if tool_choice is not None else "required" if tool_required else None,
-                "parallel_tool_calls": allow_parallel_tool_calls}
+                "parallel_tool_calls": allow_parallel_tool_calls, **kwargs}
 
     def _tools(self, tools: Sequence[BaseTool | Mapping[str, Any]] | None) -> list[dict[str, Any]]:
         tools = [to_router_tool(t) for t in tools or ()]
@@ -220,10 +252,17 @@ class ToolFormerLLM(FunctionCallingLLM):
         return selections
 
     # ----------------------------------------------------------------------------------- chat
-    def _request(self, messages: Sequence[ChatMessage], tools: Sequence[Any] | None = None,
-                 tool_choice: Any = None, parallel_tool_calls: bool = True, **_: Any) -> dict[str, Any]:
-        return {"query": to_router_messages(messages), "tools": self._tools(tools), "tool_choice": tool_choice,
-                "parallel_tool_calls": parallel_tool_calls, "max_new_tokens": self.max_new_tokens,
+    def _request(self, messages: Sequence[ChatMessage], **kwargs: Any) -> dict[str, Any] | None:
+        """The router's arguments for a chat call (each keyword honoured or refused by name), or None when the
+        fallback answers the turn unread (`query_or_fallback`)."""
+        check_parameters(kwargs, _CHAT_PARAMETERS, "ToolFormerLLM.chat")
+        tool_choice = kwargs.get("tool_choice")
+        query = query_or_fallback(to_router_messages, messages, fallback=self.fallback is not None,
+                                  tool_choice=tool_choice)
+        if query is None:
+            return None
+        return {"query": query, "tools": self._tools(kwargs.get("tools")), "tool_choice": tool_choice,
+                "parallel_tool_calls": kwargs.get("parallel_tool_calls", True), "max_new_tokens": self.max_tokens,
                 "max_text_tokens": 0 if self.fallback is not None else None}  # the fallback writes the text
 
     @staticmethod
@@ -233,13 +272,14 @@ class ToolFormerLLM(FunctionCallingLLM):
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, blocks=blocks), delta=result.text or "",
                             raw=result.model_dump(), additional_kwargs=usage_dict(result))
 
-    def _delegates(self, result: RouteResult) -> bool:
-        return self.fallback is not None and not result.calls
+    def _delegates(self, result: RouteResult | None) -> bool:
+        return self.fallback is not None and (result is None or not result.calls)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Route the conversation over `tools` (kwargs from `_prepare_chat_with_tools`); fallback if no call."""
-        result = self._router().route(**self._request(messages, **kwargs))
+        request = self._request(messages, **kwargs)
+        result = None if request is None else self._router().route(**request)
         if self._delegates(result):
             return self.fallback.chat(messages)
         return self._response(result)
@@ -247,7 +287,8 @@ class ToolFormerLLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async `chat`: concurrent requests are decoded together; the event loop is never blocked."""
-        result = await self._router().aroute(**self._request(messages, **kwargs))
+        request = self._request(messages, **kwargs)
+        result = None if request is None else await self._router().aroute(**request)
         if self._delegates(result):
             return await self.fallback.achat(messages)
         return self._response(result)
@@ -255,7 +296,8 @@ class ToolFormerLLM(FunctionCallingLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """The router answers at once: one response carrying the whole message (or the fallback's stream)."""
-        result = self._router().route(**self._request(messages, **kwargs))
+        request = self._request(messages, **kwargs)
+        result = None if request is None else self._router().route(**request)
         if self._delegates(result):
             return self.fallback.stream_chat(messages)
 
@@ -267,12 +309,56 @@ class ToolFormerLLM(FunctionCallingLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async `stream_chat`."""
-        result = await self._router().aroute(**self._request(messages, **kwargs))
+        request = self._request(messages, **kwargs)
+        result = None if request is None else await self._router().aroute(**request)
         if self._delegates(result):
             return await self.fallback.astream_chat(messages)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
             yield self._response(result)
+
+        return gen()
+
+    # ----------------------------------------------------------------------------------- structured output
+    def _structured_request(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                            llm_kwargs: dict[str, Any] | None, prompt_args: dict[str, Any]) -> dict[str, Any]:
+        """A route whose answer is an `output_cls` object: a forced call of a tool whose parameters are its schema."""
+        schema = output_cls.model_json_schema()
+        tool = structured_output_tool(schema, output_cls.__name__, schema.get("description"))
+        messages = self._extend_messages(prompt.format_messages(llm=self, **prompt_args))
+        return self._request(messages, **{**(llm_kwargs or {}), "tools": [tool], "tool_choice": output_cls.__name__,
+                                          "parallel_tool_calls": False})
+
+    @staticmethod
+    def _structured_answer(output_cls: type[Model], result: RouteResult) -> Model:
+        text = structured_output_text(result)
+        if text is None:
+            raise ValueError(f"no complete {output_cls.__name__}: the output budget (max_new_tokens) ran out first")
+        return output_cls.model_validate_json(text)
+
+    def _structured_stream_call(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                                llm_kwargs: dict[str, Any] | None = None,
+                                **prompt_args: Any) -> Generator[Model, None, None]:
+        """What `stream_structured_predict` yields: the router writes the answer at once, so one complete, valid
+        `output_cls` object (LlamaIndex's own program asks for no call here and reads calls where this LLM does
+        not put them). Program modes other than function calling go to LlamaIndex's programs."""
+        if self.pydantic_program_mode not in _FORCED_CALL_MODES:
+            yield from super()._structured_stream_call(output_cls, prompt, llm_kwargs, **prompt_args)
+            return
+        result = self._router().route(**self._structured_request(output_cls, prompt, llm_kwargs, prompt_args))
+        yield self._structured_answer(output_cls, result)
+
+    async def _structured_astream_call(self, output_cls: type[Model], prompt: BasePromptTemplate,
+                                       llm_kwargs: dict[str, Any] | None = None,
+                                       **prompt_args: Any) -> AsyncGenerator[Model, None]:
+        """Async `_structured_stream_call`."""
+        if self.pydantic_program_mode not in _FORCED_CALL_MODES:
+            return await super()._structured_astream_call(output_cls, prompt, llm_kwargs, **prompt_args)
+        request = self._structured_request(output_cls, prompt, llm_kwargs, prompt_args)
+        answer = self._structured_answer(output_cls, await self._router().aroute(**request))
+
+        async def gen() -> AsyncGenerator[Model, None]:
+            yield answer
 
         return gen()
 

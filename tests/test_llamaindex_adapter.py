@@ -25,7 +25,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms import MockFunctionCallingLLM, MockLLM
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.tools import FunctionTool
-from pydantic import BaseModel, Field
+from llama_index.core.types import PydanticProgramMode
+from pydantic import BaseModel, Field, ValidationError
 from scripted import ScriptedRouter, call, calls, text
 from toolformer_router.adapters.llamaindex import (
     NoToolCallError,
@@ -170,6 +171,26 @@ async def test_structured_predict_forces_a_call():
     assert await llm.astructured_predict(Invoice, prompt, text="x") == Invoice(customer="ACME", amount=12.5)
     assert [(r["tools"], r["tool_choice"]) for r in router.requests] == [(["Invoice"], "required")] * 2
     assert router.requests[0]["messages"][-1]["content"] == "Extract the invoice: ACME owes 12.5"
+
+
+async def test_stream_structured_predict_yields_the_whole_forced_answer():
+    router = ScriptedRouter([call("Invoice", customer="ACME", amount=12.5)] * 2)
+    llm = ToolFormerLLM(router=router)
+    prompt = PromptTemplate("Extract the invoice: {text}")
+    assert list(llm.stream_structured_predict(Invoice, prompt, text="ACME owes 12.5")) == [
+        Invoice(customer="ACME", amount=12.5)]
+    answers = [a async for a in await llm.astream_structured_predict(Invoice, prompt, text="x")]
+    assert answers == [Invoice(customer="ACME", amount=12.5)]
+    assert [(r["tools"], r["tool_choice"], r["parallel_tool_calls"]) for r in router.requests] == [
+        (["Invoice"], "Invoice", False)] * 2
+    assert router.requests[0]["messages"][-1]["content"] == "Extract the invoice: ACME owes 12.5"
+
+
+def test_stream_structured_predict_in_text_mode_goes_to_llamaindexs_program():
+    router = ScriptedRouter([text('{"customer": "ACME", "amount": 3}')])
+    llm = ToolFormerLLM(router=router, pydantic_program_mode=PydanticProgramMode.LLM)
+    (answer,) = llm.stream_structured_predict(Invoice, PromptTemplate("Extract: {text}"), text="ACME, 3")
+    assert answer.customer == "ACME" and router.requests[0]["tools"] == []
 
 
 def test_prepare_chat_with_tools():
@@ -376,3 +397,48 @@ def test_example_main_on_default_checkpoint(capsys):
     out = capsys.readouterr().out
     assert "call   " in out and "answer" in out and "pasting all 20 schemas" in out
     assert result["pasted_prompt_tokens"] > result["prompt_tokens"] > 0
+
+
+# ----------------------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("name, value", [("temperature", 0.1), ("timeout", 30), ("top_p", 0.5), ("api_key", "x")])
+def test_constructor_parameters_the_router_cannot_honour_are_refused_by_name(name, value):
+    with pytest.raises(ValidationError, match=name):
+        ToolFormerLLM(router=ScriptedRouter(), **{name: value})
+
+
+@pytest.mark.parametrize("kwargs, error, match", [({"temperature": 0.7}, ValueError, "temperature=0.7"),
+                                                  ({"top_p": 0.5}, TypeError, "'top_p'"),
+                                                  ({"max_tokens": 5}, TypeError, "'max_tokens'")])
+async def test_call_parameters_the_router_cannot_honour_are_refused_by_name(kwargs, error, match):
+    router = ScriptedRouter(default=text("never"))
+    llm = ToolFormerLLM(router=router)
+    with pytest.raises(error, match=match):
+        llm.chat(user("hi"), **kwargs)
+    with pytest.raises(error, match=match):
+        await llm.achat_with_tools(TOOLS, user_msg="hi", **kwargs)
+    with pytest.raises(error, match=match):
+        llm.complete("hi", **kwargs)
+    assert router.requests == []
+
+
+def test_temperature_zero_and_the_output_budget_are_honoured():
+    router = ScriptedRouter([text("a"), text("b")])
+    llm = ToolFormerLLM(router=router, temperature=0, max_tokens=9)
+    assert llm.chat(user("hi"), temperature=0).message.content == "a"
+    assert llm.chat(user("hi"), temperature=None).message.content == "b"
+    assert [r["max_new_tokens"] for r in router.requests] == [9, 9]
+    assert ToolFormerLLM(router=router, max_new_tokens=7).max_tokens == 7  # the older name of the same budget
+
+
+# ----------------------------------------------------------------------------------- images
+async def test_turns_the_router_cannot_read_go_to_the_fallback_unless_they_need_a_call():
+    fallback = RecordingLLM()
+    router = ScriptedRouter()
+    llm = ToolFormerLLM(router=router, fallback=fallback)
+    image = ChatMessage(role="user", blocks=[TextBlock(text="What is this?"), ImageBlock(image=b"\x89PNG")])
+    assert llm.chat_with_tools(TOOLS, chat_history=[image]).message.content == "fallback: What is this?"
+    assert (await llm.achat([image])).message.content == "fallback: What is this?"
+    assert [c.message.content for c in llm.stream_chat([image])] == ["fallback: What is this?"]
+    assert router.requests == [] and len(fallback.seen) == 3
+    with pytest.raises(InvalidQueryError, match="image content.*only when they need no call"):
+        llm.chat_with_tools(TOOLS, chat_history=[image], tool_required=True)
