@@ -148,13 +148,6 @@ def _answer_tool(response_format: Mapping[str, Any]) -> dict[str, Any]:
     raise ValueError(f"response_format type {kind!r} is not supported (use 'json_object' or 'json_schema')")
 
 
-def _cut_at_stop(text: str, stop: Sequence[str] | None) -> str:
-    for sequence in stop or ():
-        if sequence and sequence in text:
-            text = text[: text.index(sequence)]
-    return text
-
-
 class ChatToolFormer(BaseChatModel):
     """Tool-calling chat model backed by toolformer-router (local, CPU or CUDA).
 
@@ -329,10 +322,11 @@ class ChatToolFormer(BaseChatModel):
         return RunnableMap(raw=model) | parsed.with_fallbacks([unparsed], exception_key="parsing_error")
 
     # ----------------------------------------------------------------------------------- routing
-    def _request(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    def _request(self, messages: list[BaseMessage], kwargs: dict[str, Any],
+                 stop: list[str] | None) -> dict[str, Any] | None:
         """The router's arguments for one turn, from the call's (and bound) keywords, each honoured or refused by
         name; None when the fallback answers the turn unread (`query_or_fallback`). A `response_format` turn is
-        a forced call of its synthetic tool (`_answer_tool`), alone."""
+        a forced call of its synthetic tool (`_answer_tool`), alone; `stop` ends a text answer."""
         check_parameters(kwargs, _INVOKE_PARAMETERS, "ChatToolFormer")
         tools, tool_choice = kwargs.get("tools") or [], kwargs.get("tool_choice")
         parallel = kwargs.get("parallel_tool_calls", True) is not False
@@ -347,7 +341,7 @@ class ChatToolFormer(BaseChatModel):
         if query is None:
             return None
         return {"query": query, "tools": tools, "tool_choice": tool_choice, "parallel_tool_calls": parallel,
-                "max_new_tokens": kwargs.get("max_tokens", self.max_tokens),
+                "max_new_tokens": kwargs.get("max_tokens", self.max_tokens), "stop": stop,
                 "max_text_tokens": 0 if self.fallback is not None else None}  # the fallback writes the text
 
     def _stop(self, stop: list[str] | None) -> list[str] | None:
@@ -357,11 +351,11 @@ class ChatToolFormer(BaseChatModel):
     def _wants_fallback(self, result: RouteResult | None) -> bool:
         return self.fallback is not None and (result is None or not result.calls and result.finish_reason == "stop")
 
-    def _message(self, result: RouteResult, stop: list[str] | None, kwargs: dict[str, Any]) -> AIMessage:
+    def _message(self, result: RouteResult, kwargs: dict[str, Any]) -> AIMessage:
         """The route as an AIMessage: calls in `tool_calls`; for a `response_format` turn, the answer's JSON text
         as content instead."""
         calls = [{"name": c.name, "args": c.arguments, "id": c.id, "type": "tool_call"} for c in result.calls]
-        content = _cut_at_stop(result.text or "", stop)
+        content = result.text or ""
         if kwargs.get("response_format") is not None:
             content, calls = structured_output_text(result) or "", []
         invalid = []
@@ -387,28 +381,28 @@ class ChatToolFormer(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         stop = self._stop(stop)
-        request = self._request(messages, kwargs)
+        request = self._request(messages, kwargs, stop)
         result = None if request is None else self.get_router().route(**request)
         if self._wants_fallback(result):
             return ChatResult(generations=[ChatGeneration(message=self.fallback.invoke(messages, stop=stop))])
-        return ChatResult(generations=[ChatGeneration(message=self._message(result, stop, kwargs))])
+        return ChatResult(generations=[ChatGeneration(message=self._message(result, kwargs))])
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
         stop = self._stop(stop)
-        request = self._request(messages, kwargs)
+        request = self._request(messages, kwargs, stop)
         result = None if request is None else await self.get_router().aroute(**request)
         if self._wants_fallback(result):
             message = await self.fallback.ainvoke(messages, stop=stop)
             return ChatResult(generations=[ChatGeneration(message=message)])
-        return ChatResult(generations=[ChatGeneration(message=self._message(result, stop, kwargs))])
+        return ChatResult(generations=[ChatGeneration(message=self._message(result, kwargs))])
 
     @staticmethod
-    def _chunks(message: AIMessage) -> Iterator[ChatGenerationChunk]:
-        """A routed answer as chunks: the text, one chunk per call (`tool_call_chunks` that merge back into
-        the same calls), and a last chunk with the usage and metadata."""
-        if message.content:
-            yield ChatGenerationChunk(message=AIMessageChunk(content=message.content))
+    def _chunks(message: AIMessage, streamed: str = "") -> Iterator[ChatGenerationChunk]:
+        """A routed answer as chunks: the text not `streamed` yet, one chunk per call (`tool_call_chunks` that
+        merge back into the same calls), and a last chunk with the usage and metadata."""
+        if message.content != streamed:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=message.content[len(streamed):]))
         for index, call in enumerate(message.tool_calls):
             chunk = {"name": call["name"], "args": orjson.dumps(call["args"]).decode(), "id": call["id"],
                      "index": index, "type": "tool_call_chunk"}
@@ -423,14 +417,26 @@ class ChatToolFormer(BaseChatModel):
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        """Text arrives token by token as the router decodes it; calls arrive once checked, with the last chunks
+        (the checks after decoding may still turn a call list into a text answer), as does a structured answer."""
         stop = self._stop(stop)
-        request = self._request(messages, kwargs)
-        result = None if request is None else self.get_router().route(**request)
-        if self._wants_fallback(result):
-            for chunk in self.fallback.stream(messages, stop=stop):
-                yield ChatGenerationChunk(message=chunk)
+        request = self._request(messages, kwargs, stop)
+        pieces = iter(()) if request is None else self.get_router().stream(**request)
+        streamed, result = "", None
+        for piece in pieces:
+            if piece.result is not None:
+                result = piece.result
+                break
+            streamed += piece.text
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece.text))
+            if run_manager:
+                run_manager.on_llm_new_token(piece.text, chunk=chunk)
+            yield chunk
+        if self._wants_fallback(result):  # nothing was streamed: the router only decided
+            for message in self.fallback.stream(messages, stop=stop):
+                yield ChatGenerationChunk(message=message)
             return
-        for chunk in self._chunks(self._message(result, stop, kwargs)):
+        for chunk in self._chunks(self._message(result, kwargs), streamed):
             if run_manager and chunk.text:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -438,14 +444,25 @@ class ChatToolFormer(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        """Async `_stream`: concurrent streams are decoded together in one batch."""
         stop = self._stop(stop)
-        request = self._request(messages, kwargs)
-        result = None if request is None else await self.get_router().aroute(**request)
+        request = self._request(messages, kwargs, stop)
+        streamed, result = "", None
+        if request is not None:
+            async for piece in self.get_router().astream(**request):
+                if piece.result is not None:
+                    result = piece.result
+                    break
+                streamed += piece.text
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece.text))
+                if run_manager:
+                    await run_manager.on_llm_new_token(piece.text, chunk=chunk)
+                yield chunk
         if self._wants_fallback(result):
-            async for chunk in self.fallback.astream(messages, stop=stop):
-                yield ChatGenerationChunk(message=chunk)
+            async for message in self.fallback.astream(messages, stop=stop):
+                yield ChatGenerationChunk(message=message)
             return
-        for chunk in self._chunks(self._message(result, stop, kwargs)):
+        for chunk in self._chunks(self._message(result, kwargs), streamed):
             if run_manager and chunk.text:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk

@@ -293,29 +293,55 @@ class ToolFormerLLM(FunctionCallingLLM):
             return await self.fallback.achat(messages)
         return self._response(result)
 
+    def _streamed(self, text: str, delta: str) -> ChatResponse:
+        """One streamed piece of a text answer: the message so far and the new `delta`."""
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        """The router answers at once: one response carrying the whole message (or the fallback's stream)."""
+        """`chat`, streamed: a text answer arrives piece by piece as it is decoded (each response holds the message
+        so far and its `delta`); calls come with the last response, once checked. Fallback turns stream from the
+        fallback."""
         request = self._request(messages, **kwargs)
-        result = None if request is None else self._router().route(**request)
-        if self._delegates(result):
-            return self.fallback.stream_chat(messages)
 
         def gen() -> Generator[ChatResponse, None, None]:
-            yield self._response(result)
+            text, result = "", None
+            for piece in () if request is None else self._router().stream(**request):
+                if piece.result is not None:
+                    result = piece.result
+                    break
+                text += piece.text
+                yield self._streamed(text, piece.text)
+            if self._delegates(result):  # nothing was streamed: the router only decided
+                yield from self.fallback.stream_chat(messages)
+                return
+            final = self._response(result)
+            final.delta = (result.text or "")[len(text):]
+            yield final
 
         return gen()
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        """Async `stream_chat`."""
+        """Async `stream_chat`: concurrent streams are decoded together in one batch."""
         request = self._request(messages, **kwargs)
-        result = None if request is None else await self._router().aroute(**request)
-        if self._delegates(result):
-            return await self.fallback.astream_chat(messages)
 
         async def gen() -> AsyncGenerator[ChatResponse, None]:
-            yield self._response(result)
+            text, result = "", None
+            if request is not None:
+                async for piece in self._router().astream(**request):
+                    if piece.result is not None:
+                        result = piece.result
+                        break
+                    text += piece.text
+                    yield self._streamed(text, piece.text)
+            if self._delegates(result):
+                async for response in await self.fallback.astream_chat(messages):
+                    yield response
+                return
+            final = self._response(result)
+            final.delta = (result.text or "")[len(text):]
+            yield final
 
         return gen()
 

@@ -131,6 +131,36 @@ async def test_astream_text():
     assert "".join(c.text for c in chunks) == "Hello!" and chunks[-1].chunk_position == "last"
 
 
+def test_text_streams_token_by_token_and_merges_into_the_invoked_message(make_router):
+    """With a real (tiny) router, `stream` delivers a text answer in several pieces as it is decoded, each one
+    reported to `on_llm_new_token`; the merged chunks equal what `invoke` answers."""
+    class Tokens(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def on_llm_new_token(self, token, **kwargs):
+            self.seen.append(token)
+
+    model = ChatToolFormer(router=make_router(), max_tokens=24)
+    handler = Tokens()
+    chunks = list(model.stream("tell me a story", config={"callbacks": [handler]}))
+    merged = chunks[0]
+    for chunk in chunks[1:]:
+        merged += chunk
+    invoked = model.invoke("tell me a story")
+    assert sum(bool(chunk.content) for chunk in chunks) > 3 and merged.content == invoked.content != ""
+    assert "".join(handler.seen) == invoked.content and len(handler.seen) > 3
+    assert merged.response_metadata["finish_reason"] == invoked.response_metadata["finish_reason"]
+
+
+async def test_astream_pieces_then_calls():
+    model, _ = model_with(text("Three small words"), call("get_weather", city="Oslo"))
+    pieces = [chunk.content async for chunk in model.astream("hi") if chunk.content]
+    assert pieces == ["Three ", "small ", "words"]
+    chunks = [chunk async for chunk in model.bind_tools([get_weather]).astream("weather")]
+    assert [c["name"] for chunk in chunks for c in chunk.tool_call_chunks] == ["get_weather"]
+
+
 def test_call_cut_by_the_budget_goes_to_invalid_tool_calls():
     cut = RouteResult(raw='[{"name":"get_weather","argu', finish_reason="length", model="scripted",
                       usage=RouteUsage(output_tokens=8))
@@ -266,9 +296,10 @@ def test_temperature_zero_max_tokens_and_stop_are_honoured():
     model, router = model_with(text("Hello there, how are you?"), text("a, b"), text("a, b"), temperature=0,
                                max_tokens=12, stop=[", how"])
     assert model.invoke("hi").content == "Hello there"  # the constructor's stop sequences
-    assert model.invoke("hi", stop=["b"], temperature=0).content == "a, "  # the call's replace them
+    assert model.invoke("hi", stop=["b"], temperature=0).content == "a,"  # the call's replace them
     assert model.invoke("hi", max_tokens=5).content == "a, b"
     assert [r["max_new_tokens"] for r in router.requests] == [12, 12, 5]
+    assert [r["stop"] for r in router.requests] == [[", how"], ["b"], [", how"]]  # the router ends the text
     assert ChatToolFormer(router=router, max_new_tokens=7).max_tokens == 7  # the older name of the same budget
     params = model._get_ls_params()
     assert (params["ls_temperature"], params["ls_max_tokens"], params["ls_provider"]) == (0, 12, "toolformer-router")

@@ -189,8 +189,8 @@ async def test_stream_structured_predict_yields_the_whole_forced_answer():
 def test_stream_structured_predict_in_text_mode_goes_to_llamaindexs_program():
     router = ScriptedRouter([text('{"customer": "ACME", "amount": 3}')])
     llm = ToolFormerLLM(router=router, pydantic_program_mode=PydanticProgramMode.LLM)
-    (answer,) = llm.stream_structured_predict(Invoice, PromptTemplate("Extract: {text}"), text="ACME, 3")
-    assert answer.customer == "ACME" and router.requests[0]["tools"] == []
+    answers = list(llm.stream_structured_predict(Invoice, PromptTemplate("Extract: {text}"), text="ACME, 3"))
+    assert (answers[-1].customer, answers[-1].amount) == ("ACME", 3) and router.requests[0]["tools"] == []
 
 
 def test_prepare_chat_with_tools():
@@ -248,19 +248,22 @@ def test_metadata_without_loading_the_model():
 def test_stream_chat_and_complete():
     router = ScriptedRouter([text("Hi there"), call("add", a=1, b=1), text("done"), text("streamed")])
     llm = ToolFormerLLM(router=router)
-    (chunk,) = list(llm.stream_chat(user("hello")))
-    assert chunk.delta == "Hi there" and chunk.message.content == "Hi there"
+    chunks = list(llm.stream_chat(user("hello")))  # the pieces as decoded, then the whole answer with its usage
+    assert [(c.delta, c.message.content) for c in chunks] == [("Hi ", "Hi "), ("there", "Hi there"), ("", "Hi there")]
+    assert chunks[-1].additional_kwargs["output_tokens"] == 2
     (chunk,) = list(llm.stream_chat_with_tools(TOOLS, user_msg="1+1"))
     assert chunk.delta == "" and [b.tool_name for b in chunk.message.blocks] == ["add"]
     assert llm.complete("say done").text == "done"
-    assert [c.delta for c in llm.stream_complete("go")] == ["streamed"]
+    completions = list(llm.stream_complete("go"))
+    assert "".join(c.delta for c in completions) == completions[-1].text == "streamed"
 
 
 async def test_astream_chat_and_acomplete():
     router = ScriptedRouter([text("async hi"), call("get_weather", city="Rome"), text("ok")])
     llm = ToolFormerLLM(router=router)
     chunks = [c async for c in await llm.astream_chat(user("hello"))]
-    assert [(c.delta, c.message.content) for c in chunks] == [("async hi", "async hi")]
+    assert [(c.delta, c.message.content) for c in chunks] == [("async ", "async "), ("hi", "async hi"),
+                                                               ("", "async hi")]
     chunks = [c async for c in await llm.astream_chat_with_tools(TOOLS, user_msg="Rome?")]
     assert llm.get_tool_calls_from_response(chunks[-1])[0].tool_kwargs == {"city": "Rome"}
     assert (await llm.acomplete("x")).text == "ok"
@@ -442,3 +445,10 @@ async def test_turns_the_router_cannot_read_go_to_the_fallback_unless_they_need_
     assert router.requests == [] and len(fallback.seen) == 3
     with pytest.raises(InvalidQueryError, match="image content.*only when they need no call"):
         llm.chat_with_tools(TOOLS, chat_history=[image], tool_required=True)
+
+
+def test_stream_chat_delivers_a_real_routers_text_piece_by_piece(make_router):
+    llm = ToolFormerLLM(router=make_router(), max_tokens=24)
+    chunks = list(llm.stream_chat(user("tell me a story")))
+    whole = llm.chat(user("tell me a story")).message.content
+    assert len(chunks) > 3 and "".join(c.delta for c in chunks) == chunks[-1].message.content == whole != ""
