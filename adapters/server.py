@@ -19,14 +19,14 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import orjson
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -39,7 +39,7 @@ from toolformer_router.errors import (
     UnknownToolError,
 )
 from toolformer_router.streaming import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
-from toolformer_router.types import RouteResult, RouteUsage
+from toolformer_router.types import RouteChunk, RouteResult, RouteUsage
 
 from ._common import (
     name_tool_results,
@@ -59,6 +59,8 @@ class Router(Protocol):
     async def aroute(self, query: Any, tools: Any = None, *, tool_choice: Any = None, parallel_tool_calls: bool = True,
                      max_new_tokens: int | None = None, max_text_tokens: int | None = None,
                      stop: str | list[str] | None = None) -> RouteResult: ...
+
+    def astream(self, query: Any, tools: Any = None, **kwargs: Any) -> AsyncIterator[RouteChunk]: ...
 
 
 # ------------------------------------------------------------------------------------------- request models
@@ -363,32 +365,46 @@ def completion(result: RouteResult, model: str, completion_id: str, created: int
             "usage": _usage(result.usage)}
 
 
-def completion_chunks(result: RouteResult, model: str, completion_id: str, created: int,
-                      include_usage: bool = False) -> bytes:
-    """The server-sent events of a streamed completion: role, content or tool call deltas, finish, usage, [DONE]."""
+async def completion_events(chunks: AsyncIterator[RouteChunk], model: str, completion_id: str, created: int,
+                            include_usage: bool = False) -> AsyncIterator[bytes]:
+    """The server-sent events of a streamed completion: the role, each piece of a text answer as it is decoded,
+    then the calls (id and name, then arguments), the finish reason, the usage and [DONE]."""
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        event = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        data = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
         if include_usage:
-            event["usage"] = None
-        return event
+            data["usage"] = None
+        return b"data: " + orjson.dumps(data) + b"\n\n"
 
-    events = [chunk({"role": "assistant", "content": None if result.calls else "", "refusal": None})]
-    if result.text:
-        events.append(chunk({"content": result.text}))
+    yield event({"role": "assistant", "content": "", "refusal": None})
+    streamed, result = "", None
+    async for chunk in chunks:
+        if chunk.result is not None:
+            result = chunk.result
+            break
+        streamed += chunk.text
+        yield event({"content": chunk.text})
+    if result.text and result.text != streamed:  # an answer not streamed (a structured one)
+        yield event({"content": result.text[len(streamed):]})
     for index, call in enumerate(_tool_calls(result)):
         function = call["function"]
-        events.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                             "function": {"name": function["name"], "arguments": ""}}]}))
-        events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": function["arguments"]}}]}))
-    events.append(chunk({}, _finish_reason(result)))
+        yield event({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                     "function": {"name": function["name"], "arguments": ""}}]})
+        yield event({"tool_calls": [{"index": index, "function": {"arguments": function["arguments"]}}]})
+    yield event({}, _finish_reason(result))
     if include_usage:
-        events.append({**base, "choices": [], "usage": _usage(result.usage)})
-    return b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+        yield b"data: " + orjson.dumps({**base, "choices": [], "usage": _usage(result.usage)}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
 
 
 # ------------------------------------------------------------------------------------------- routing
+async def _prepend(first: RouteChunk, rest: AsyncIterator[RouteChunk]) -> AsyncIterator[RouteChunk]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
 async def _checked(tools_param: str, work: Awaitable[T]) -> T:
     """`await work` (a router call), with the router's input errors as 400s (tool errors name `tools_param`)."""
     try:
@@ -397,23 +413,39 @@ async def _checked(tools_param: str, work: Awaitable[T]) -> T:
         raise _router_error(error, tools_param) from None
 
 
+def _route_arguments(body: ChatCompletionRequest) -> dict[str, Any]:
+    """The router's arguments for a request's tool/text route."""
+    tool_choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
+    return {"query": router_messages(body.messages), "tools": [tool.model_dump(exclude_none=True)
+                                                              for tool in body.tools or ()],
+            "tool_choice": tool_choice, "parallel_tool_calls": body.parallel_tool_calls is not False,
+            "max_new_tokens": body.max_completion_tokens or body.max_tokens, "stop": body.stop}
+
+
+async def answer_chunks(router: Router, body: ChatCompletionRequest) -> AsyncIterator[RouteChunk]:
+    """`answer`, streamed: a text answer piece by piece as it is decoded (`ToolRouter.astream`), the result last;
+    a structured answer comes whole."""
+    if body.response_format is not None and body.response_format.type != "text":
+        yield RouteChunk(result=await answer(router, body))
+        return
+    async for chunk in router.astream(**_route_arguments(body)):
+        yield chunk
+
+
 async def answer(router: Router, body: ChatCompletionRequest) -> RouteResult:
     """Route a request with its tools (calls or a text answer); with `response_format`, a text decision is replaced
     by the structured answer, the forced call of `structured_tool` (routed straight away when there are no tools or
     `tool_choice` is "none")."""
-    messages = router_messages(body.messages)
-    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or ()]
-    tool_choice = body.tool_choice.model_dump() if isinstance(body.tool_choice, NamedToolChoice) else body.tool_choice
-    budget = body.max_completion_tokens or body.max_tokens
+    arguments = _route_arguments(body)
+    messages, tools, tool_choice, budget = (arguments[key] for key in ("query", "tools", "tool_choice",
+                                                                        "max_new_tokens"))
     structured = structured_tool(body.response_format)
     if structured is not None:  # an unenforceable schema is refused before any routing
         await _checked("response_format", asyncio.to_thread(router.prepare_tools, [structured]))
     first = None
     if structured is None or (tools and tool_choice != "none"):
         first = await _checked("tools", router.aroute(
-            messages, tools, tool_choice=tool_choice, parallel_tool_calls=body.parallel_tool_calls is not False,
-            max_new_tokens=budget, stop=body.stop,
-            max_text_tokens=None if structured is None else 0))  # 0: only decide, the text would not be used
+            **arguments, max_text_tokens=None if structured is None else 0))  # 0: only decide, the text is not used
         if structured is None or first.calls:
             return first
     forced = await _checked("response_format", router.aroute(
@@ -507,13 +539,16 @@ def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: in
         body = parse_request(await _read_body(request, max_body_bytes))
         if body.tools is not None and len(body.tools) > max_tools:
             raise APIError(400, f"{len(body.tools)} tools given; this server takes at most {max_tools}", "tools")
-        result = await answer(router, body)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         headers = {"x-toolformer-decoding": decoding_header(body)}
         if body.stream:
+            chunks = answer_chunks(router, body)
+            first = await _checked("tools", anext(chunks))  # a bad request is a 400 before the stream starts
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return Response(completion_chunks(result, body.model, completion_id, created, include_usage),
-                            media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+            return StreamingResponse(completion_events(_prepend(first, chunks), body.model, completion_id, created,
+                                                       include_usage),
+                                     media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+        result = await answer(router, body)
         return Response(orjson.dumps(completion(result, body.model, completion_id, created)),
                         media_type="application/json", headers=headers)
 

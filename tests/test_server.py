@@ -159,6 +159,23 @@ def test_streaming_calls_and_text(scripted, client):
     assert (content, tool_calls, finish_reason, usage) == ("Just an answer.", {}, "stop", None)
 
 
+def test_a_text_answer_streams_piece_by_piece_and_merges_into_the_whole(make_router):
+    """With a real (tiny) router, stream=True sends a text answer in several content deltas as it is decoded;
+    they join into exactly the non-streamed message, with the same finish reason and usage."""
+    router = make_router()
+    with serve_in_thread(create_app(router)) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        request = {"model": "m", "messages": [{"role": "user", "content": "tell me a story"}], "max_tokens": 24}
+        whole = client.chat.completions.create(**request)
+        stream = client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+        chunks = list(stream)
+        content, tool_calls, finish_reason, usage = _assemble(chunks)
+    assert sum(bool(c.choices and c.choices[0].delta.content) for c in chunks) > 3
+    assert (content, finish_reason) == (whole.choices[0].message.content, whole.choices[0].finish_reason)
+    assert content and tool_calls == {} and usage.completion_tokens == whole.usage.completion_tokens
+    router.close()
+
+
 def test_the_event_stream_is_in_openais_exact_format(scripted):
     router, base_url = scripted
     router.script = [call("echo", n=1)]
