@@ -11,6 +11,7 @@ from jsonschema import Draft202012Validator
 from conftest import EMAIL, STOCK, WEATHER, bfcl_training_side_tools, finishing_sampler
 from toolformer_router import CallThresholds, InvalidQueryError, UnknownToolError
 from toolformer_router.grounding import ConversationText
+from toolformer_router.messages import normalize_messages
 
 
 def _validate(result, tools) -> None:
@@ -423,6 +424,17 @@ def test_a_text_budget_of_zero_only_decides(make_router, tokenizer):
     for bad in (0, 10**9, "12", 2.5, float("nan"), True):
         with pytest.raises(InvalidQueryError, match="max_new_tokens"):
             router.route("hi", tools=[EMAIL], max_new_tokens=bad)
+
+
+def test_tool_choice_none_writes_the_answer_in_one_tool_free_pass(make_router):
+    """With tools active and tool_choice "none" the answer is the backbone's own: one pass, without the router's
+    instructions or the tools (none is encoded), the same whichever tools are active."""
+    router = make_router()
+    answer = router.route("tell me a story", tools=[EMAIL], tool_choice="none", max_new_tokens=12)
+    prompt = router.prompt_ids(normalize_messages("tell me a story"), router_instructions=False)
+    assert answer.usage.input_tokens == len(prompt) and answer.usage.cache_misses == 0 and answer.text
+    assert router.route("tell me a story", tools=[WEATHER, STOCK], tool_choice="none",
+                        max_new_tokens=12).text == answer.text
 
 
 def test_text_answers_have_their_own_budget_unless_the_request_sets_one(make_router, tokenizer):

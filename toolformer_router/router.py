@@ -564,9 +564,15 @@ class ToolRouter:
                         f"the conversation is {len(prompt)} tokens; at most {limit} fit "
                         f"(max_query_tokens={self.config.max_query_tokens}, context {self.max_context})"
                     )
+                modes.append(resolve_tool_choice(request.tool_choice, request.tools)[0])
+                if modes[-1] == "none" and self._answers_without_tools(request):  # text it must be: one tool-free pass
+                    decode_requests.append(self._text_pass(request))
+                    gist_sets.append(None)
+                    usages.append(RouteUsage(input_tokens=len(decode_requests[-1].prompt_ids),
+                                             active_tools=len(request.tools)))
+                    continue
                 memory, gists, hits, misses = self._request_memory(request.tools)
                 gist_sets.append(gists)
-                modes.append(resolve_tool_choice(request.tool_choice, request.tools)[0])
                 # a text decision with tools active is answered again without them: decide only here
                 text_budget = 0 if self._answers_without_tools(request) else request.max_text_tokens
                 decode_requests.append(DecodeRequest(prompt, memory, self._matcher(request), request.max_new_tokens,
@@ -654,19 +660,24 @@ class ToolRouter:
             if declined and not request.max_text_tokens:
                 outputs[i] = DecodeOutput(stopped=True, call_margin=output.call_margin)
                 continue
-            if not (declined or (not self._is_call(output) and self._answers_without_tools(request))):
+            if not (declined or (not self._is_call(output) and mode != "none" and self._answers_without_tools(request))):
                 continue
-            no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens,
-                                request.max_text_tokens)
-            redo = DecodeRequest(self.prompt_ids(request.messages, router_instructions=False),
-                                 self._memory_template(), self._matcher(no_tools), request.max_new_tokens,
-                                 request.max_text_tokens, text_sink=self._text_sink(request, request.max_text_tokens))
+            redo = self._text_pass(request)
             usages[i].input_tokens += len(redo.prompt_ids)
             again.append(i)
             second.append(redo)
         for i, redone in zip(again, self._decode(second, logits_processor) if second else []):
             redone.call_margin = outputs[i].call_margin
             outputs[i] = redone
+
+    def _text_pass(self, request: _Request) -> DecodeRequest:
+        """The pass that writes a text answer with tools active (`answer_without_tools`): the backbone's own reply,
+        without the tools' memory and without the router's instructions."""
+        no_tools = _Request(request.messages, [], "none", request.parallel_tool_calls, request.max_new_tokens,
+                            request.max_text_tokens)
+        return DecodeRequest(self.prompt_ids(request.messages, router_instructions=False), self._memory_template(),
+                             self._matcher(no_tools), request.max_new_tokens, request.max_text_tokens,
+                             text_sink=self._text_sink(request, request.max_text_tokens))
 
     def _memory_template(self) -> torch.Tensor:
         """An empty (L, 2, kv_heads, 0, head_dim) memory: the layout on the model's device, for no tools."""
