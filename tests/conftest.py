@@ -157,3 +157,11 @@ def bench_agents():
     finally:
         sys.path.remove(str(benchmarks))
     return module
+
+
+@pytest.fixture(scope="session")
+def vcr_config() -> dict:
+    """VCR settings of LangChain's standard suite (`test_stream_time`); the router records no HTTP traffic."""
+    from langchain_tests.conftest import base_vcr_config
+
+    return base_vcr_config()
