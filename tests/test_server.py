@@ -312,6 +312,21 @@ def test_a_structured_answer_parsed_by_the_openai_sdk(scripted, client):
     assert "JSON" in tool.description
 
 
+def test_the_openai_sdks_streaming_helper_reads_text_and_structured_answers(scripted, client):
+    """`client.chat.completions.stream(...)` (the SDK's helper: content delta events, a final parsed completion)."""
+    router, _ = scripted
+    router.script = [text("A short answer here."),
+                     structured("Forecast", city="Oslo", unit="celsius", days=[1])]
+    with client.chat.completions.stream(model="m", messages=[{"role": "user", "content": "hi"}]) as stream:
+        deltas = [event.delta for event in stream if event.type == "content.delta" and event.delta]
+        final = stream.get_final_completion()
+    assert deltas == ["A ", "short ", "answer ", "here."] and final.choices[0].message.content == "".join(deltas)
+    with client.chat.completions.stream(model="m", messages=[{"role": "user", "content": "Oslo"}],
+                                        response_format=Forecast) as stream:
+        parsed = stream.get_final_completion().choices[0].message.parsed
+    assert parsed == Forecast(city="Oslo", unit="celsius", days=[1])
+
+
 def test_json_object_and_a_described_schema_streamed(scripted, client):
     router, _ = scripted
     seen = []
