@@ -458,3 +458,35 @@ def test_executed_calls_are_those_of_the_turn_with_results():
 def test_bad_earlier_calls_raise_a_clear_error(call, message):
     with pytest.raises(InvalidQueryError, match=message):
         normalize_messages([{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}])
+
+
+def test_a_caller_whose_event_loop_closed_does_not_stop_the_batcher():
+    """A caller that gave up and closed its event loop while its batch was being served: the other request of
+    that batch is still answered (delivering to the closed loop must not end the worker thread)."""
+    import threading
+    import time as _time
+
+    from toolformer_router.batching import RequestBatcher
+
+    def serve(requests):
+        _time.sleep(0.3)
+        return [request * 2 for request in requests]
+
+    batcher = RequestBatcher(serve, max_batch_size=4, wait_s=0.05)
+
+    def abandon() -> None:
+        loop = asyncio.new_event_loop()
+        with pytest.raises(asyncio.TimeoutError):
+            loop.run_until_complete(asyncio.wait_for(batcher.submit(1), 0.15))
+        loop.close()  # before the batch is answered
+
+    caller = threading.Thread(target=abandon)
+    caller.start()
+    _time.sleep(0.01)  # the abandoned request is first in the batch
+
+    async def live():
+        return await asyncio.wait_for(batcher.submit(2), 5)
+
+    assert asyncio.run(live()) == 4
+    caller.join()
+    batcher.close()
