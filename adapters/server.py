@@ -477,6 +477,8 @@ def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: in
         max_body_bytes: larger request bodies are refused with 413.
         max_tools: more `tools` in one request are refused with 400 (default: the router's `max_tools`).
     """
+    if api_key is not None and not api_key.strip():
+        raise ValueError("api_key must not be empty (it would accept an empty bearer token); pass None for no key")
     max_tools = max_tools or getattr(getattr(router, "config", None), "max_tools", DEFAULT_MAX_TOOLS)
     model_id = getattr(router, "name", "toolformer-router")
     started = int(time.time())

@@ -490,3 +490,14 @@ def test_a_caller_whose_event_loop_closed_does_not_stop_the_batcher():
     assert asyncio.run(live()) == 4
     caller.join()
     batcher.close()
+
+
+def test_a_tool_registered_again_under_its_name_replaces_the_old_one(make_router):
+    router = make_router()
+    router.add_tools([WEATHER])
+    changed = {**WEATHER["function"], "description": "Weather, in another words."}
+    router.add_tools([changed])
+    assert [t.name for t in router.tools] == ["get_weather"] and router.tools[0].description == changed["description"]
+    with pytest.raises(InvalidToolError, match="list of tool definitions, got NoneType"):
+        router.add_tools(None)
+    router.remove_tools(["get_weather"])

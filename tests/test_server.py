@@ -640,3 +640,8 @@ def test_the_example_against_the_cli_server(tmp_path, capsys):
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+def test_an_empty_api_key_is_refused_at_startup():
+    with pytest.raises(ValueError, match="api_key must not be empty"):
+        create_app(ScriptedRouter(), api_key=" ")

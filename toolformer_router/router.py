@@ -260,8 +260,8 @@ class ToolRouter:
 
     def prepare_tools(self, tools: Iterable[Any]) -> list[Tool]:
         """Normalise and validate tool definitions (memoised on their content); no encoding."""
-        if isinstance(tools, (str, bytes, dict)):
-            raise InvalidToolError("tools must be a list of tool definitions")
+        if isinstance(tools, (str, bytes, dict)) or not isinstance(tools, Iterable):
+            raise InvalidToolError(f"tools must be a list of tool definitions, got {type(tools).__name__}")
         tools = list(tools)
         if len(tools) > self.config.max_tools:
             raise TooManyToolsError(f"{len(tools)} tools given; max_tools={self.config.max_tools}")
