@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from bench_agents import TOOLS  # noqa: E402
-from common import machine, print_table  # noqa: E402
+from bench_agents import TOOLS
+from common import machine, print_table
+from toolformer_router.adapters.server import create_app, serve_in_thread
 
-from toolformer_router import ToolRouter  # noqa: E402
-from toolformer_router.adapters.server import create_app, serve_in_thread  # noqa: E402
+from toolformer_router import ToolRouter
 
 PROMPTS = [
     "Tell me about the history of Rome in a few paragraphs.",
@@ -44,11 +44,10 @@ Driver = Callable[[str, list[dict], int], Iterator[str]]
 def drivers(router: ToolRouter, base_url: str) -> dict[str, Driver]:
     """Each interface as a function (prompt, tools, max_tokens) -> the text pieces it streams; the OpenAI client
     talks to the server at `base_url`."""
+    from llama_index.core.llms import ChatMessage
     from openai import OpenAI
-
     from toolformer_router.adapters.langchain import ChatToolFormer
     from toolformer_router.adapters.llamaindex import ToolFormerLLM
-    from llama_index.core.llms import ChatMessage
 
     def core(prompt: str, tools: list[dict], max_tokens: int) -> Iterator[str]:
         for chunk in router.stream(prompt, tools, tool_choice="none" if tools else None, max_new_tokens=max_tokens):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import threading
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 

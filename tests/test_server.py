@@ -23,11 +23,11 @@ from openai import AsyncOpenAI, OpenAI
 from openai.lib._pydantic import to_strict_json_schema
 from pydantic import BaseModel
 from scripted import ScriptedRouter, call, calls, text
-
-from toolformer_router import cli, normalize_tool
 from toolformer_router.adapters import server
 from toolformer_router.adapters._common import structured_output_text
 from toolformer_router.adapters.server import create_app, serve_in_thread
+
+from toolformer_router import cli, normalize_tool
 from toolformer_router.types import RouteResult, RouteUsage, ToolCall
 
 ROOT = Path(__file__).parent.parent
@@ -35,15 +35,6 @@ KEY = "sk-test-key"
 ECHO = {"type": "function", "function": {"name": "echo", "description": "Echo a number.", "parameters": {
     "type": "object", "properties": {"n": {"type": "integer"}, "tag": {"type": "string"}}, "required": ["n"]}}}
 TOOLS = [WEATHER, {"type": "function", "function": EMAIL}, ECHO]
-
-
-class StopRecordingRouter(ScriptedRouter):
-    """`ScriptedRouter` that takes `stop` as `ToolRouter.aroute` does and records it with the request."""
-
-    async def aroute(self, query, tools=None, *, stop=None, **options) -> RouteResult:
-        result = await super().aroute(query, tools, **options)
-        self.requests[-1]["stop"] = stop  # no await since the request was recorded: still the last one
-        return result
 
 
 def structured(name: str, **arguments) -> RouteResult:
@@ -54,7 +45,7 @@ def structured(name: str, **arguments) -> RouteResult:
 @pytest.fixture
 def scripted():
     """A scripted router behind a live server (API key required, small limits): (router, base_url)."""
-    router = StopRecordingRouter()
+    router = ScriptedRouter()
     with serve_in_thread(create_app(router, api_key=KEY, max_body_bytes=64 * 1024, max_tools=8)) as base_url:
         yield router, base_url
 

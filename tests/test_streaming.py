@@ -3,8 +3,8 @@
 import asyncio
 
 import pytest
-
 from conftest import EMAIL
+
 from toolformer_router import InvalidQueryError
 from toolformer_router.streaming import TextStream, answer_text, check_stop
 
