@@ -23,6 +23,7 @@ from toolformer_router import (
     ToolRouter,
     ToolRouterError,
     TooManyToolsError,
+    normalize_tool,
     UnknownToolError,
 )
 from toolformer_router.decoding import DecodeOutput
@@ -134,7 +135,9 @@ def test_schema_texts_are_counted_in_a_batch_memoised_and_shared_prepared(make_r
     assert texts[0] == render_tool(tools[0]) and texts[1] != render_tool(tools[1])  # only the long one is cut
     assert all(router.count_tokens(text) <= 64 for text in texts)
     with pytest.raises(SchemaTooLongError, match="huge"):
-        router.tool_texts(router.prepare_tools([STOCK, huge]))
+        router.prepare_tools([huge])  # before the grammar: a too-long tool costs one token count
+    with pytest.raises(SchemaTooLongError, match="huge"):
+        router.tool_texts([*router.prepare_tools([STOCK]), normalize_tool(huge)])
     assert (router.prepare_tools([STOCK])[0].schema_hash, 64) in router._tool_texts  # kept though a later one raised
     calls = []
     router.count_tokens_many = lambda batch: calls.append(batch) or []

@@ -152,3 +152,15 @@ def test_a_recursive_ref_that_can_end_routes_to_a_valid_call(make_router, node):
 def test_non_finite_numbers_in_a_schema_are_refused(bad):
     with pytest.raises(InvalidToolError, match="not a JSON number"):
         normalize_tool({"name": "t", "parameters": {"type": "object", "properties": {"x": {"type": "number", **bad}}}})
+
+
+def test_an_oversized_schema_is_refused_before_any_work_that_grows_with_it(monkeypatch):
+    import toolformer_router.schema as schema
+
+    def never(*args, **kwargs):
+        raise AssertionError("the schema was walked before its size was checked")
+
+    monkeypatch.setattr(schema, "_normalize_schema", never)
+    properties = {f"p{i}": {"type": "string", "description": "x" * 40} for i in range(5000)}
+    with pytest.raises(InvalidToolError, match="bytes, more than"):
+        normalize_tool({"name": "big", "parameters": {"type": "object", "properties": properties}})

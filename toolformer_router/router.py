@@ -259,13 +259,14 @@ class ToolRouter:
                 del self._registry[name]
 
     def prepare_tools(self, tools: Iterable[Any]) -> list[Tool]:
-        """Normalise and validate tool definitions (memoised on their content); no encoding."""
+        """Normalise and validate tool definitions (memoised on their content): cheap size checks first, then the
+        encoder's length (`SchemaTooLongError`) and the grammar; no encoding."""
         if isinstance(tools, (str, bytes, dict)) or not isinstance(tools, Iterable):
             raise InvalidToolError(f"tools must be a list of tool definitions, got {type(tools).__name__}")
         tools = list(tools)
         if len(tools) > self.config.max_tools:
             raise TooManyToolsError(f"{len(tools)} tools given; max_tools={self.config.max_tools}")
-        prepared = []
+        prepared, unchecked = [], []
         for tool in tools:
             if isinstance(tool, Tool):
                 prepared.append(tool)
@@ -275,10 +276,14 @@ class ToolRouter:
                 normalized = _PREPARED_TOOLS.get(key)
             if normalized is None:
                 normalized = normalize_tool(tool)
-                self.grammar.check_tool(normalized)
-                with _PREPARED_TOOLS_LOCK:
-                    _PREPARED_TOOLS[key] = normalized
+                unchecked.append((key, normalized))
             prepared.append(normalized)
+        if unchecked:
+            self.tool_texts([tool for _, tool in unchecked])  # the encoder's length, counted in one batch, first
+            for key, tool in unchecked:
+                self.grammar.check_tool(tool)
+                with _PREPARED_TOOLS_LOCK:
+                    _PREPARED_TOOLS[key] = tool
         return normalize_tools(prepared)  # duplicate-name check
 
     def check_tools(self, tools: Iterable[Any]) -> list[Tool]:

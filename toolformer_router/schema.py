@@ -205,6 +205,13 @@ def _check_recursion(parameters: dict[str, Any], where: str) -> None:
             visit(name, [name])
 
 
+def _raw_json(parameters: Mapping[str, Any], name: str) -> bytes:
+    try:
+        return orjson.dumps(parameters, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError as error:
+        raise InvalidToolError(f"tool {name!r}: parameters are not JSON-serialisable: {error}") from None
+
+
 def _unwrap(tool: Any) -> tuple[Any, Any, Any]:
     if not isinstance(tool, Mapping):
         raise InvalidToolError(f"a tool must be a dict, got {type(tool).__name__}")
@@ -237,6 +244,9 @@ def normalize_tool(tool: Any) -> Tool:
         parameters = {"type": "object", "properties": {}}
     if not isinstance(parameters, Mapping):
         raise InvalidToolError(f"tool {name!r}: 'parameters' must be a JSON Schema object")
+    raw_size = len(_raw_json(parameters, name))
+    if raw_size > MAX_SCHEMA_BYTES:  # before any work that grows with the schema
+        raise InvalidToolError(f"tool {name!r}: schema is {raw_size} bytes, more than {MAX_SCHEMA_BYTES}")
     normalized = _normalize_schema(parameters, f"tool {name!r} parameters")
     normalized.setdefault("type", "object")
     normalized.setdefault("properties", {})
