@@ -407,3 +407,10 @@ def test_agent_turns_draw_unique_examples_and_skip_later_steps():
     assert {t.source for t in turns} == {f"agent_{kind}" for kind in KINDS}
     assert all(t.messages[1]["role"] == "assistant" and len(t.messages[1]["tool_calls"]) for t in turns)
     assert all(t.id.startswith(("w:", "one:")) for t in turns)  # earlier agent turns are never extended
+
+
+def test_remaining_steps_keep_their_share_when_most_examples_have_one_call():
+    ones = [_two_calls().model_copy(update={"calls": _two_calls().calls[:1], "id": f"one{i}"}) for i in range(20)]
+    turns = agent_turns([_two_calls(), *ones], 1000, random.Random(0))
+    share = sum(t.source == "agent_remaining" for t in turns) / len(turns)
+    assert 0.25 < share < 0.35  # the weight of "remaining", though 1 example in 21 has two calls

@@ -84,14 +84,16 @@ def agent_turn(example: Example, kind: str, rng: random.Random) -> Example | Non
 def agent_turns(examples: Sequence[Example], count: int, rng: random.Random,
                 weights: Sequence[float] = (0.5, 0.3, 0.2)) -> list[Example]:
     """Up to `count` agent-turn examples of the call examples among `examples` (single-turn ones only), the
-    kinds drawn with `weights` (a "remaining" draw on a one-call example becomes "answered")."""
+    kinds drawn with `weights`; a "remaining" step is drawn from the examples with two or more calls (most
+    examples have one, and a kind drawn per example would leave "remaining" rare), or is "answered" if none has."""
     pool = [e for e in examples if e.calls and all(m["role"] in ("system", "user") for m in e.messages)]
     if not pool:
         return []
+    several = [e for e in pool if len(e.calls) >= 2]
     turns = []
     for index in range(count):
-        example = rng.choice(pool)
         kind = rng.choices(KINDS, weights)[0]
+        example = rng.choice(several if kind == "remaining" and several else pool)
         turn = agent_turn(example, kind, rng) or agent_turn(example, "answered", rng)
         turns.append(turn.model_copy(update={"id": f"{turn.id}:{index}"}))
     return turns
