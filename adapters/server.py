@@ -8,6 +8,10 @@ MCP's shape, tool_choice, parallel_tool_calls, max_tokens, stop, response_format
 `create_app`'s chat completion endpoint for the sampling parameters). Requests are routed with `router.aroute`, so
 concurrent requests share device batches. The router decides whole calls, so a streamed response is sent in
 OpenAI's chunk format once the decision is made.
+
+Admission control: at most `max_pending` completions wait for the router or are answered at once (past it, an
+immediate 429 with `Retry-After`); a completion whose client disconnects is cancelled, so that a request not yet
+decoded never is; a client must send a request's head, and then its body, within `read_timeout_s` each.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 import orjson
 import uvicorn
@@ -29,6 +33,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from toolformer_router.errors import (
     InvalidQueryError,
@@ -50,6 +56,10 @@ from ._common import (
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_TOOLS = 1000  # the router's own bound (hosted APIs stop at 128)
+DEFAULT_MAX_PENDING = 64  # two batches of the router's default `max_batch_size`: one decoding, one waiting
+DEFAULT_READ_TIMEOUT_S = 30.0  # a 4 MiB body at 140 kB/s
+DEFAULT_KEEP_ALIVE_S = 5  # uvicorn's
+RETRY_AFTER_S = 1
 T = TypeVar("T")
 
 
@@ -217,13 +227,15 @@ class APIError(Exception):
     """An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
+                 type: str = "invalid_request_error", headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.headers = headers
 
     def response(self) -> Response:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return Response(orjson.dumps(body), status_code=self.status, media_type="application/json")
+        return Response(orjson.dumps(body), status_code=self.status, media_type="application/json",
+                        headers=self.headers)
 
 
 def _param(loc: tuple[Any, ...]) -> str:
@@ -366,7 +378,7 @@ def completion(result: RouteResult, model: str, completion_id: str, created: int
 
 
 async def completion_events(chunks: AsyncIterator[RouteChunk], model: str, completion_id: str, created: int,
-                            include_usage: bool = False) -> AsyncIterator[bytes]:
+                            include_usage: bool = False) -> AsyncGenerator[bytes, None]:
     """The server-sent events of a streamed completion: the role, each piece of a text answer as it is decoded,
     then the calls (id and name, then arguments), the finish reason, the usage and [DONE]."""
     base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
@@ -454,31 +466,110 @@ async def answer(router: Router, body: ChatCompletionRequest) -> RouteResult:
     return _structured_result(forced, first)
 
 
-# ------------------------------------------------------------------------------------------- app
-async def _read_body(request: Request, limit: int) -> bytes:
+# ------------------------------------------------------------------------------------------- admission
+async def _read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body; a 413 past `limit` bytes, a 408 (and the connection closed) if it takes over `timeout_s`."""
     too_large = APIError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout",
+                       headers={"connection": "close"}) from None
     return bytes(body)
 
 
+class _Admission:
+    """Counts the completions admitted: waiting for the router or being answered (a stream until it ends). Past
+    `limit`, a request is refused at once with a 429 rather than queued behind them."""
+
+    def __init__(self, limit: int):
+        self.limit, self.admitted = limit, 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.admitted >= self.limit:
+            raise APIError(429, f"the server is busy: {self.limit} requests are already waiting or being answered; "
+                           f"retry after {RETRY_AFTER_S} s", code="rate_limit_exceeded", type="requests",
+                           headers={"retry-after": str(RETRY_AFTER_S)})
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has disconnected (to call after the body is read: nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _while_connected(request: Request, work: Awaitable[T]) -> T:
+    """`await work`, cancelled as soon as the client disconnects (uvicorn does not cancel the handler): a request
+    nobody waits for leaves the batcher's queue before it is decoded. Then a 499 that nobody receives."""
+    task, gone = asyncio.ensure_future(work), asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        task.cancel()  # no-op once done
+    if not task.done() or task.cancelled():
+        raise APIError(499, "the client closed the request", code="client_closed_request")
+    return task.result()
+
+
+class _EventStream(StreamingResponse):
+    """A completion's server-sent events. However the response ends (sent, failed, the client gone before or while
+    it streams), the events are closed, which cancels routing not done yet, and then `on_close` runs."""
+
+    def __init__(self, events: AsyncGenerator[bytes, None], on_close: Callable[[], None], headers: dict[str, str]):
+        super().__init__(events, media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+        self.events, self.on_close = events, on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.events.aclose()
+            finally:
+                self.on_close()
+
+
+# ------------------------------------------------------------------------------------------- app
 def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               max_tools: int | None = None) -> FastAPI:
+               max_tools: int | None = None, max_pending: int = DEFAULT_MAX_PENDING,
+               read_timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> FastAPI:
     """The OpenAI-compatible app over `router` (a `ToolRouter` or anything with its `prepare_tools` and `aroute`).
+
+    A completion whose client disconnects is cancelled: not decoded if its batch has not started (a stream ends its
+    text answer at the next token).
 
     Args:
         api_key: when set, every request needs `Authorization: Bearer <api_key>` (else 401).
         max_body_bytes: larger request bodies are refused with 413.
         max_tools: more `tools` in one request are refused with 400 (default: the router's `max_tools`).
+        max_pending: at most this many completions wait for the router or are being answered (a stream until its
+            end); past it, a request is refused at once with 429 (`code: "rate_limit_exceeded"`, `Retry-After: 1`)
+            instead of queueing. The default, 64, is two batches of the router's default `max_batch_size`.
+        read_timeout_s: a request body that takes longer to arrive is answered with 408 and its connection closed
+            (the server's bound on the request head is `serve`'s / `serve_in_thread`'s `read_timeout_s`).
     """
     if api_key is not None and not api_key.strip():
         raise ValueError("api_key must not be empty (it would accept an empty bearer token); pass None for no key")
+    if max_pending < 1:
+        raise ValueError(f"max_pending must be at least 1, got {max_pending}")
+    if not read_timeout_s > 0:
+        raise ValueError(f"read_timeout_s must be positive, got {read_timeout_s}")
+    admission = _Admission(max_pending)
     max_tools = max_tools or getattr(getattr(router, "config", None), "max_tools", DEFAULT_MAX_TOOLS)
     model_id = getattr(router, "name", "toolformer-router")
     started = int(time.time())
@@ -538,19 +629,20 @@ def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: in
         by the structured answer (`tool_choice="none"` goes straight to it). A schema the grammar cannot enforce is
         refused with a 400 naming `response_format`.
         """
-        body = parse_request(await _read_body(request, max_body_bytes))
+        body = parse_request(await _read_body(request, max_body_bytes, read_timeout_s))
         if body.tools is not None and len(body.tools) > max_tools:
             raise APIError(400, f"{len(body.tools)} tools given; this server takes at most {max_tools}", "tools")
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         headers = {"x-toolformer-decoding": decoding_header(body)}
-        if body.stream:
-            chunks = answer_chunks(router, body)
-            first = await _checked("tools", anext(chunks))  # a bad request is a 400 before the stream starts
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(completion_events(_prepend(first, chunks), body.model, completion_id, created,
-                                                       include_usage),
-                                     media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
-        result = await answer(router, body)
+        with contextlib.ExitStack() as admitted:
+            admitted.enter_context(admission.slot())
+            if body.stream:
+                chunks = answer_chunks(router, body)  # a bad request is a 400 before the stream starts:
+                first = await _while_connected(request, _checked("tools", anext(chunks)))
+                include_usage = bool(body.stream_options and body.stream_options.include_usage)
+                events = completion_events(_prepend(first, chunks), body.model, completion_id, created, include_usage)
+                return _EventStream(events, admitted.pop_all().close, headers)  # the stream holds the slot
+            result = await _while_connected(request, answer(router, body))
         return Response(orjson.dumps(completion(result, body.model, completion_id, created)),
                         media_type="application/json", headers=headers)
 
@@ -558,21 +650,71 @@ def create_app(router: Router, *, api_key: str | None = None, max_body_bytes: in
 
 
 # ------------------------------------------------------------------------------------------- running
+class _HeadTimeoutProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose next request head (request line and headers) has not
+    arrived `head_timeout_s` after the connection opened or the previous response ended (uvicorn bounds only the
+    idle time between requests, and any byte received resets that)."""
+
+    head_timeout_s: ClassVar[float] = DEFAULT_READ_TIMEOUT_S
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._await_head()
+
+    def on_response_complete(self) -> None:
+        self._await_head()  # first: a pipelined request may start now
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._close_unless_started, self.cycle)
+
+    def _close_unless_started(self, previous: object) -> None:
+        if self.cycle is previous and not self.transport.is_closing():  # no request has started since
+            self.transport.close()
+
+
+def _server_config(app: FastAPI, *, read_timeout_s: float, keep_alive_s: int, **options: Any) -> uvicorn.Config:
+    """uvicorn's config for `app`: request heads bounded by `read_timeout_s`, idle connections by `keep_alive_s`."""
+    protocol = type("HeadTimeoutProtocol", (_HeadTimeoutProtocol,), {"head_timeout_s": read_timeout_s})
+    return uvicorn.Config(app, http=protocol, timeout_keep_alive=keep_alive_s, **options)
+
+
 def serve(checkpoint: str | Path = "default", *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          device: str | None = None, dtype: str | None = None, log_level: str = "info") -> None:
-    """Load the (process-wide) router for `checkpoint` and serve it until interrupted."""
+          device: str | None = None, dtype: str | None = None, log_level: str = "info",
+          max_pending: int = DEFAULT_MAX_PENDING, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+          keep_alive_s: int = DEFAULT_KEEP_ALIVE_S) -> None:
+    """Load the (process-wide) router for `checkpoint` and serve it until interrupted.
+
+    `max_pending` bounds the completions waiting or being answered (past it, 429; see `create_app`). A client has
+    `read_timeout_s` to send a request's head (else the connection is closed), then as long for its body (else 408);
+    an idle connection is closed after `keep_alive_s`.
+    """
     router = shared_router(checkpoint, device, dtype)
-    uvicorn.run(create_app(router, api_key=api_key), host=host, port=port, log_level=log_level)
+    app = create_app(router, api_key=api_key, max_pending=max_pending, read_timeout_s=read_timeout_s)
+    uvicorn.Server(_server_config(app, read_timeout_s=read_timeout_s, keep_alive_s=keep_alive_s, host=host,
+                                  port=port, log_level=log_level)).run()
 
 
 @contextlib.contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Run `app` with uvicorn in a background thread (tests, notebooks, benchmarks); yields the `/v1` base URL."""
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, *,
+                    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+                    keep_alive_s: int = DEFAULT_KEEP_ALIVE_S) -> Iterator[str]:
+    """Run `app` with uvicorn in a background thread (tests, notebooks, benchmarks); yields the `/v1` base URL.
+    `read_timeout_s` bounds each request head and `keep_alive_s` idle connections, as in `serve`."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP proto: asyncio sets NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                          lifespan="off", backlog=4096))
+    server = uvicorn.Server(_server_config(app, read_timeout_s=read_timeout_s, keep_alive_s=keep_alive_s,
+                                           log_config=None, log_level="warning", access_log=False, lifespan="off",
+                                           backlog=4096))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="toolformer-router-server",
                               daemon=True)
     thread.start()

@@ -7,10 +7,12 @@ import importlib.util
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +30,8 @@ from toolformer_router.adapters._common import structured_output_text
 from toolformer_router.adapters.server import create_app, serve_in_thread
 
 from toolformer_router import cli, normalize_tool
-from toolformer_router.types import RouteResult, RouteUsage, ToolCall
+from toolformer_router.batching import RequestBatcher
+from toolformer_router.types import RouteChunk, RouteResult, RouteUsage, ToolCall
 
 ROOT = Path(__file__).parent.parent
 KEY = "sk-test-key"
@@ -46,7 +49,8 @@ def structured(name: str, **arguments) -> RouteResult:
 def scripted():
     """A scripted router behind a live server (API key required, small limits): (router, base_url)."""
     router = ScriptedRouter()
-    with serve_in_thread(create_app(router, api_key=KEY, max_body_bytes=64 * 1024, max_tools=8)) as base_url:
+    with serve_in_thread(create_app(router, api_key=KEY, max_body_bytes=64 * 1024, max_tools=8,
+                                    max_pending=100)) as base_url:
         yield router, base_url
 
 
@@ -499,13 +503,162 @@ async def test_100_concurrent_requests_are_neither_lost_nor_cross_wired(scripted
     assert router.max_in_flight > 1  # the requests overlapped inside the server
 
 
+class QueuedRouter(ScriptedRouter):
+    """A scripted router whose `aroute` waits in a real `RequestBatcher` queue, served one request at a time in
+    `serve_s` each, as on a busy device: every request queued ahead makes a later one wait. Streamed pieces come
+    `serve_s` apart."""
+
+    def __init__(self, serve_s: float):
+        super().__init__(default=_by_content)
+        self.serve_s = serve_s
+        self.batcher = RequestBatcher(self._serve, max_batch_size=1, wait_s=0)
+
+    def _serve(self, requests: list[dict]) -> list[RouteResult]:
+        time.sleep(self.serve_s)
+        return [self.route(**request) for request in requests]
+
+    async def aroute(self, query, tools=None, **kwargs) -> RouteResult:
+        return await self.batcher.submit({"query": query, "tools": tools, **kwargs})
+
+    async def astream(self, query, tools=None, **kwargs) -> AsyncIterator[RouteChunk]:
+        """A text answer's pieces `serve_s` apart, as decoded."""
+        async for chunk in super().astream(query, tools, **kwargs):
+            yield chunk
+            await asyncio.sleep(self.serve_s)
+
+
+def _raw_request(n: int, stream: bool = False) -> bytes:
+    """A whole chat completion request as HTTP/1.1 bytes, for a client that goes away before the answer."""
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": f"n={n}"}], "stream": stream}).encode()
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def test_past_max_pending_a_request_is_refused_at_once_with_429():
+    """Requests waiting for the router, and a stream until its end, hold the slots; past them, an immediate 429."""
+    router = QueuedRouter(serve_s=0.5)
+    messages = [{"role": "user", "content": "n=2"}]
+
+    async def refused(client: AsyncOpenAI) -> None:
+        started = time.perf_counter()
+        with pytest.raises(openai.RateLimitError) as error:
+            await client.chat.completions.create(model="m", messages=messages)
+        assert time.perf_counter() - started < 0.4  # at once, not queued
+        assert error.value.code == "rate_limit_exceeded" and error.value.type == "requests"
+        assert error.value.response.headers["retry-after"] == "1"
+
+    async def scenario(base_url: str) -> None:
+        async with AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0) as client:
+            waiting = asyncio.create_task(client.chat.completions.create(model="m", messages=messages))
+            await asyncio.sleep(0.1)
+            await refused(client)
+            assert (await waiting).choices[0].message.content == "answer 2"
+            stream = await client.chat.completions.create(model="m", messages=messages, stream=True)
+            await refused(client)  # the stream is being sent
+            assert _assemble([chunk async for chunk in stream])[0] == "answer 2"
+            answer = await client.chat.completions.create(model="m", messages=messages)  # its slot came back
+            assert answer.choices[0].message.content == "answer 2"
+
+    try:
+        with serve_in_thread(create_app(router, api_key=KEY, max_pending=1)) as base_url:
+            asyncio.run(scenario(base_url))
+    finally:
+        router.batcher.close()
+    assert len(router.requests) == 3
+
+
+@pytest.mark.parametrize("max_pending", [0, -1])
+def test_max_pending_must_be_positive(max_pending):
+    with pytest.raises(ValueError, match="max_pending"):
+        create_app(ScriptedRouter(), max_pending=max_pending)
+
+
+def test_requests_whose_clients_left_are_not_decoded():
+    """Clients that send a request (plain or streamed) and disconnect before the answer: their requests leave the
+    queue undecoded, their slots come back, and the next request does not wait behind them."""
+    router, abandoned = QueuedRouter(serve_s=0.4), 6
+    try:
+        with serve_in_thread(create_app(router, api_key=KEY, max_pending=abandoned)) as base_url:
+            port = int(base_url.split(":")[-1].split("/")[0])
+            clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(abandoned)]
+            for n, client in enumerate(clients):
+                client.sendall(_raw_request(2 * n, stream=n % 2 == 1))  # even n: a text answer
+            time.sleep(0.2)  # all queued, the first being served
+            for client in clients:
+                client.close()
+            time.sleep(0.05)
+            started = time.perf_counter()
+            response = httpx.post(f"{base_url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                                  json={"model": "m", "messages": [{"role": "user", "content": "n=100"}]})
+            latency = time.perf_counter() - started
+    finally:
+        router.batcher.close()
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "answer 100"
+    assert latency < 3 * router.serve_s  # not behind the abandoned ones (that would take 6 x 0.4 s)
+    served = [r["messages"][-1]["content"] for r in router.requests]
+    assert served == ["n=0", "n=100"]  # only the one already being served when its client left
+
+
+def _until_closed(sock: socket.socket, head: bytes, trickle: bytes, limit_s: float) -> tuple[bytes, float]:
+    """Send `head`, then `trickle` a byte every 50 ms, until the server closes the connection: (what it answered,
+    seconds until it closed); fails past `limit_s`."""
+    started = time.perf_counter()
+    received, position = b"", 0
+    sock.sendall(head)
+    while time.perf_counter() - started < limit_s:
+        if select.select([sock], [], [], 0.05)[0]:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                return received, time.perf_counter() - started
+            received += data
+        elif position < len(trickle):
+            try:
+                sock.sendall(trickle[position:position + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                return received, time.perf_counter() - started
+            position += 1
+    raise AssertionError(f"the connection is still open after {limit_s} s")
+
+
+def test_slow_clients_are_cut_off_after_the_read_timeout():
+    """A request head, or a body, trickled a byte at a time (and a connection that sends nothing) is cut off
+    after `read_timeout_s`: the head by closing the connection, the body with a 408."""
+    router = ScriptedRouter(default=text("hi"))
+    app = create_app(router, api_key=KEY, read_timeout_s=0.5)
+    with serve_in_thread(app, read_timeout_s=0.5) as base_url:
+        port = int(base_url.split(":")[-1].split("/")[0])
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY}\r\n"
+                "content-type: application/json\r\ncontent-length: 200\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            answered, seconds = _until_closed(sock, head[:20], head[20:], limit_s=3)
+        assert answered == b"" and 0.4 < seconds < 1.5
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            answered, seconds = _until_closed(sock, b"", b"", limit_s=3)
+        assert answered == b"" and 0.4 < seconds < 1.5
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            answered, seconds = _until_closed(sock, head, b" " * 200, limit_s=3)
+        assert answered.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in answered
+        assert 0.4 < seconds < 1.5
+        response = httpx.post(f"{base_url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                              json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        assert response.status_code == 200  # a request sent at once is untouched
+    assert len(router.requests) == 1
+
+
 def test_cli_serve_passes_its_options(monkeypatch):
     seen = {}
     monkeypatch.setattr(server, "serve", lambda checkpoint, **kwargs: seen.update(checkpoint=checkpoint, **kwargs))
     cli.main(["serve", "--checkpoint", "ckpt", "--host", "0.0.0.0", "--port", "9001", "--api-key", "k",
-              "--device", "cpu", "--dtype", "bfloat16"])
+              "--device", "cpu", "--dtype", "bfloat16", "--max-pending", "8", "--read-timeout", "2.5",
+              "--keep-alive", "3"])
     assert seen == {"checkpoint": "ckpt", "host": "0.0.0.0", "port": 9001, "api_key": "k", "device": "cpu",
-                    "dtype": "bfloat16"}
+                    "dtype": "bfloat16", "max_pending": 8, "read_timeout_s": 2.5, "keep_alive_s": 3}
+    seen.clear()
+    cli.main(["serve"])  # the limits left out: `serve`'s defaults
+    assert not {"max_pending", "read_timeout_s", "keep_alive_s"} & seen.keys()
 
 
 @pytest.mark.slow

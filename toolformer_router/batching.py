@@ -23,7 +23,8 @@ class _Job(Generic[Request]):
 class RequestBatcher(Generic[Request]):
     """Collects the requests submitted within `wait_s` of each other (at most `max_batch_size`) and serves them
     with one `serve(requests) -> results` call on a background thread. A batch that raises is served again one
-    request at a time, so one bad request fails alone; a cancelled caller's result is dropped."""
+    request at a time, so one bad request fails alone. A request whose caller cancelled before its batch was
+    served is not served; one cancelled while served has its result dropped."""
 
     def __init__(self, serve: Callable[[list[Request]], Sequence[Any]], *, max_batch_size: int, wait_s: float):
         self.serve, self.max_batch_size, self.wait_s = serve, max_batch_size, wait_s
@@ -50,23 +51,31 @@ class RequestBatcher(Generic[Request]):
             self._jobs.put(None)
             worker.join(timeout=10)
 
+    def _next_batch(self) -> list[_Job] | None:
+        """The next jobs to serve together: the first one waiting, then those taken within `wait_s` of it (at most
+        `max_batch_size`); None once closed. A job whose caller has cancelled is dropped (it is never served and
+        takes no place in a batch), whether it was cancelled before it was taken or while its batch formed."""
+        jobs: list[_Job] = []
+        deadline = 0.0
+        while len(jobs) < self.max_batch_size:
+            try:
+                job = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()) if jobs else None)
+            except queue.Empty:
+                break
+            if job is None:  # closed: serve the jobs taken, then stop
+                if not jobs:
+                    return None
+                self._jobs.put(None)
+                break
+            if job.future.cancelled():
+                continue
+            if not jobs:
+                deadline = time.perf_counter() + self.wait_s
+            jobs.append(job)
+        return [j for j in jobs if not j.future.cancelled()]
+
     def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            jobs = [job]
-            deadline = time.perf_counter() + self.wait_s
-            while len(jobs) < self.max_batch_size:
-                try:
-                    more = self._jobs.get(timeout=max(0.0, deadline - time.perf_counter()))
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._jobs.put(None)
-                    break
-                jobs.append(more)
-            jobs = [j for j in jobs if not j.future.cancelled()]
+        while (jobs := self._next_batch()) is not None:
             if not jobs:
                 continue
             try:

@@ -62,7 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise SystemExit(f"error: serve needs the server extra ({error}): "
                          "pip install 'toolformer-router[server]'") from None
-    serve(args.checkpoint, host=args.host, port=args.port, api_key=args.api_key, device=args.device, dtype=args.dtype)
+    limits = {"max_pending": args.max_pending, "read_timeout_s": args.read_timeout, "keep_alive_s": args.keep_alive}
+    serve(args.checkpoint, host=args.host, port=args.port, api_key=args.api_key, device=args.device, dtype=args.dtype,
+          **{name: value for name, value in limits.items() if value is not None})  # unset: the server's defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require 'Authorization: Bearer KEY' (default: $TOOLFORMER_ROUTER_API_KEY, else none)")
     serve.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     serve.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: bfloat16 on CUDA, else float32)")
+    serve.add_argument("--max-pending", type=int, default=None, metavar="N",
+                       help="most completions waiting or being answered at once; past it, an immediate 429 with "
+                            "Retry-After (default: 64, two batches of 32)")
+    serve.add_argument("--read-timeout", type=float, default=None, metavar="SECONDS",
+                       help="time a client has to send a request's headers (else the connection is closed), then as "
+                            "long for its body (else 408) (default: 30)")
+    serve.add_argument("--keep-alive", type=int, default=None, metavar="SECONDS",
+                       help="close a connection idle this long between requests (default: 5)")
     _register_plugins(commands)
     return parser
 
