@@ -7,12 +7,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
 
 from conftest import EMAIL, STOCK, WEATHER
-from toolformer_router import GistCache
+from toolformer_router import GistCache, gist_cache
 from toolformer_router.gist_cache import ToolMemory
 
 
@@ -136,3 +137,200 @@ def test_hot_swap_encodes_only_new_tools_and_keeps_the_others_bit_identical(make
     after, hits, misses = router.tool_memories([t for t in router.tools if t.name == "get_weather"])
     assert (hits, misses) == (1, 0)
     assert torch.equal(after[0].gists, before[0].gists) and torch.equal(after[0].memory, before[0].memory)
+
+
+def _warnings(caplog, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
+
+
+@pytest.mark.parametrize("damage", ["bad_header", "truncated", "garbage"])
+def test_damaged_file_is_moved_aside_and_routing_recomputes(tmp_path, caplog, make_router, damage):
+    path = tmp_path / "gists.sqlite"
+    cache = GistCache(path)
+    cache.put_many({f"t{i}": _entry(i) for i in range(40)}, "fp")  # several pages: interior and leaf b-tree pages
+    cache.close()
+    data = bytearray(path.read_bytes())
+    if damage == "bad_header":
+        data[:16] = b"not a database!!"
+    elif damage == "truncated":
+        del data[len(data) // 3 :]
+    else:  # garbage over every page after the first
+        data[4096:] = torch.randint(0, 256, (len(data) - 4096,), generator=torch.Generator().manual_seed(0),
+                                    dtype=torch.uint8).numpy().tobytes()
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+        router = make_router(gist_cache=GistCache(path))
+        router.add_tools([WEATHER])  # encoded, as nothing could be read
+        router.route("hi", max_new_tokens=2)
+        router.remove_tools(["get_weather"])
+    assert _warnings(caplog, "damaged") and list(tmp_path.glob("gists.sqlite.corrupt-*"))
+    assert GistCache(path).disk_entries() == 1  # a new file, which holds the recomputed entry
+
+
+def test_a_file_another_process_moved_aside_is_left_alone_and_its_new_file_used(tmp_path, caplog):
+    path = tmp_path / "gists.sqlite"
+    writer = GistCache(path)
+    writer.put_many({f"t{i}": _entry(i) for i in range(40)}, "fp")
+    writer.close()
+    cache = GistCache(path)  # open on the file that another process then finds damaged, moves aside and recreates
+    aside = tmp_path / "gists.sqlite.corrupt-other"
+    for suffix in ("", "-wal", "-shm"):  # as `GistCache` moves a damaged file aside
+        os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    with aside.open("r+b") as file:
+        file.seek(4096)
+        file.write(b"garbage!" * 4096)
+    GistCache(path).put_many({"new": _entry(99)}, "fp")
+    with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+        found = cache.get_many(["t5", "new"], "fp", "cpu")  # the moved file is damaged: reopen, don't move again
+    assert set(found) == {"new"} and not caplog.records
+    moved = sorted(p.name for p in tmp_path.glob("*.corrupt-*"))
+    assert moved == [aside.name, f"{aside.name}-shm", f"{aside.name}-wal"]
+
+
+@pytest.mark.parametrize("why", ["folder refuses", "read_only"])
+def test_damaged_file_that_cannot_be_moved_aside_leaves_memory_only(tmp_path, caplog, monkeypatch, why):
+    path = tmp_path / "gists.sqlite"
+    path.write_bytes(b"garbage" * 1000)
+
+    def refuse(source, target):
+        raise PermissionError(13, "Permission denied", source)
+
+    if why == "folder refuses":
+        monkeypatch.setattr(os, "replace", refuse)
+    with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+        cache = GistCache(path, read_only=why == "read_only")
+        cache.put_many({"a": _entry(0)}, "fp")
+    assert set(cache.get_many(["a"], "fp", "cpu")) == {"a"} and cache.disk_entries() == 0
+    assert len(_warnings(caplog, "cannot be moved aside")) == 1
+    assert path.read_bytes() == b"garbage" * 1000 and not list(tmp_path.glob("*.corrupt-*"))
+
+
+@pytest.mark.parametrize("how", ["flag", "chmod"])
+def test_read_only_file_is_read_and_new_entries_stay_in_memory(tmp_path, caplog, monkeypatch, make_router, how):
+    monkeypatch.setattr(gist_cache, "_WARN_EVERY_S", 0.0)  # once, not merely rate-limited
+    path = tmp_path / "cache" / "gists.sqlite"
+    GistCache(path).put_many({"a": _entry(0)}, "fp")
+    if how == "chmod":
+        if os.geteuid() == 0:
+            pytest.skip("root writes through file modes; the 'flag' case opens the file read-only instead")
+        path.chmod(0o444)
+        path.parent.chmod(0o555)
+    try:
+        with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+            cache = GistCache(path, read_only=how == "flag")
+            assert set(cache.get_many(["a"], "fp", "cpu")) == {"a"}
+            cache.put_many({"b": _entry(1)}, "fp")
+            cache.put_many({"c": _entry(2)}, "fp")
+            router = make_router(gist_cache=cache)
+            router.add_tools([WEATHER])  # encoded, kept in memory
+            router.remove_tools(["get_weather"])
+        assert set(cache.get_many(["a", "b", "c"], "fp", "cpu")) == {"a", "b", "c"}
+        assert len(_warnings(caplog, "read-only")) == 1
+    finally:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
+    assert GistCache(path).disk_entries() == 1  # nothing was written
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_lock_held_by_another_process_delays_a_route_briefly_and_skips_the_disk(tmp_path, caplog, make_router,
+                                                                                   journal):
+    path = tmp_path / "gists.sqlite"
+    writer = GistCache(path)
+    writer.put_many({"a": _entry(0)}, "fp")
+    writer.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute(f"PRAGMA journal_mode={journal}")
+    holder.execute("BEGIN EXCLUSIVE")  # in rollback-journal mode this stops readers too
+    try:
+        with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+            cache = GistCache(path)  # the default lock timeout
+            found = cache.get_many(["a"], "fp", "cpu")
+            cache.put_many({"b": _entry(1)}, "fp")
+            router = make_router(gist_cache=cache)
+            start = time.monotonic()
+            router.route("hi", tools=[WEATHER], max_new_tokens=2)  # a read and a write
+            elapsed = time.monotonic() - start
+        assert set(found) == ({"a"} if journal == "wal" else set())  # WAL readers are never blocked
+        assert cache.lock_timeout_s <= 1 and elapsed < 2 * cache.lock_timeout_s + 1
+        assert set(cache.get_many(["b"], "fp", "cpu")) == {"b"}  # in memory
+        assert len(_warnings(caplog, "locked")) == 1  # rate-limited
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    cache.put_many({"c": _entry(2)}, "fp")  # the lock is gone: written again
+    assert set(GistCache(path).get_many(["a", "b", "c"], "fp", "cpu")) == {"a", "c"}
+
+
+_OLDER_LAYOUTS = {
+    "no checksum": "CREATE TABLE gist_entries (schema_hash TEXT, fingerprint TEXT, payload BLOB, created REAL, "
+                   "PRIMARY KEY (schema_hash, fingerprint))",
+    "no used": "CREATE TABLE gist_entries (schema_hash TEXT, fingerprint TEXT, payload BLOB, checksum TEXT, "
+               "created REAL, PRIMARY KEY (schema_hash, fingerprint))",
+}
+
+
+@pytest.mark.parametrize("layout", list(_OLDER_LAYOUTS))
+def test_older_table_layout_is_recreated_at_open(tmp_path, caplog, make_router, layout):
+    path = tmp_path / "gists.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute(_OLDER_LAYOUTS[layout])
+        db.execute("INSERT INTO gist_entries (schema_hash, fingerprint, payload, created) VALUES ('a', 'fp', x'00', 0)")
+    db.close()
+    with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+        cache = GistCache(path)
+    assert _warnings(caplog, "older table layout") and cache.disk_entries() == 0
+    router = make_router(gist_cache=cache)
+    router.add_tools([WEATHER])
+    router.remove_tools(["get_weather"])
+    assert GistCache(path).disk_entries() == 1
+
+
+@pytest.mark.parametrize("fault", ["gists_shape", "memory_shape", "dtype", "nan", "inf"])
+def test_stored_entry_of_the_wrong_shape_or_not_finite_is_deleted_and_recomputed(tmp_path, caplog, make_router,
+                                                                                  fault):
+    path = tmp_path / "gists.sqlite"
+    router = make_router(gist_cache=GistCache(path))
+    tool = router.prepare_tools([WEATHER])[0]
+    (expected,), _, _ = make_router().tool_memories([tool])  # the same weights, memory only
+    gists, memory = expected.gists.clone(), expected.memory.clone()
+    if fault == "gists_shape":
+        gists = gists[:-1]
+    elif fault == "memory_shape":
+        memory = memory[..., :-1]
+    elif fault == "dtype":
+        gists, memory = gists.double(), memory.double()
+    else:
+        memory[0, 0, 0, 0, 0] = float(fault)
+    GistCache(path).put_many({tool.schema_hash: ToolMemory(gists, memory)}, router.model.memory_fingerprint())
+    with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
+        result = router.route("hi", tools=[WEATHER], max_new_tokens=2)
+        (served,), hits, misses = router.tool_memories([tool])
+    assert (result.usage.cache_hits, result.usage.cache_misses) == (0, 1) and router.gist_cache.corrupt == 1
+    assert _warnings(caplog, "corrupt") and (hits, misses) == (1, 0)
+    assert torch.equal(served.gists, expected.gists) and torch.equal(served.memory, expected.memory)
+    (reread,), hits, _ = make_router(gist_cache=GistCache(path)).tool_memories([tool])  # the row was replaced
+    assert hits == 1 and torch.equal(reread.memory, expected.memory)
+
+
+def test_disk_tier_keeps_the_most_recently_used_entries_within_its_byte_bound(tmp_path):
+    path = tmp_path / "gists.sqlite"
+    size = len(_entry(0).serialize())
+    writer = GistCache(path, max_disk_bytes=3 * size)
+    for key, seed in (("a", 0), ("b", 1), ("c", 2)):
+        writer.put_many({key: _entry(seed)}, "fp")
+    reader = GistCache(path, max_disk_bytes=3 * size)
+    assert set(reader.get_many(["a"], "fp", "cpu")) == {"a"}  # read from disk: now used more recently than "b"
+    reader.put_many({"d": _entry(3)}, "fp")
+    assert set(GistCache(path).get_many(["a", "b", "c", "d"], "fp", "cpu")) == {"a", "c", "d"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT SUM(LENGTH(payload)) FROM gist_entries").fetchone()[0] <= 3 * size
+    db.close()
+
+
+def test_memory_tier_keeps_the_most_recently_used_entries_within_its_bound():
+    cache = GistCache(None, max_memory_entries=2)
+    cache.put_many({"a": _entry(0), "b": _entry(1)}, "fp")
+    cache.get_many(["a"], "fp", "cpu")
+    cache.put_many({"c": _entry(2)}, "fp")
+    assert len(cache) == 2 and set(cache.get_many(["a", "b", "c"], "fp", "cpu")) == {"a", "c"}

@@ -42,7 +42,7 @@ from .errors import (
     TooManyToolsError,
     UnknownToolError,
 )
-from .gist_cache import GistCache, ToolMemory
+from .gist_cache import EntryLayout, GistCache, ToolMemory
 from .grammar import ToolChoice, ToolGrammar, resolve_tool_choice
 from .grounding import ConversationText, drop_unstated_optionals
 from .lexical import LexicalMatcher
@@ -335,7 +335,7 @@ class ToolRouter:
     ) -> tuple[list[ToolMemory], int, int]:
         """Each tool's cached memory (encoding only tools not in the cache); returns (entries, hits, misses)."""
         fingerprint = self.model.memory_fingerprint()
-        found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device)
+        found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device, EntryLayout.of(self.model))
         missing = list({t.schema_hash: t for t in tools if t.schema_hash not in found}.values())
         if missing:
             texts = self.tool_texts(missing)  # may raise SchemaTooLongError, before any work
