@@ -319,6 +319,21 @@ def test_checkpoint_missing_tensor_nan_weights_and_other_backbone_are_rejected(t
     (checkpoint / "config.json").write_text(json.dumps(config))
     with pytest.raises(BackboneMismatchError, match="hidden_size"):
         ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+    config["backbone_signature"] = None
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no backbone_signature"):
+        ToolRouter.from_pretrained(checkpoint, disk_cache=False)
+
+
+def test_a_backbone_folder_with_pickled_weights_only_is_refused(tmp_path, tokenizer):
+    from toolformer_router.errors import BackboneNotFoundError
+
+    backbone_dir = tmp_path / "backbone"
+    tiny = _save_tiny_backbone(backbone_dir, tokenizer)
+    (backbone_dir / "model.safetensors").unlink()
+    torch.save(tiny.state_dict(), backbone_dir / "pytorch_model.bin")  # a pickle
+    with pytest.raises(BackboneNotFoundError, match="cannot load backbone"):
+        ToolRouter.from_backbone(str(backbone_dir))
 
 
 def test_a_saved_config_with_a_retired_option_loads_only_at_its_off_value(tmp_path):

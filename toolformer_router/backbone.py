@@ -93,11 +93,12 @@ def resolve_backbone(name: str) -> str:
 def load_backbone(
     name: str = "default", *, dtype: torch.dtype | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a Llama- or Qwen2-family causal LM and its tokenizer (offline-safe for local sources)."""
+    """Load a Llama- or Qwen2-family causal LM and its tokenizer (offline-safe for local sources). Weights load from
+    safetensors only: a folder holding only pickled weights raises `BackboneNotFoundError`."""
     source = resolve_backbone(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype or torch.float32, use_safetensors=True)
     except OSError as error:
         raise BackboneNotFoundError(f"cannot load backbone {name!r}: {error}") from error
     if model.config.model_type not in SUPPORTED_MODEL_TYPES:

@@ -66,7 +66,10 @@ def load_weights(model: ToolRouterModel, folder: str | Path, *, allow_missing: b
     config = read_config(folder)
     expected_signature = config.backbone_signature
     actual_signature = backbone_signature(model.backbone_config)
-    if expected_signature is not None and expected_signature != actual_signature:
+    if expected_signature is None:
+        raise CheckpointError(f"checkpoint {folder}: config.json has no backbone_signature, so the backbone it was "
+                              f"trained on cannot be checked (`save_pretrained` writes one)")
+    if expected_signature != actual_signature:
         diff = {k: (expected_signature.get(k), actual_signature.get(k)) for k in actual_signature
                 if expected_signature.get(k) != actual_signature.get(k)}
         raise BackboneMismatchError(
