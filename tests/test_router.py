@@ -519,3 +519,31 @@ def test_a_tool_registered_again_under_its_name_replaces_the_old_one(make_router
     with pytest.raises(InvalidToolError, match="list of tool definitions, got NoneType"):
         router.add_tools(None)
     router.remove_tools(["get_weather"])
+
+
+def test_tools_encode_while_other_threads_count_tokens(make_router):
+    """Encoding pads token lists itself: the tokenizer's padding setting is shared state, and a caller's
+    `prepare_tools` counts tokens with the same tokenizer while the batching thread encodes (this raised
+    "Unable to create tensor" in about one batch in three)."""
+    import threading
+
+    router = make_router()
+    done = threading.Event()
+
+    def count() -> None:
+        while not done.is_set():
+            router.count_tokens_many([f"word {'x ' * (i % 37)}" for i in range(20)])
+
+    counters = [threading.Thread(target=count) for _ in range(2)]
+    for thread in counters:
+        thread.start()
+    try:
+        for round_ in range(40):
+            tools = [{"name": f"tool_{round_}_{i}", "description": "does a thing " * (1 + (i * 7) % 23),
+                      "parameters": {}} for i in range(8)]
+            entries, _, misses = router.tool_memories(router.prepare_tools(tools))
+            assert misses == 8 and len(entries) == 8
+    finally:
+        done.set()
+        for thread in counters:
+            thread.join()

@@ -56,7 +56,7 @@ from .messages import (
     render_prompt,
     selection_text,
 )
-from .modeling import GistMemory, ToolRouterModel
+from .modeling import GistMemory, ToolRouterModel, pad_right
 from .relevance import ToolRelevance
 from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools, render_tool
 from .selection import Selection, ToolSelection
@@ -345,10 +345,12 @@ class ToolRouter:
                                         disable=not (show_progress if show_progress is not None
                                                      else len(missing) >= 64)) as progress:
                 for start in range(0, len(missing), batch_size):
-                    batch = self.tokenizer(texts[start : start + batch_size], add_special_tokens=False,
-                                           padding=True, return_tensors="pt", padding_side="right")
-                    input_ids = batch["input_ids"].to(self.device)
-                    gists = self.model.encode_tools(input_ids, batch["attention_mask"].to(self.device))
+                    # padded here, not by the tokenizer: its padding setting is shared state, and other threads
+                    # (a caller's `prepare_tools`) count tokens with the same tokenizer at the same time
+                    token_ids = self.tokenizer(texts[start : start + batch_size], add_special_tokens=False)["input_ids"]
+                    input_ids, attention_mask = pad_right(token_ids, device=self.device,
+                                                          pad_id=self.tokenizer.pad_token_id or 0)
+                    gists = self.model.encode_tools(input_ids, attention_mask)
                     memory = self.model.project_memory(gists)
                     entries = {tool.schema_hash: ToolMemory(gists[i].clone(), memory[i].clone())
                                for i, tool in enumerate(missing[start : start + batch_size])}
