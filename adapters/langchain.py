@@ -56,6 +56,8 @@ from ._common import (
     structured_output_tool,
 )
 
+_UNREAD_PARTS = ("tool_use", "tool_call", "reasoning", "thinking", "redacted_thinking")
+"""Content parts that are carried by `tool_calls` (tool_use, tool_call) or are the model's own reasoning: skipped."""
 _ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system",
           "developer": "system", "tool": "tool"}
 _INVOKE_PARAMETERS = frozenset({"tools", "tool_choice", "parallel_tool_calls", "max_tokens", "temperature",
@@ -73,8 +75,8 @@ def _text(content: str | list[Any], where: str) -> str:
             parts.append(part)
         elif isinstance(part, dict) and part.get("type") == "text":
             parts.append(part.get("text", ""))
-        elif isinstance(part, dict) and part.get("type") in ("tool_use", "tool_call", "reasoning"):
-            continue  # carried by `tool_calls` / not read by the router
+        elif isinstance(part, dict) and part.get("type") in _UNREAD_PARTS:
+            continue
         else:
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
             raise UnreadableContentError(f"{where}: content part of type {kind!r} is not supported (text only)")

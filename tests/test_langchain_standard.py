@@ -9,6 +9,7 @@ and 5, 7, 42 and 250 right with them; the stop-13 default gave 3 (model card, kn
 (`supports_json_mode`): its answer is decoded under the grammar too. `test_serdes` is a strict xfail: the suite
 loads with `allowed_objects="all"`, which admits only langchain's own classes. `test_stream_time` runs
 (`enable_vcr_tests`; the VCR settings are the suite's own, in conftest.py): the router records no HTTP traffic.
+Anthropic-style inputs run (`supports_anthropic_inputs`): text and tool_use blocks are read, thinking skipped.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ class ChatToolFormerFlags:
     @property
     def returns_usage_metadata(self) -> bool:
         return True
+
+    @property
+    def supports_anthropic_inputs(self) -> bool:
+        return True  # text and tool_use content blocks are read (images are not: supports_image_inputs)
 
     @property
     def supports_model_override(self) -> bool:
