@@ -297,6 +297,12 @@ class ToolFormerLLM(FunctionCallingLLM):
         """One streamed piece of a text answer: the message so far and the new `delta`."""
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
 
+    def _last(self, result: RouteResult, streamed: str) -> ChatResponse:
+        """The last streamed response: the whole message (calls included), its delta what was not `streamed`."""
+        final = self._response(result)
+        final.delta = (result.text or "")[len(streamed):]
+        return final
+
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """`chat`, streamed: a text answer arrives piece by piece as it is decoded (each response holds the message
@@ -315,9 +321,7 @@ class ToolFormerLLM(FunctionCallingLLM):
             if self._delegates(result):  # nothing was streamed: the router only decided
                 yield from self.fallback.stream_chat(messages)
                 return
-            final = self._response(result)
-            final.delta = (result.text or "")[len(text):]
-            yield final
+            yield self._last(result, text)
 
         return gen()
 
@@ -339,9 +343,7 @@ class ToolFormerLLM(FunctionCallingLLM):
                 async for response in await self.fallback.astream_chat(messages):
                     yield response
                 return
-            final = self._response(result)
-            final.delta = (result.text or "")[len(text):]
-            yield final
+            yield self._last(result, text)
 
         return gen()
 
