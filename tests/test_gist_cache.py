@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from conftest import EMAIL, STOCK, WEATHER
-from toolformer_router import GistCache, gist_cache
+from conftest import EMAIL, STOCK, TINY_ROUTER_CONFIG, WEATHER, tiny_backbone
+from toolformer_router import GistCache, RouterConfig, ToolRouter, gist_cache
 from toolformer_router.gist_cache import ToolMemory
 
 
@@ -334,3 +334,17 @@ def test_memory_tier_keeps_the_most_recently_used_entries_within_its_bound():
     cache.get_many(["a"], "fp", "cpu")
     cache.put_many({"c": _entry(2)}, "fp")
     assert len(cache) == 2 and set(cache.get_many(["a", "b", "c"], "fp", "cpu")) == {"a", "c"}
+
+
+def test_router_bounds_every_per_tool_cache_by_max_cached_tools(tokenizer):
+    """Routing over many distinct tools keeps at most `max_cached_tools` of each per-tool cache in memory, and a
+    tool that left is recomputed to the same calls."""
+    config = RouterConfig(**TINY_ROUTER_CONFIG, lexical_weight=1.0)
+    router = ToolRouter.from_backbone(tiny_backbone("llama", len(tokenizer)), tokenizer, config, max_cached_tools=3)
+    tool_sets = [[{**WEATHER, "name": f"get_weather_{i}"}, {**EMAIL, "name": f"send_email_{i}"}] for i in range(4)]
+    first = [router.route("Weather in Lisbon?", tools=tools, max_new_tokens=12).raw for tools in tool_sets]
+    caches = {"gists": router.gist_cache._memory, "schema texts": router._tool_texts,
+              "grammar rules": router.grammar._rules, "word lists": router.lexical._tool_words}
+    assert {name: len(cache) for name, cache in caches.items()} == dict.fromkeys(caches, 3)  # 8 tools were seen
+    again = router.route("Weather in Lisbon?", tools=tool_sets[0], max_new_tokens=12).raw  # its tools had left
+    assert again == first[0]

@@ -32,6 +32,8 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from .schema import MAX_CACHED_TOOLS
+
 if TYPE_CHECKING:
     from .modeling import ToolRouterModel
 
@@ -239,7 +241,7 @@ class GistCache:
         self,
         path: str | Path | None = None,
         *,
-        max_memory_entries: int = 10_000,
+        max_memory_entries: int = MAX_CACHED_TOOLS,
         max_disk_bytes: int = 1 << 30,
         lock_timeout_s: float = 0.5,
         read_only: bool = False,

@@ -26,7 +26,7 @@ import orjson
 from transformers import PreTrainedTokenizerBase
 
 from .errors import InvalidToolError, UnknownToolError
-from .schema import Tool
+from .schema import MAX_CACHED_TOOLS, Tool
 
 _NO_FREE_WHITESPACE = {"x-guidance": {"whitespace_flexible": False}}
 _TEXT_RULE = r'text: /[^\[{\s][^\x00]*/'
@@ -106,7 +106,7 @@ def resolve_tool_choice(tool_choice: ToolChoice, tools: list[Tool]) -> tuple[str
 class ToolGrammar:
     """Builds a per-request llguidance matcher from cached per-tool rules."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int, max_cached_rules: int = 100_000):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, vocab_size: int, max_cached_rules: int = MAX_CACHED_TOOLS):
         self.ll_tokenizer = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocab_size)
         self.vocab_size = vocab_size
         self._rules: cachetools.LRUCache[str, str] = cachetools.LRUCache(maxsize=max_cached_rules)

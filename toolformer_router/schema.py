@@ -27,6 +27,8 @@ from .errors import DuplicateToolError, InvalidToolError, SchemaTooLongError
 MAX_NAME_CHARS = 256
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_SCHEMA_DEPTH = 32
+MAX_CACHED_TOOLS = 10_000
+"""Default bound of every per-tool cache in memory, keyed by `Tool.schema_hash` (`ToolRouter(max_cached_tools=)`)."""
 
 _BFCL_TYPES = {
     "dict": "object",
