@@ -4,7 +4,7 @@ import re
 import pytest
 
 from conftest import EMAIL, STOCK, WEATHER
-from toolformer_router import DuplicateToolError, InvalidToolError, SchemaTooLongError, normalize_tool
+from toolformer_router import DuplicateToolError, InvalidToolError, SchemaTooLongError, UnknownToolError, normalize_tool
 from toolformer_router.schema import fit_tool_text, normalize_tools, render_tool, shortened_texts
 
 
@@ -164,3 +164,26 @@ def test_an_oversized_schema_is_refused_before_any_work_that_grows_with_it(monke
     properties = {f"p{i}": {"type": "string", "description": "x" * 40} for i in range(5000)}
     with pytest.raises(InvalidToolError, match="bytes, more than"):
         normalize_tool({"name": "big", "parameters": {"type": "object", "properties": properties}})
+
+
+HUGE = "x" * 100_000
+
+
+@pytest.mark.parametrize("parameters", [
+    {"type": "object", "properties": {"a": {"type": HUGE}}},
+    {"type": "object", "properties": {"a": {"type": [HUGE]}}},
+    {"type": "object", "properties": {"a": {"type": {"nested": HUGE}}}},
+])
+def test_error_messages_quote_at_most_a_bounded_part_of_the_input(parameters):
+    """A client's 100 kB value is not copied into the error (which servers log and answer with)."""
+    with pytest.raises(InvalidToolError) as error:
+        normalize_tool({"name": "t", "parameters": parameters})
+    assert len(str(error.value)) < 300
+
+
+def test_an_unknown_tool_choice_is_named_in_a_bounded_message(make_router):
+    router = make_router()
+    for choice in ({"type": "function", "function": {"name": HUGE}}, {"type": HUGE}):
+        with pytest.raises(UnknownToolError) as error:
+            router.route("hi", tools=[WEATHER], tool_choice=choice, max_new_tokens=4)
+        assert len(str(error.value)) < 300

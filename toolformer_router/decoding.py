@@ -213,7 +213,7 @@ def _allowed_tokens(matchers: list[llguidance.LLMatcher], vocab_size: int) -> to
 
 def _consume(matcher: llguidance.LLMatcher, tokens: list[int]) -> None:
     if tokens and not matcher.consume_tokens(tokens):
-        raise RuntimeError(f"grammar rejected tokens {tokens}: {matcher.get_error()}")
+        raise RuntimeError(f"grammar rejected tokens {tokens[:20]}: {matcher.get_error():.500}")
 
 
 def _logits(model: ToolRouterModel, hidden: torch.Tensor, allowed: torch.Tensor, full: bool) -> torch.Tensor:

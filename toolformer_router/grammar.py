@@ -97,9 +97,9 @@ def resolve_tool_choice(tool_choice: ToolChoice, tools: list[Tool]) -> tuple[str
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name", tool_choice.get("name"))
     if not isinstance(name, str):
-        raise UnknownToolError(f"unsupported tool_choice {tool_choice!r}")
+        raise UnknownToolError(f"unsupported tool_choice {tool_choice!r:.120}")
     if name not in names:
-        raise UnknownToolError(f"tool_choice names {name!r}, which is not among the active tools")
+        raise UnknownToolError(f"tool_choice names {name!r:.80}, which is not among the active tools")
     return "forced", name
 
 
@@ -147,5 +147,5 @@ class ToolGrammar:
         grammar = llguidance.LLMatcher.grammar_from_lark(self.lark(tools, tool_choice, parallel_tool_calls))
         matcher = llguidance.LLMatcher(self.ll_tokenizer, grammar, limits=_PARSER_LIMITS)
         if matcher.is_error():
-            raise RuntimeError(f"grammar compilation failed: {matcher.get_error()}")
+            raise RuntimeError(f"grammar compilation failed: {matcher.get_error():.500}")
         return matcher

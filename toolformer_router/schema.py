@@ -86,12 +86,12 @@ def _normalize_type(value: Any, where: str) -> Any:
     if isinstance(value, list):
         return [_normalize_type(v, where) for v in value]
     if not isinstance(value, str):
-        raise InvalidToolError(f"{where}: 'type' must be a string or a list of strings, got {value!r}")
+        raise InvalidToolError(f"{where}: 'type' must be a string or a list of strings, got {value!r:.80}")
     mapped = _BFCL_TYPES.get(value, _BFCL_TYPES.get(value.lower(), value))
     if mapped == "any":
         return None
     if mapped not in _JSON_TYPES:
-        raise InvalidToolError(f"{where}: unknown type {value!r}")
+        raise InvalidToolError(f"{where}: unknown type {value!r:.80}")
     return mapped
 
 
