@@ -472,10 +472,43 @@ def test_executed_calls_are_those_of_the_turn_with_results():
     ({"function": {"name": "a", "arguments": "{not json"}}, "not valid JSON"),
     ({"function": {"name": "a", "arguments": "[1]"}}, "must be a JSON object"),
     ({"arguments": {}}, "has no tool name"),
+    ({"function": "a"}, "'function' must be an object"),
+    ({"function": ["a"]}, "'function' must be an object"),
+    ({"name": "a", "arguments": {1: "x"}}, "not JSON"),
+    ({"name": "a", "arguments": {"x": {1, 2}}}, "not JSON"),
+    ({"name": "a", "arguments": {"x": [1.5, float("nan")]}}, r"arguments\.x\[1\]: nan is not a JSON number"),
+    ({"name": "a", "arguments": {"x": float("-inf")}}, "-inf is not a JSON number"),
 ])
 def test_bad_earlier_calls_raise_a_clear_error(call, message):
     with pytest.raises(InvalidQueryError, match=message):
         normalize_messages([{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [call]}])
+
+
+@pytest.mark.parametrize("tool_calls", [5, {"name": "a", "arguments": {}}, "a", b"a"])
+def test_tool_calls_that_are_not_a_list_raise_a_clear_error(tool_calls):
+    with pytest.raises(InvalidQueryError, match="message 1 tool_calls must be a list"):
+        normalize_messages([{"role": "user", "content": "q"}, {"role": "assistant", "content": "",
+                                                              "tool_calls": tool_calls}])
+
+
+def test_a_conversation_far_over_the_limit_is_refused_before_it_is_tokenized(make_router, monkeypatch):
+    """Tokenizing takes about half a second a megabyte: a conversation of more bytes than the limit's tokens can
+    hold is refused from its size; one just over the limit is still counted in tokens."""
+    router = make_router()
+    tokenized: list[int] = []
+    tokenizer_type = type(router.tokenizer)
+    call = tokenizer_type.__call__
+
+    def counting(self, text=None, *args, **kwargs):
+        tokenized.append(max(map(len, [text] if isinstance(text, str) else text or [""])))
+        return call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_type, "__call__", counting)
+    with pytest.raises(QueryTooLongError, match="bytes"):
+        router.route("weather in Paris " * 60_000, tools=[WEATHER])  # 1 MB
+    assert max(tokenized, default=0) < 10_000  # at most the tool's schema, never the conversation
+    with pytest.raises(QueryTooLongError, match="the conversation is 50[0-9][0-9] tokens"):
+        router.route("word " * 5000, tools=[WEATHER])
 
 
 def test_a_caller_whose_event_loop_closed_does_not_stop_the_batcher():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,9 @@ def _normalize_call(call: Any, where: str) -> dict[str, Any]:
     if not isinstance(call, dict):
         raise InvalidQueryError(f"{where} must be a dict, got {type(call).__name__}")
     function = call.get("function") or {}
+    if not isinstance(function, dict):
+        raise InvalidQueryError(f"{where}: 'function' must be an object with name and arguments, "
+                                f"got {type(function).__name__}")
     name = call.get("name") or function.get("name")
     arguments = call.get("arguments", call.get("args", function.get("arguments", {})))
     if isinstance(arguments, (str, bytes)):
@@ -46,7 +50,24 @@ def _normalize_call(call: Any, where: str) -> dict[str, Any]:
         raise InvalidQueryError(f"{where} has no tool name")
     if not isinstance(arguments, dict):
         raise InvalidQueryError(f"{where} arguments must be a JSON object, got {type(arguments).__name__}")
+    try:  # the prompt writes them as JSON: refuse what JSON cannot hold, as the writing would
+        orjson.dumps(arguments)
+    except orjson.JSONEncodeError as error:
+        raise InvalidQueryError(f"{where} arguments are not JSON: {error}") from None
+    _check_finite(arguments, f"{where} arguments")
     return {"name": name, "arguments": arguments}
+
+
+def _check_finite(value: Any, where: str) -> None:
+    """`InvalidQueryError` for a NaN or infinite number in `value` (JSON has none: it would be written as null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidQueryError(f"{where}: {value} is not a JSON number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}[{index}]")
 
 
 def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
@@ -66,8 +87,11 @@ def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:
         content = "" if content is None else _check_text(content, f"message {i} content")
         normalized = {"role": message["role"], "content": content}
         if message.get("tool_calls"):
+            calls = message["tool_calls"]
+            if isinstance(calls, (str, bytes, dict)) or not isinstance(calls, Sequence):
+                raise InvalidQueryError(f"message {i} tool_calls must be a list of calls, got {type(calls).__name__}")
             normalized["tool_calls"] = [_normalize_call(call, f"message {i} tool call {j}")
-                                        for j, call in enumerate(message["tool_calls"])]
+                                        for j, call in enumerate(calls)]
         if message.get("name"):
             normalized["name"] = _check_text(message["name"], f"message {i} name")
         messages.append(normalized)
@@ -118,8 +142,14 @@ def parse_call_list(raw: str) -> list[dict[str, Any]] | None:
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],
                   system_prompt: str | None) -> list[int]:
-    """The decoder's prompt: the backbone's chat template over `system_prompt` (None: none of the router's) and
-    the conversation; earlier calls are written as their JSON list, tool results as user turns."""
+    """The decoder's prompt: `render_prompt_text` in tokens (as the chat template's own tokenizing does it)."""
+    return list(tokenizer(render_prompt_text(tokenizer, messages, system_prompt), add_special_tokens=False)["input_ids"])
+
+
+def render_prompt_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],
+                       system_prompt: str | None) -> str:
+    """The decoder's prompt as text: the backbone's chat template over `system_prompt` (None: none of the
+    router's) and the conversation; earlier calls are written as their JSON list, tool results as user turns."""
     rendered: list[dict[str, str]] = []
     parts = [system_prompt] if system_prompt is not None else []
     for message in messages:
@@ -135,6 +165,4 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, A
         rendered.append({"role": role, "content": content})
     if parts:
         rendered.insert(0, {"role": "system", "content": "\n\n".join(parts)})
-    ids = tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=True)
-    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-    return list(ids)
+    return tokenizer.apply_chat_template(rendered, add_generation_prompt=True, tokenize=False)

@@ -54,6 +54,7 @@ from .messages import (
     normalize_messages,
     parse_call_list,
     render_prompt,
+    render_prompt_text,
     selection_text,
 )
 from .modeling import GistMemory, ToolRouterModel, pad_right
@@ -169,6 +170,10 @@ class ToolRouter:
                                        wait_s=batch_wait_s)
         context = getattr(model.backbone_config, "max_position_embeddings", None) or 2**31
         self.max_context = context
+        self._max_token_bytes = max(len(piece.encode("utf-8", "replace")) for piece in tokenizer.get_vocab())
+        """The most bytes of text one token stands for (its vocabulary's longest piece in UTF-8, which in byte-level
+        BPE and SentencePiece is at least the bytes it covers): a text of more bytes than `limit` times this is
+        more than `limit` tokens, without tokenizing it."""
 
     # ----------------------------------------------------------------------------------- loading
     @classmethod
@@ -556,6 +561,22 @@ class ToolRouter:
         router's system prompt out (the conversation's own system messages stay)."""
         return render_prompt(self.tokenizer, messages, self.config.system_prompt if router_instructions else None)
 
+    def _fitting_prompt(self, request: _Request) -> list[int]:
+        """`prompt_ids` of the request, or `QueryTooLongError` where it does not fit `max_query_tokens` and the
+        context. A text of more bytes than the limit's tokens can hold is refused before it is tokenized (that
+        takes about half a second a megabyte)."""
+        limit = min(self.config.max_query_tokens, self.max_context - request.max_new_tokens)
+        fits = f"at most {limit} fit (max_query_tokens={self.config.max_query_tokens}, context {self.max_context})"
+        text = render_prompt_text(self.tokenizer, request.messages, self.config.system_prompt)
+        size = len(text.encode("utf-8"))
+        if size > limit * self._max_token_bytes:
+            raise QueryTooLongError(f"the conversation is {size:,} bytes, more than {limit} tokens of at most "
+                                    f"{self._max_token_bytes} bytes hold; {fits}")
+        prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(prompt) > limit:
+            raise QueryTooLongError(f"the conversation is {len(prompt)} tokens; {fits}")
+        return list(prompt)
+
     def _matcher(self, request: _Request) -> llguidance.LLMatcher:
         key = (tuple(t.schema_hash for t in request.tools), str(request.tool_choice), request.parallel_tool_calls)
         matcher = self._matchers.get(key)
@@ -576,13 +597,7 @@ class ToolRouter:
             for request in requests:
                 if len(request.tools) > self.config.max_tools:
                     raise TooManyToolsError(f"{len(request.tools)} active tools; max_tools={self.config.max_tools}")
-                prompt = self.prompt_ids(request.messages)
-                limit = min(self.config.max_query_tokens, self.max_context - request.max_new_tokens)
-                if len(prompt) > limit:
-                    raise QueryTooLongError(
-                        f"the conversation is {len(prompt)} tokens; at most {limit} fit "
-                        f"(max_query_tokens={self.config.max_query_tokens}, context {self.max_context})"
-                    )
+                prompt = self._fitting_prompt(request)
                 modes.append(resolve_tool_choice(request.tool_choice, request.tools)[0])
                 if modes[-1] == "none" and self._answers_without_tools(request):  # text it must be: one tool-free pass
                     decode_requests.append(self._text_pass(request))
