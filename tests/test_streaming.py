@@ -40,7 +40,7 @@ def test_text_stream_ends_at_a_stop_sequence_and_never_sends_part_of_one(tokeniz
 
 def test_stop_sequences_are_bounded():
     assert check_stop("x") == ("x",) and check_stop(None) == ()
-    for bad in (["a", "b", "c", "d", "e"], [""], ["x" * 300], [3]):
+    for bad in (["a", "b", "c", "d", "e"], [""], ["x" * 300], [3], 3, b"STOP", {"STOP": 1}):
         with pytest.raises(InvalidQueryError, match="stop"):
             check_stop(bad)
 

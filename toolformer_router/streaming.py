@@ -9,7 +9,7 @@ character, and a tail that could be the start of a stop sequence.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from transformers import PreTrainedTokenizerBase
 
@@ -26,6 +26,8 @@ def check_stop(stop: str | Sequence[str] | None) -> tuple[str, ...]:
     otherwise."""
     if stop is None:
         return ()
+    if isinstance(stop, (bytes, dict)) or not isinstance(stop, (str, Iterable)):
+        raise InvalidQueryError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
     sequences = (stop,) if isinstance(stop, str) else tuple(stop)
     if len(sequences) > MAX_STOP_SEQUENCES:
         raise InvalidQueryError(f"stop: at most {MAX_STOP_SEQUENCES} sequences, got {len(sequences)}")
