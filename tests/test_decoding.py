@@ -75,6 +75,18 @@ def test_tool_choice_modes_are_enforced(router_family, tokenizer):
         router.route("x", tools=tools, tool_choice="delete_everything")
 
 
+@pytest.mark.parametrize("tool_choice", [
+    {"type": "function", "function": "get_weather"}, {"type": "function", "function": ["get_weather"]},
+    {"type": "function"}, 5, ["get_weather"],
+])
+def test_a_malformed_tool_choice_raises_a_clear_error(tool_choice):
+    from toolformer_router.grammar import resolve_tool_choice
+    from toolformer_router.schema import normalize_tools
+
+    with pytest.raises(UnknownToolError, match="unsupported tool_choice"):
+        resolve_tool_choice(tool_choice, normalize_tools([WEATHER]))
+
+
 def _state(token_texts):
     """A `CallListState` fed `token_texts` one by one (a string: one character per token)."""
     from toolformer_router.call_state import CallListState

@@ -95,7 +95,8 @@ def resolve_tool_choice(tool_choice: ToolChoice, tools: list[Tool]) -> tuple[str
         return "required", None
     name = tool_choice
     if isinstance(tool_choice, dict):
-        name = (tool_choice.get("function") or {}).get("name", tool_choice.get("name"))
+        function = tool_choice.get("function") or {}
+        name = function.get("name", tool_choice.get("name")) if isinstance(function, dict) else None
     if not isinstance(name, str):
         raise UnknownToolError(f"unsupported tool_choice {tool_choice!r:.120}")
     if name not in names:
