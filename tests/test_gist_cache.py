@@ -244,7 +244,7 @@ def test_a_lock_held_by_another_process_delays_a_route_briefly_and_skips_the_dis
     holder.execute("BEGIN EXCLUSIVE")  # in rollback-journal mode this stops readers too
     try:
         with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
-            cache = GistCache(path)  # the default lock timeout
+            cache = GistCache(path, lock_retry_s=0.0)  # the default lock timeout, waited for at every access
             found = cache.get_many(["a"], "fp", "cpu")
             cache.put_many({"b": _entry(1)}, "fp")
             router = make_router(gist_cache=cache)
@@ -260,6 +260,37 @@ def test_a_lock_held_by_another_process_delays_a_route_briefly_and_skips_the_dis
         holder.close()
     cache.put_many({"c": _entry(2)}, "fp")  # the lock is gone: written again
     assert set(GistCache(path).get_many(["a", "b", "c"], "fp", "cpu")) == {"a", "c"}
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_lock_held_for_long_is_waited_for_once_then_skipped_for_lock_retry_s(tmp_path, journal):
+    path = tmp_path / "gists.sqlite"
+    writer = GistCache(path)
+    writer.put_many({"a": _entry(0)}, "fp")
+    writer.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute(f"PRAGMA journal_mode={journal}")
+    holder.execute("BEGIN IMMEDIATE" if journal == "wal" else "BEGIN EXCLUSIVE")
+    try:
+        cache = GistCache(path, lock_timeout_s=0.3, lock_retry_s=0.8)
+        waited = time.monotonic()
+        cache.get_many(["a"], "fp", "cpu")  # WAL: read, then its write (the entry's use) waits
+        waited = time.monotonic() - waited
+        skipped = time.monotonic()
+        for i in range(3):
+            cache.clear_memory()
+            found = cache.get_many(["a"], "fp", "cpu")
+            cache.put_many({f"b{i}": _entry(i)}, "fp")
+        skipped = time.monotonic() - skipped
+        assert set(found) == ({"a"} if journal == "wal" else set())  # WAL readers are never blocked
+        assert skipped < 0.3  # was a wait of lock_timeout_s per read or write: 1.8 s
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert waited < 0.3 if journal == "delete" else waited >= 0.3  # (the open waited in rollback-journal mode)
+    time.sleep(0.8)  # lock_retry_s on: the disk is used again
+    cache.put_many({"c": _entry(2)}, "fp")
+    assert set(GistCache(path).get_many(["a", "b0", "c"], "fp", "cpu")) == {"a", "c"}
 
 
 _OLDER_LAYOUTS = {

@@ -10,7 +10,8 @@ logged, deleted and reported as a miss, so the caller recomputes it.
 The disk tier only ever speeds routing up: a damaged file is moved aside (`<name>.corrupt-<time>`) and a new
 one created, a table of an older layout is recreated, a read-only file is read but not written, and a lock
 held by another process is waited for at most `lock_timeout_s` before the write is skipped (entries stay in
-memory) or the read counts as misses. Each such fault is logged as a warning, never raised.
+memory) or the read counts as misses, and then not waited for again for `lock_retry_s`. Each such fault is logged
+as a warning, never raised.
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def _fault(error: Exception) -> str:
 
 _CONSEQUENCE = {
     "read-only": "new entries are kept in memory only",
-    "locked": "another process holds its lock; skipped (entries stay in memory, misses are recomputed)",
+    "locked": "another process holds its lock; skipped, and tried again after lock_retry_s (entries stay in memory, "
+              "misses are recomputed)",
     "layout": "its table changed under this process; reopening it",
     "unusable": "using memory only for now",
 }
@@ -233,6 +235,8 @@ class GistCache:
         max_disk_bytes: least recently written or read entries beyond this many payload bytes leave the disk
             tier (1 GiB: about 20,000 tools of the default checkpoint).
         lock_timeout_s: how long a disk read or write waits for another process's lock before it is skipped.
+        lock_retry_s: after such a wait, how long the disk tier (a read waited) or its writes (a write waited) are
+            skipped without waiting: a lock held for long costs one wait, not one per route.
         read_only: open the file read-only (as a file or folder without write permission is): its entries
             are read, new ones are kept in memory only.
     """
@@ -244,12 +248,14 @@ class GistCache:
         max_memory_entries: int = MAX_CACHED_TOOLS,
         max_disk_bytes: int = 1 << 30,
         lock_timeout_s: float = 0.5,
+        lock_retry_s: float = 10.0,
         read_only: bool = False,
     ):
         self.path = Path(path) if path is not None else None
         self.max_memory_entries = max_memory_entries
         self.max_disk_bytes = max_disk_bytes
         self.lock_timeout_s = lock_timeout_s
+        self.lock_retry_s = lock_retry_s
         self.read_only = read_only
         self._memory: cachetools.LRUCache[tuple[str, str], ToolMemory] = cachetools.LRUCache(max_memory_entries)
         self._lock = threading.RLock()
@@ -258,6 +264,7 @@ class GistCache:
         self._disk = self.path is not None  # False once closed, or when a damaged file cannot be moved aside
         self._writable = True  # False after a write failed on a read-only file
         self._warned: dict[str, float] = {}
+        self._locked_until = {"read": 0.0, "write": 0.0}  # when a lock wait timed out: skipped until then
         self.hits = self.misses = self.disk_hits = self.corrupt = 0
         with self._lock:
             self._on_disk(lambda db: None)  # open now: a damaged or outdated file is dealt with at once
@@ -333,19 +340,23 @@ class GistCache:
         this process reopened, and the action tried once more."""
         if not self._disk or (write and not self._writable):
             return None
+        now = time.monotonic()
+        if now < self._locked_until["read"] or (write and now < self._locked_until["write"]):
+            return None
         for retry in (True, False):
+            opening = self._db is None
             try:
-                if self._db is None:
+                if opening:
                     self._db = open_database(self.path, self.lock_timeout_s, read_only=self.read_only)
                     self._db_file = _file_identity(self.path)
                 return action(self._db)
             except (sqlite3.DatabaseError, OSError) as error:
-                if not (self._recover(error) and retry):
+                if not (self._recover(error, write=write and not opening) and retry):
                     return None
         return None
 
-    def _recover(self, error: Exception) -> bool:
-        """Deal with a disk-tier fault; True when the action is worth trying again."""
+    def _recover(self, error: Exception, *, write: bool) -> bool:
+        """Deal with a disk-tier fault of a read or a `write`; True when the action is worth trying again."""
         if self._db is not None and _file_identity(self.path) != self._db_file:  # another process moved it aside
             self._disconnect()
             return True
@@ -358,6 +369,8 @@ class GistCache:
         elif fault == "layout":
             self._disconnect()
         now = time.monotonic()
+        if fault == "locked":
+            self._locked_until["write" if write else "read"] = now + self.lock_retry_s
         if now - self._warned.get(fault, -_WARN_EVERY_S) >= _WARN_EVERY_S:
             self._warned[fault] = now
             logger.warning("gist cache %s: %s (%s): %s", self.path, fault, error, _CONSEQUENCE[fault])
