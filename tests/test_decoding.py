@@ -5,6 +5,7 @@ import random
 import torch
 
 import orjson
+import numpy
 import pytest
 from jsonschema import Draft202012Validator
 
@@ -433,9 +434,11 @@ def test_a_text_budget_of_zero_only_decides(make_router, tokenizer):
     assert call.calls  # calls are not affected
     with pytest.raises(ValueError, match="max_text_tokens"):
         router.route("hi", tools=[EMAIL], max_text_tokens=-1)
-    for bad in (0, 10**9, "12", 2.5, float("nan"), True):
+    for bad in (0, 10**9, 10**400, "12", 2.5, float("nan"), float("inf"), True, numpy.float32(2.5)):
         with pytest.raises(InvalidQueryError, match="max_new_tokens"):
             router.route("hi", tools=[EMAIL], max_new_tokens=bad)
+    whole = router.route("hi", tools=[EMAIL], tool_choice="none", max_new_tokens=numpy.int64(3))
+    assert whole.usage.output_tokens <= 3 and whole.text  # numpy integers are whole numbers
 
 
 def test_tool_choice_none_writes_the_answer_in_one_tool_free_pass(make_router):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import numbers
 import queue
 import threading
 import time
@@ -88,10 +90,11 @@ def checkpoint_folder(checkpoint: str | Path) -> Path:
 
 def _budget(value: Any, name: str) -> int:
     """A token budget given by a caller, as an int; `InvalidQueryError` for anything that is not a whole number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
-                                                                          and not value.is_integer()):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidQueryError(f"{name} must be a whole number of tokens, got {value!r:.40}")
-    return int(value)
+    if isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer()):
+        return int(value)  # int, numpy integers, whole floats
+    raise InvalidQueryError(f"{name} must be a whole number of tokens, got {value!r:.40}")
 
 
 @dataclass
