@@ -12,19 +12,23 @@ import orjson
 
 from toolformer_router.errors import InvalidQueryError
 from toolformer_router.router import ToolRouter
+from toolformer_router.schema import MAX_CACHED_TOOLS
 from toolformer_router.types import RouteResult
 
 _ROUTERS: dict[tuple[str, str | None, str | None], ToolRouter] = {}
 _ROUTERS_LOCK = threading.Lock()
 
 
-def shared_router(checkpoint: str | Path = "default", device: str | None = None, dtype: str | None = None) -> ToolRouter:
-    """The process-wide `ToolRouter` for a checkpoint (loaded on first use; its gist cache is shared)."""
-    key = (str(checkpoint), None if device is None else str(device), None if dtype is None else str(dtype))
+def shared_router(checkpoint: str | Path = "default", device: str | None = None, dtype: str | None = None,
+                  max_cached_tools: int = MAX_CACHED_TOOLS) -> ToolRouter:
+    """The process-wide `ToolRouter` for a checkpoint and settings (loaded on first use; its gist cache is shared)."""
+    key = (str(checkpoint), None if device is None else str(device), None if dtype is None else str(dtype),
+           max_cached_tools)
     with _ROUTERS_LOCK:
         router = _ROUTERS.get(key)
         if router is None:
-            router = ToolRouter.from_pretrained(checkpoint, device=device, dtype=dtype)
+            router = ToolRouter.from_pretrained(checkpoint, device=device, dtype=dtype,
+                                                max_cached_tools=max_cached_tools)
             _ROUTERS[key] = router
         return router
 

@@ -44,6 +44,7 @@ from toolformer_router.errors import (
     TooManyToolsError,
     UnknownToolError,
 )
+from toolformer_router.schema import MAX_CACHED_TOOLS
 from toolformer_router.streaming import MAX_STOP_CHARS, MAX_STOP_SEQUENCES
 from toolformer_router.types import RouteChunk, RouteResult, RouteUsage
 
@@ -690,14 +691,15 @@ def _server_config(app: FastAPI, *, read_timeout_s: float, keep_alive_s: int, **
 def serve(checkpoint: str | Path = "default", *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           device: str | None = None, dtype: str | None = None, log_level: str = "info",
           max_pending: int = DEFAULT_MAX_PENDING, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
-          keep_alive_s: int = DEFAULT_KEEP_ALIVE_S) -> None:
+          keep_alive_s: int = DEFAULT_KEEP_ALIVE_S, max_cached_tools: int = MAX_CACHED_TOOLS) -> None:
     """Load the (process-wide) router for `checkpoint` and serve it until interrupted.
 
     `max_pending` bounds the completions waiting or being answered (past it, 429; see `create_app`). A client has
     `read_timeout_s` to send a request's head (else the connection is closed), then as long for its body (else 408);
-    an idle connection is closed after `keep_alive_s`.
+    an idle connection is closed after `keep_alive_s`. `max_cached_tools` bounds the tools whose encodings are kept
+    in memory (`ToolRouter`).
     """
-    router = shared_router(checkpoint, device, dtype)
+    router = shared_router(checkpoint, device, dtype, max_cached_tools)
     app = create_app(router, api_key=api_key, max_pending=max_pending, read_timeout_s=read_timeout_s)
     uvicorn.Server(_server_config(app, read_timeout_s=read_timeout_s, keep_alive_s=keep_alive_s, host=host,
                                   port=port, log_level=log_level)).run()

@@ -789,3 +789,14 @@ def test_the_example_against_the_cli_server(tmp_path, capsys):
 def test_an_empty_api_key_is_refused_at_startup():
     with pytest.raises(ValueError, match="api_key must not be empty"):
         create_app(ScriptedRouter(), api_key=" ")
+
+
+def test_serve_command_passes_the_limits_it_is_given_and_leaves_the_rest_to_serve(monkeypatch):
+    import toolformer_router.adapters.server as server
+    from toolformer_router.cli import main
+
+    seen = {}
+    monkeypatch.setattr(server, "serve", lambda checkpoint, **options: seen.update(options, checkpoint=checkpoint))
+    main(["serve", "--max-cached-tools", "5", "--max-pending", "3"])
+    assert seen["max_cached_tools"] == 5 and seen["max_pending"] == 3 and seen["checkpoint"] == "default"
+    assert "read_timeout_s" not in seen and "keep_alive_s" not in seen  # unset: serve's own defaults

@@ -62,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     except ImportError as error:
         raise SystemExit(f"error: serve needs the server extra ({error}): "
                          "pip install 'toolformer-router[server]'") from None
-    limits = {"max_pending": args.max_pending, "read_timeout_s": args.read_timeout, "keep_alive_s": args.keep_alive}
+    limits = {"max_pending": args.max_pending, "read_timeout_s": args.read_timeout, "keep_alive_s": args.keep_alive,
+              "max_cached_tools": args.max_cached_tools}
     serve(args.checkpoint, host=args.host, port=args.port, api_key=args.api_key, device=args.device, dtype=args.dtype,
           **{name: value for name, value in limits.items() if value is not None})  # unset: the server's defaults
 
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "long for its body (else 408) (default: 30)")
     serve.add_argument("--keep-alive", type=int, default=None, metavar="SECONDS",
                        help="close a connection idle this long between requests (default: 5)")
+    serve.add_argument("--max-cached-tools", type=int, default=None, metavar="N",
+                       help="most tools whose encodings are kept in memory, least recently used leave first "
+                            "(default: 10,000)")
     _register_plugins(commands)
     return parser
 
