@@ -232,16 +232,22 @@ def test_read_only_file_is_read_and_new_entries_stay_in_memory(tmp_path, caplog,
     assert GistCache(path).disk_entries() == 1  # nothing was written
 
 
-@pytest.mark.parametrize("journal", ["wal", "delete"])
-def test_a_lock_held_by_another_process_delays_a_route_briefly_and_skips_the_disk(tmp_path, caplog, make_router,
-                                                                                   journal):
-    path = tmp_path / "gists.sqlite"
+def _locked_cache_file(path, journal: str, lock: str) -> sqlite3.Connection:
+    """A cache file holding entry "a", and another connection holding its `lock` (`BEGIN <lock>`) in `journal` mode."""
     writer = GistCache(path)
     writer.put_many({"a": _entry(0)}, "fp")
     writer.close()
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute(f"PRAGMA journal_mode={journal}")
-    holder.execute("BEGIN EXCLUSIVE")  # in rollback-journal mode this stops readers too
+    holder.execute(f"BEGIN {lock}")
+    return holder
+
+
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_a_lock_held_by_another_process_delays_a_route_briefly_and_skips_the_disk(tmp_path, caplog, make_router,
+                                                                                   journal):
+    path = tmp_path / "gists.sqlite"
+    holder = _locked_cache_file(path, journal, "EXCLUSIVE")  # in rollback-journal mode this stops readers too
     try:
         with caplog.at_level(logging.WARNING, logger="toolformer_router.gist_cache"):
             cache = GistCache(path, lock_retry_s=0.0)  # the default lock timeout, waited for at every access
@@ -265,12 +271,7 @@ def test_a_lock_held_by_another_process_delays_a_route_briefly_and_skips_the_dis
 @pytest.mark.parametrize("journal", ["wal", "delete"])
 def test_a_lock_held_for_long_is_waited_for_once_then_skipped_for_lock_retry_s(tmp_path, journal):
     path = tmp_path / "gists.sqlite"
-    writer = GistCache(path)
-    writer.put_many({"a": _entry(0)}, "fp")
-    writer.close()
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute(f"PRAGMA journal_mode={journal}")
-    holder.execute("BEGIN IMMEDIATE" if journal == "wal" else "BEGIN EXCLUSIVE")
+    holder = _locked_cache_file(path, journal, "IMMEDIATE" if journal == "wal" else "EXCLUSIVE")
     try:
         cache = GistCache(path, lock_timeout_s=0.3, lock_retry_s=0.8)
         waited = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import orjson
 from transformers import PreTrainedTokenizerBase
 
 from .errors import InvalidQueryError
+from .schema import non_finite_number
 
 Query = str | Sequence[dict[str, Any]]
 ROLES = ("system", "user", "assistant", "tool")
@@ -54,20 +54,9 @@ def _normalize_call(call: Any, where: str) -> dict[str, Any]:
         orjson.dumps(arguments)
     except orjson.JSONEncodeError as error:
         raise InvalidQueryError(f"{where} arguments are not JSON: {error}") from None
-    _check_finite(arguments, f"{where} arguments")
+    if found := non_finite_number(arguments, f"{where} arguments"):
+        raise InvalidQueryError(f"{found} is not a JSON number")
     return {"name": name, "arguments": arguments}
-
-
-def _check_finite(value: Any, where: str) -> None:
-    """`InvalidQueryError` for a NaN or infinite number in `value` (JSON has none: it would be written as null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidQueryError(f"{where}: {value} is not a JSON number")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _check_finite(item, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _check_finite(item, f"{where}[{index}]")
 
 
 def normalize_messages(query: Query | bytes) -> list[dict[str, Any]]:

@@ -95,17 +95,22 @@ def _normalize_type(value: Any, where: str) -> Any:
     return mapped
 
 
-def _check_finite(value: Any, where: str) -> None:
-    """Raise `InvalidToolError` for a NaN or infinite number anywhere in `value` (JSON has none: it would be
-    written as null, and the schema would then mean something else)."""
+def non_finite_number(value: Any, where: str) -> str | None:
+    """Where the first NaN or infinite number in `value` is ("where.key[0]: nan"), or None. JSON has no such
+    numbers: written out they would become null and mean something else."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidToolError(f"{where}: {value} is not a JSON number")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_finite(item, f"{where}.{key}")
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_finite(item, f"{where}[{i}]")
+        return f"{where}: {value}"
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        found = non_finite_number(item, f"{where}.{key}" if isinstance(value, Mapping) else f"{where}[{key}]")
+        if found:
+            return found
+    return None
+
+
+def _check_finite(value: Any, where: str) -> None:
+    if found := non_finite_number(value, where):
+        raise InvalidToolError(f"{found} is not a JSON number")
 
 
 def _normalize_schema(schema: Any, where: str, depth: int = 0) -> dict[str, Any] | bool:
