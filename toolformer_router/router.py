@@ -137,9 +137,10 @@ class ToolRouter:
     ):
         """Use `from_pretrained` or `from_backbone`. `preload_relevance` loads the sentence encoder behind
         `min_tool_relevance` now when the checkpoint sets that veto (False: on the first route that needs it).
-        `max_cached_tools` bounds every per-tool cache in memory (least recently used tools leave first: gists
-        and cross-attention keys/values, schema texts, grammar rules, word lists, sentence vectors); a tool
-        that left is recomputed, or read from the disk tier, when it is next active."""
+        `max_cached_tools` bounds this router's per-tool caches in memory (least recently used tools leave first:
+        gists and cross-attention keys/values, schema texts, grammar rules, word lists, sentence vectors); a tool
+        that left is recomputed, or read from the disk tier, when it is next active. The validated definitions
+        that all routers of a process share are bounded by `schema.MAX_CACHED_TOOLS`."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.config = model.config
