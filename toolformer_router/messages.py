@@ -132,7 +132,8 @@ def parse_call_list(raw: str) -> list[dict[str, Any]] | None:
 def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],
                   system_prompt: str | None) -> list[int]:
     """The decoder's prompt: `render_prompt_text` in tokens (as the chat template's own tokenizing does it)."""
-    return list(tokenizer(render_prompt_text(tokenizer, messages, system_prompt), add_special_tokens=False)["input_ids"])
+    text = render_prompt_text(tokenizer, messages, system_prompt)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def render_prompt_text(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, Any]],

@@ -210,8 +210,9 @@ class ToolRouter:
         load_weights(model, folder)
         model.to(device=device, dtype=dtype)
         if disk_cache:
+            memory_bound = kwargs.get("max_cached_tools", MAX_CACHED_TOOLS)
             kwargs.setdefault("gist_cache", GistCache(cache_path or router_home() / "gists.sqlite",
-                                                      max_memory_entries=kwargs.get("max_cached_tools", MAX_CACHED_TOOLS)))
+                                                      max_memory_entries=memory_bound))
         name = kwargs.pop("name", f"toolformer-router/{folder.name}")
         return cls(model, tokenizer, name=name, **kwargs)
 
@@ -356,7 +357,8 @@ class ToolRouter:
     ) -> tuple[list[ToolMemory], int, int]:
         """Each tool's cached memory (encoding only tools not in the cache); returns (entries, hits, misses)."""
         fingerprint = self.model.memory_fingerprint()
-        found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device, EntryLayout.of(self.model))
+        found = self.gist_cache.get_many([t.schema_hash for t in tools], fingerprint, self.device,
+                                         EntryLayout.of(self.model))
         missing = list({t.schema_hash: t for t in tools if t.schema_hash not in found}.values())
         if missing:
             texts = self.tool_texts(missing)  # may raise SchemaTooLongError, before any work

@@ -100,12 +100,13 @@ def non_finite_number(value: Any, where: str) -> str | None:
     numbers: written out they would become null and mean something else."""
     if isinstance(value, float) and not math.isfinite(value):
         return f"{where}: {value}"
-    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, item in items:
-        found = non_finite_number(item, f"{where}.{key}" if isinstance(value, Mapping) else f"{where}[{key}]")
-        if found:
-            return found
-    return None
+    if isinstance(value, Mapping):
+        children = ((f"{where}.{key}", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        children = ((f"{where}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    return next((found for path, item in children if (found := non_finite_number(item, path))), None)
 
 
 def _check_finite(value: Any, where: str) -> None:
